@@ -1,0 +1,237 @@
+//! The command line (DESIGN §7b). Every flag of `serve` can also be given in
+//! the environment (`TSOHOST_<FLAG>`).
+
+use crate::bench::{self, BenchConfig};
+use crate::client;
+use crate::driver::DriverSource;
+use crate::driver::builtin;
+use crate::server::{self, ServeConfig};
+use crate::timestamp::{LOGICAL_PER_MS, RangeJson};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The address `serve` listens on and the other commands talk to by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7373";
+const DEFAULT_URL: &str = "http://127.0.0.1:7373";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tsohost",
+    version,
+    about = "A timestamp oracle with WebAssembly consensus drivers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Get timestamps from a running node.
+    Ts {
+        /// How many consecutive timestamps (1 to 262144).
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// Print the JSON answer instead of the bare timestamp.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a running node's status.
+    Status {
+        #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+    /// Load-test a running node; prints a JSON report.
+    Bench {
+        #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Timestamps per request.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// How long to measure (e.g. 10s, 500ms).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Load before measuring starts.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        warmup: Duration,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// A built-in driver (file) or the path of a driver component (.wasm).
+    #[arg(long, env = "TSOHOST_DRIVER", default_value = "file")]
+    driver: String,
+    /// A driver-specific setting, KEY=VALUE; repeatable.
+    #[arg(long = "driver-option", env = "TSOHOST_DRIVER_OPTIONS", value_delimiter = ',', value_parser = parse_option)]
+    driver_options: Vec<(String, String)>,
+    /// Where the node keeps its state.
+    #[arg(long, env = "TSOHOST_DATA_DIR", default_value = "./tsohost-data")]
+    data_dir: PathBuf,
+    /// HTTP listen address (port 0: any free port, printed at start).
+    #[arg(long, env = "TSOHOST_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// How far ahead of the clock the durable high water is kept (10ms..60s).
+    #[arg(long, env = "TSOHOST_WINDOW", default_value = "3s", value_parser = parse_duration)]
+    window: Duration,
+    /// This node's id.
+    #[arg(long, env = "TSOHOST_NODE_ID", default_value_t = 1)]
+    node_id: u64,
+    /// Guest memory cap in MiB.
+    #[arg(long, env = "TSOHOST_GUEST_MEMORY_MIB", default_value_t = 128)]
+    guest_memory_mib: usize,
+    /// Longest a single call into the driver may run (e.g. 1s).
+    #[arg(long, env = "TSOHOST_GUEST_CALL_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    guest_call_timeout: Duration,
+}
+
+/// `500ms`, `3s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 500ms, 3s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}` is not a duration like 500ms, 3s or 2m")),
+    }
+}
+
+fn parse_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Serve(args) => server::serve(serve_config(args)?).await,
+        Cmd::Ts { count, url, json } => {
+            if !(1..=LOGICAL_PER_MS).contains(&count) {
+                bail!("--count must be from 1 to {LOGICAL_PER_MS}, got {count}");
+            }
+            let body = Bytes::from(format!("{{\"count\":{count}}}"));
+            let answer = client::once(&url, Method::POST, "/v1/timestamps", body).await?;
+            if !answer.status.is_success() {
+                bail!(
+                    "{url} answered {}: {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
+                );
+            }
+            if json || count > 1 {
+                println!("{}", String::from_utf8_lossy(&answer.body));
+            } else {
+                let range: RangeJson = serde_json::from_slice(&answer.body)
+                    .with_context(|| format!("{url} answered something that is not a timestamp"))?;
+                println!("{}", range.timestamp);
+            }
+            Ok(())
+        }
+        Cmd::Status { url } => {
+            let answer = client::once(&url, Method::GET, "/v1/status", Bytes::new()).await?;
+            let value: serde_json::Value = serde_json::from_slice(&answer.body)
+                .with_context(|| format!("{url} answered something that is not JSON"))?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        Cmd::Bench {
+            url,
+            connections,
+            count,
+            duration,
+            warmup,
+        } => {
+            if connections == 0 || !(1..=LOGICAL_PER_MS).contains(&count) || duration.is_zero() {
+                bail!(
+                    "--connections and --duration must be positive, --count from 1 to {LOGICAL_PER_MS}"
+                );
+            }
+            let report = bench::run(BenchConfig {
+                url,
+                connections,
+                count,
+                duration,
+                warmup,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+    }
+}
+
+fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+    let driver = match builtin::builtin(&args.driver) {
+        Some(source) => source,
+        None if args.driver.ends_with(".wasm") || args.driver.contains('/') => {
+            DriverSource::File(PathBuf::from(&args.driver))
+        }
+        None => bail!(
+            "--driver {}: not a built-in driver ({}) nor a path to a .wasm component",
+            args.driver,
+            builtin::NAMES.join(", ")
+        ),
+    };
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&args.window) {
+        bail!("--window must be from 10ms to 60s, got {:?}", args.window);
+    }
+    if args.guest_call_timeout < Duration::from_millis(10) {
+        bail!("--guest-call-timeout must be at least 10ms");
+    }
+    if !(16..=4096).contains(&args.guest_memory_mib) {
+        bail!("--guest-memory-mib must be from 16 to 4096");
+    }
+    Ok(ServeConfig {
+        driver,
+        driver_options: args.driver_options,
+        data_dir: args.data_dir,
+        listen: args.listen,
+        window: args.window,
+        node_id: args.node_id,
+        guest_memory: args.guest_memory_mib << 20,
+        guest_call_timeout: args.guest_call_timeout,
+    })
+}

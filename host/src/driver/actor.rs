@@ -1,0 +1,463 @@
+//! The actor that owns one driver: a thread, a `Store`, one command queue.
+//!
+//! Invariants:
+//! - the guest is called from this thread only, one call at a time, so it is
+//!   never re-entered (imports only queue events, see [`super::sandbox`]);
+//! - every call runs under the per-call time limit and the memory cap;
+//! - a call that traps, runs too long or exhausts memory poisons the
+//!   `Store`: the instance is dropped, every request it held is failed, and a
+//!   fresh instance is built from the same component and storage after a
+//!   backoff. The host process is never taken down by a guest;
+//! - every request given to the guest is completed exactly once, by the guest
+//!   or, when the instance is lost, by the actor.
+
+use super::bindings::{Config, ConsensusDriver, DriverError, DriverInfo, Epoch, Leadership, Peer};
+use super::component::{EPOCH_TICK, LoadedDriver};
+use super::sandbox::GuestState;
+use crate::clock::Clock;
+use crate::storage::Storage;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use wasmtime::Store;
+
+/// Longest a driver sleeps between ticks, whatever it asks: a guard against a
+/// driver that asks for a wake-up too far ahead.
+const MAX_TICK_INTERVAL: Duration = Duration::from_secs(1);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// `init` may do more work than an event (replaying a log): it gets this many
+/// per-call time limits.
+const INIT_TIME_FACTOR: u32 = 5;
+
+/// How a driver is started on this node.
+#[derive(Debug, Clone)]
+pub struct ActorConfig {
+    pub node_id: u64,
+    pub peers: Vec<Peer>,
+    pub bootstrap: bool,
+    pub floor: u64,
+    pub seed: u64,
+    pub options: Vec<(String, String)>,
+    /// Guest linear memory cap, bytes.
+    pub memory_limit: usize,
+    /// Longest one call into the guest may run.
+    pub call_timeout: Duration,
+}
+
+/// Into the actor.
+#[derive(Debug)]
+pub enum Command {
+    LoadHighWater {
+        request: u64,
+    },
+    PersistHighWater {
+        request: u64,
+        at_least: u64,
+        epoch: Epoch,
+    },
+    Message {
+        from: u64,
+        payload: Vec<u8>,
+    },
+    Shutdown,
+}
+
+/// Out of the actor, in the order they happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A fresh instance finished `init`.
+    Started(DriverInfo),
+    Leadership(Leadership),
+    Completed {
+        request: u64,
+        outcome: Result<u64, DriverError>,
+    },
+    Send {
+        to: u64,
+        payload: Vec<u8>,
+    },
+    /// The instance is gone; a new one will be built after a backoff.
+    Crashed {
+        reason: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "driver {source_label} refused its configuration: {}",
+        super::bindings::describe(error)
+    )]
+    Refused {
+        source_label: String,
+        error: DriverError,
+    },
+    #[error("driver {source_label} reports the name {name:?}; a name is 1-64 of [a-z0-9_-]")]
+    BadName { source_label: String, name: String },
+    #[error("cannot start the driver thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Opens the storage namespace of a driver, by the name the driver reports.
+pub type StorageFor = Arc<dyn Fn(&str) -> Arc<dyn Storage> + Send + Sync>;
+
+/// The running actor. Dropping it does not stop it: call `shutdown`.
+pub struct DriverHandle {
+    tx: Sender<Command>,
+    info: DriverInfo,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DriverHandle {
+    /// Start the actor and its first instance. Fails if the driver refuses its
+    /// config or reports an unusable name; a first instance that traps or
+    /// overruns is reported through `events` and retried, like any later one.
+    pub fn spawn(
+        driver: LoadedDriver,
+        storage_for: StorageFor,
+        config: ActorConfig,
+        clock: Arc<dyn Clock>,
+        events: UnboundedSender<Event>,
+    ) -> Result<DriverHandle, StartError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let source_label = driver.source.clone();
+        let thread = std::thread::Builder::new()
+            .name("driver".into())
+            .spawn(move || {
+                let mut actor = Actor {
+                    driver,
+                    storage_for,
+                    config,
+                    clock,
+                    events,
+                    instance: None,
+                    info: None,
+                };
+                let first = actor.build();
+                let info = match first {
+                    Ok(()) => actor.info.clone(),
+                    Err(Build::Crashed(reason)) => {
+                        actor.crashed(reason);
+                        actor.info.clone()
+                    }
+                    Err(Build::Fatal(e)) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(info));
+                actor.run(rx);
+            })
+            .map_err(StartError::Thread)?;
+        match ready_rx.recv() {
+            Ok(Ok(info)) => Ok(DriverHandle {
+                tx,
+                info: info.unwrap_or_else(|| DriverInfo {
+                    name: "(not started)".into(),
+                    version: String::new(),
+                }),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(StartError::Refused {
+                    source_label,
+                    error: DriverError::Internal("the driver thread died".into()),
+                })
+            }
+        }
+    }
+
+    /// What the driver said about itself (`(not started)` if its first
+    /// instance never got through `info`).
+    pub fn info(&self) -> &DriverInfo {
+        &self.info
+    }
+
+    /// Queue a command; commands sent after shutdown are dropped.
+    pub fn send(&self, command: Command) {
+        let _ = self.tx.send(command);
+    }
+
+    /// Stop between two events and wait for the thread.
+    pub fn shutdown(mut self) {
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Live {
+    store: Store<GuestState>,
+    bindings: ConsensusDriver,
+    next_tick: Instant,
+}
+
+enum Build {
+    /// Trap, overrun: try again later.
+    Crashed(String),
+    /// The driver will never start with this config.
+    Fatal(StartError),
+}
+
+struct Actor {
+    driver: LoadedDriver,
+    storage_for: StorageFor,
+    config: ActorConfig,
+    clock: Arc<dyn Clock>,
+    events: UnboundedSender<Event>,
+    instance: Option<Live>,
+    info: Option<DriverInfo>,
+}
+
+impl Actor {
+    fn ticks(&self, factor: u32) -> u64 {
+        let limit = self.config.call_timeout * factor;
+        (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+
+    fn build(&mut self) -> Result<(), Build> {
+        let engine = self.driver.pre.instance_pre().engine().clone();
+        let state = GuestState::new(
+            self.config.memory_limit,
+            self.config.seed,
+            self.events.clone(),
+            self.clock.clone(),
+        );
+        let mut store = Store::new(&engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.ticks(1));
+        let bindings = self
+            .driver
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| Build::Crashed(self.describe(&store, "instantiation", e)))?;
+        let info = bindings
+            .tsohost_driver_driver()
+            .call_info(&mut store)
+            .map_err(|e| Build::Crashed(self.describe(&store, "info", e)))?;
+        if !valid_name(&info.name) {
+            return Err(Build::Fatal(StartError::BadName {
+                source_label: self.driver.source.clone(),
+                name: info.name,
+            }));
+        }
+        store.data_mut().name = info.name.clone();
+        store.data_mut().storage = Some((self.storage_for)(&info.name));
+        let config = Config {
+            node_id: self.config.node_id,
+            peers: self.config.peers.clone(),
+            bootstrap: self.config.bootstrap,
+            floor: self.config.floor,
+            seed: self.config.seed,
+            options: self.config.options.clone(),
+        };
+        store.set_epoch_deadline(self.ticks(INIT_TIME_FACTOR));
+        match bindings
+            .tsohost_driver_driver()
+            .call_init(&mut store, &config)
+        {
+            Err(e) => return Err(Build::Crashed(self.describe(&store, "init", e))),
+            Ok(Err(error)) => {
+                return Err(Build::Fatal(StartError::Refused {
+                    source_label: self.driver.source.clone(),
+                    error,
+                }));
+            }
+            Ok(Ok(())) => {}
+        }
+        tracing::info!(
+            driver = %info.name,
+            "driver {} {} started from {}",
+            info.name,
+            info.version,
+            self.driver.source
+        );
+        let _ = self.events.send(Event::Started(info.clone()));
+        self.info = Some(info);
+        self.instance = Some(Live {
+            store,
+            bindings,
+            next_tick: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Why a call failed, in words an operator can act on.
+    fn describe(&self, store: &Store<GuestState>, call: &str, e: wasmtime::Error) -> String {
+        let name = &store.data().name;
+        if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
+            return format!(
+                "driver {name}: `{call}` ran longer than the per-call limit ({:?}); the guest was \
+                 stopped",
+                self.config.call_timeout
+            );
+        }
+        let text = format!("{e:#}");
+        if text.contains("memory") && text.contains("limit")
+            || text.contains("forcing a memory growth failure")
+        {
+            return format!(
+                "driver {name}: `{call}` exceeded the guest memory limit ({} MiB); the guest was \
+                 stopped",
+                self.config.memory_limit >> 20
+            );
+        }
+        format!("driver {name}: `{call}` trapped: {text}")
+    }
+
+    /// Drop the instance, fail what it held, and tell the node.
+    fn crashed(&mut self, reason: String) {
+        tracing::error!("{reason}; rebuilding the driver instance from storage");
+        if let Some(live) = self.instance.take() {
+            for request in live.store.data().pending.iter().copied() {
+                let _ = self.events.send(Event::Completed {
+                    request,
+                    outcome: Err(DriverError::Internal(format!(
+                        "the driver instance was lost before completing request {request}"
+                    ))),
+                });
+            }
+        }
+        let _ = self.events.send(Event::Crashed { reason });
+    }
+
+    fn run(&mut self, rx: Receiver<Command>) {
+        let mut backoff = MIN_BACKOFF;
+        let mut rebuild_at = Instant::now() + backoff;
+        loop {
+            let deadline = match &self.instance {
+                Some(live) => live.next_tick,
+                None => rebuild_at,
+            };
+            let command = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+            };
+            if self.instance.is_none() {
+                if let Some(command) = command {
+                    self.refuse(command);
+                }
+                if Instant::now() >= rebuild_at {
+                    match self.build() {
+                        Ok(()) => backoff = MIN_BACKOFF,
+                        Err(Build::Crashed(reason))
+                        | Err(Build::Fatal(StartError::Refused {
+                            error: DriverError::Internal(reason),
+                            ..
+                        })) => {
+                            self.crashed(reason);
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                        Err(Build::Fatal(e)) => {
+                            self.crashed(e.to_string());
+                            backoff = MAX_BACKOFF;
+                        }
+                    }
+                    rebuild_at = Instant::now() + backoff;
+                }
+                continue;
+            }
+            let result = match command {
+                Some(command) => self.deliver(command),
+                None => self.tick(),
+            };
+            if let Err(reason) = result {
+                self.crashed(reason);
+                rebuild_at = Instant::now() + backoff;
+            }
+        }
+    }
+
+    /// A command that arrives while no instance is up.
+    fn refuse(&self, command: Command) {
+        match command {
+            Command::LoadHighWater { request } | Command::PersistHighWater { request, .. } => {
+                let _ = self.events.send(Event::Completed {
+                    request,
+                    outcome: Err(DriverError::Internal(
+                        "the driver is restarting after a failure".into(),
+                    )),
+                });
+            }
+            Command::Message { .. } | Command::Shutdown => {}
+        }
+    }
+
+    fn deliver(&mut self, command: Command) -> Result<(), String> {
+        let ticks = self.ticks(1);
+        let live = self.instance.as_mut().expect("checked by run");
+        let driver = live.bindings.tsohost_driver_driver();
+        live.store.set_epoch_deadline(ticks);
+        let (call, result) = match command {
+            Command::LoadHighWater { request } => {
+                live.store.data_mut().pending.insert(request);
+                (
+                    "load-high-water",
+                    driver.call_load_high_water(&mut live.store, request),
+                )
+            }
+            Command::PersistHighWater {
+                request,
+                at_least,
+                epoch,
+            } => {
+                live.store.data_mut().pending.insert(request);
+                (
+                    "persist-high-water",
+                    driver.call_persist_high_water(&mut live.store, request, at_least, epoch),
+                )
+            }
+            Command::Message { from, payload } => (
+                "on-message",
+                driver.call_on_message(&mut live.store, from, &payload),
+            ),
+            Command::Shutdown => return Ok(()),
+        };
+        result.map_err(|e| {
+            let live = self.instance.as_ref().expect("checked by run");
+            self.describe(&live.store, call, e)
+        })
+    }
+
+    fn tick(&mut self) -> Result<(), String> {
+        let ticks = self.ticks(1);
+        let now = self.clock.now().mono_ms;
+        let live = self.instance.as_mut().expect("checked by run");
+        live.store.set_epoch_deadline(ticks);
+        let result = live
+            .bindings
+            .tsohost_driver_driver()
+            .call_on_tick(&mut live.store, now);
+        match result {
+            Ok(wake_at_ms) => {
+                let wait = Duration::from_millis(wake_at_ms.saturating_sub(now))
+                    .clamp(Duration::from_millis(1), MAX_TICK_INTERVAL);
+                live.next_tick = Instant::now() + wait;
+                Ok(())
+            }
+            Err(e) => {
+                let live = self.instance.as_ref().expect("checked by run");
+                Err(self.describe(&live.store, "on-tick", e))
+            }
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}

@@ -1,0 +1,329 @@
+//! From bytes to a validated, precompiled, linked driver component.
+//!
+//! Loading refuses, with a message that names the file and what to do:
+//! bytes that are not WebAssembly, a core module, a component that does not
+//! export `tsohost:driver/driver`, one built against an incompatible WIT
+//! version, and one that imports what the sandbox does not offer. Compiled
+//! code is cached on disk keyed by the component's SHA-256 and the engine's
+//! compatibility hash, so restarts and swaps skip compilation.
+
+use super::bindings::{ConsensusDriverPre, DRIVER_INTERFACE, WIT_VERSION};
+use super::sandbox::{self, GuestState};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+/// How often the engine's epoch advances; per-call time limits are counted
+/// in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Where a driver's bytes come from.
+#[derive(Debug, Clone)]
+pub enum DriverSource {
+    /// Compiled into the binary (`--driver file`).
+    Builtin {
+        name: &'static str,
+        bytes: &'static [u8],
+    },
+    /// A `.wasm` file.
+    File(PathBuf),
+}
+
+impl DriverSource {
+    /// A short description for messages: `built-in driver "file"` or the path.
+    pub fn label(&self) -> String {
+        match self {
+            DriverSource::Builtin { name, .. } => format!("built-in driver \"{name}\""),
+            DriverSource::File(path) => path.display().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read driver {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{source_label} is not a WebAssembly component (it does not start with the \\0asm \
+         magic); --driver takes a built-in name or the path of a driver component (.wasm)"
+    )]
+    NotWasm { source_label: String },
+    #[error(
+        "{source_label} is a core WebAssembly module, not a component; build the driver as a \
+         component (e.g. cargo build --target wasm32-wasip2, or wasm-tools component new)"
+    )]
+    CoreModule { source_label: String },
+    #[error("{source_label} is not a valid WebAssembly component: {reason}")]
+    Invalid {
+        source_label: String,
+        reason: String,
+    },
+    #[error(
+        "{source_label} does not implement the world tsohost:driver/consensus-driver: it exports \
+         [{exports}] but not {DRIVER_INTERFACE}@{WIT_VERSION}; build it against wit/ of this host"
+    )]
+    WrongWorld {
+        source_label: String,
+        exports: String,
+    },
+    #[error(
+        "{source_label} was built against {DRIVER_INTERFACE}@{found}, but this host speaks \
+         @{WIT_VERSION} (compatible: the same major version, and the same minor while major is \
+         0); rebuild the driver against wit/ of this host"
+    )]
+    IncompatibleVersion { source_label: String, found: String },
+    #[error(
+        "{source_label} cannot be linked in the driver sandbox (drivers get the tsohost host \
+         interface and WASI without files or sockets): {reason}"
+    )]
+    Link {
+        source_label: String,
+        reason: String,
+    },
+    #[error("the wasmtime engine could not be set up: {0}")]
+    Engine(String),
+}
+
+/// A component ready to instantiate, and what operators see of it.
+#[derive(Clone)]
+pub struct LoadedDriver {
+    pub pre: ConsensusDriverPre<GuestState>,
+    /// Where it came from.
+    pub source: String,
+    /// SHA-256 of the component bytes, hex.
+    pub digest: String,
+    pub size: usize,
+    /// The `tsohost:driver` version it was built against.
+    pub wit_version: String,
+    pub loaded_at: SystemTime,
+}
+
+/// The wasmtime engine, the sandbox linker and the compiled-code cache. One
+/// per process; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<GuestState>>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Runtime {
+    /// `cache_dir`: where precompiled components are kept (`None`: no cache).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Runtime, LoadError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let linker = sandbox::linker(&engine).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| LoadError::Engine(format!("epoch thread: {e}")))?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            cache_dir,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Read, validate, compile (or fetch from the cache) and link a driver.
+    pub fn load(&self, source: &DriverSource) -> Result<LoadedDriver, LoadError> {
+        let label = source.label();
+        let owned;
+        let bytes: &[u8] = match source {
+            DriverSource::Builtin { bytes, .. } => bytes,
+            DriverSource::File(path) => {
+                owned = std::fs::read(path).map_err(|e| LoadError::Read {
+                    path: label.clone(),
+                    source: e,
+                })?;
+                &owned
+            }
+        };
+        self.load_bytes(&label, bytes)
+    }
+
+    /// As [`Runtime::load`], for bytes already in memory (a hot swap's upload).
+    pub fn load_bytes(&self, label: &str, bytes: &[u8]) -> Result<LoadedDriver, LoadError> {
+        check_header(label, bytes)?;
+        let digest = hex(&Sha256::digest(bytes));
+        let component = self.compile_cached(label, &digest, bytes)?;
+        let wit_version = check_exports(&self.engine, label, &component)?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::Link {
+                    source_label: label.to_string(),
+                    reason: format!("{e:#}"),
+                })?;
+        let pre = ConsensusDriverPre::new(instance_pre).map_err(|e| LoadError::Link {
+            source_label: label.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok(LoadedDriver {
+            pre,
+            source: label.to_string(),
+            digest,
+            size: bytes.len(),
+            wit_version,
+            loaded_at: SystemTime::now(),
+        })
+    }
+
+    fn compile_cached(
+        &self,
+        label: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<Component, LoadError> {
+        let invalid = |e: wasmtime::Error| LoadError::Invalid {
+            source_label: label.to_string(),
+            reason: format!("{e:#}"),
+        };
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, bytes).map_err(invalid);
+        };
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let path = dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()));
+        if path.exists() {
+            // SAFETY: the cache directory is the host's own, and entries are
+            // written whole (rename) by this function from our own compiler;
+            // the file name binds them to these exact bytes and this engine.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(
+                    "discarding unusable cached compilation {}: {e:#}",
+                    path.display()
+                ),
+            }
+        }
+        let started = std::time::Instant::now();
+        let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+        tracing::info!(
+            "compiled {label} ({} KiB) in {:.0?}",
+            bytes.len() / 1024,
+            started.elapsed()
+        );
+        if let Err(e) = write_cache(dir, &path, &component) {
+            tracing::warn!(
+                "could not cache the compiled driver in {}: {e}; the next start compiles again",
+                dir.display()
+            );
+        }
+        Ok(component)
+    }
+}
+
+fn write_cache(dir: &Path, path: &Path, component: &Component) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let serialized = component.serialize().map_err(|e| format!("{e:#}"))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, serialized).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
+/// The 8-byte preamble tells a component from a core module from anything
+/// else, so the error can say which it is.
+fn check_header(label: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm {
+            source_label: label.to_string(),
+        });
+    }
+    match bytes[4..8] {
+        [1, 0, 0, 0] => Err(LoadError::CoreModule {
+            source_label: label.to_string(),
+        }),
+        [_, _, 1, 0] => Ok(()),
+        _ => Err(LoadError::Invalid {
+            source_label: label.to_string(),
+            reason: format!("unknown binary version {:?}", &bytes[4..8]),
+        }),
+    }
+}
+
+/// Find the `tsohost:driver/driver@X` export and check X against this host.
+fn check_exports(engine: &Engine, label: &str, component: &Component) -> Result<String, LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let prefix = format!("{DRIVER_INTERFACE}@");
+    let Some(found) = exports.iter().find_map(|n| n.strip_prefix(&prefix)) else {
+        return Err(LoadError::WrongWorld {
+            source_label: label.to_string(),
+            exports: exports.join(", "),
+        });
+    };
+    if !compatible(found, WIT_VERSION) {
+        return Err(LoadError::IncompatibleVersion {
+            source_label: label.to_string(),
+            found: found.to_string(),
+        });
+    }
+    Ok(found.to_string())
+}
+
+/// Semver compatibility as the component model applies it: the same major,
+/// and for 0.x the same minor.
+fn compatible(found: &str, ours: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.split(['.', '-', '+']);
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    match (parse(found), parse(ours)) {
+        (Some((0, a)), Some((0, b))) => a == b,
+        (Some((a, _)), Some((b, _))) => a == b,
+        _ => false,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semver_rules() {
+        assert!(compatible("0.1.0", "0.1.0"));
+        assert!(compatible("0.1.7", "0.1.0"));
+        assert!(!compatible("0.2.0", "0.1.0"));
+        assert!(!compatible("9.0.0", "0.1.0"));
+        assert!(compatible("1.4.0", "1.0.0"));
+        assert!(!compatible("garbage", "0.1.0"));
+    }
+
+    #[test]
+    fn header_tells_module_from_component() {
+        assert!(matches!(
+            check_header("x", b"hello world"),
+            Err(LoadError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_header("x", b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule { .. })
+        ));
+        assert!(check_header("x", b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

@@ -1,0 +1,17 @@
+//! The driver runtime: wasmtime, loading and validating components, and the
+//! actor that owns one guest instance.
+//!
+//! - [`component`]: bytes → a validated, precompiled, linked component.
+//! - [`sandbox`]: what a guest can touch (the `host` interface, virtual WASI).
+//! - [`actor`]: one thread per instance; all events through one queue, so the
+//!   guest is never re-entered; traps and overruns rebuild the instance.
+
+pub mod actor;
+pub mod bindings;
+pub mod builtin;
+pub mod component;
+pub mod sandbox;
+
+pub use actor::{ActorConfig, Command, DriverHandle, Event};
+pub use bindings::{DriverError, Epoch, Leadership, Role};
+pub use component::{DriverSource, LoadError, LoadedDriver, Runtime};

@@ -1,0 +1,214 @@
+//! What a guest can touch: the `host` interface and a WASI with every
+//! capability denied or virtualized.
+//!
+//! A guest gets no files, sockets, environment or arguments; its WASI clocks
+//! stand still and its WASI randomness is a stream derived from the seed in
+//! its config, so a driver's behaviour is a function of its inputs
+//! (DESIGN §4). Memory is capped by [`StoreLimits`]; time per call is bounded
+//! by epoch interruption, set by the actor.
+
+use super::actor::Event;
+use super::bindings::{ConsensusDriver, DriverError, Leadership, LogLevel, tsohost};
+use crate::clock::Clock;
+use crate::storage::{Storage, WriteBatch};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
+
+/// The most entries one `storage-scan` returns, whatever the guest asks.
+pub const MAX_SCAN: usize = 10_000;
+/// Longest log line kept from a guest.
+const MAX_LOG_LINE: usize = 4096;
+
+/// The data of one guest's `Store`.
+pub struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    /// The driver's storage namespace; `None` until its name is known.
+    pub(super) storage: Option<Arc<dyn Storage>>,
+    pub(super) events: UnboundedSender<Event>,
+    clock: Arc<dyn Clock>,
+    /// Requests handed to this instance and not yet completed.
+    pub(super) pending: HashSet<u64>,
+    /// The driver's name, for logs.
+    pub(super) name: String,
+}
+
+impl GuestState {
+    pub(super) fn new(
+        memory_limit: usize,
+        seed: u64,
+        events: UnboundedSender<Event>,
+        clock: Arc<dyn Clock>,
+    ) -> GuestState {
+        let seed_bytes: Vec<u8> = (0..32u64)
+            .flat_map(|i| (seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes())
+            .collect();
+        let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .secure_random(wasmtime_wasi::Deterministic::new(seed_bytes.clone()))
+            .insecure_random(wasmtime_wasi::Deterministic::new(seed_bytes))
+            .insecure_random_seed(u128::from(seed))
+            .build();
+        GuestState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+            storage: None,
+            events,
+            clock,
+            pending: HashSet::new(),
+            name: String::from("(unnamed)"),
+        }
+    }
+
+    fn storage(&self) -> Result<&Arc<dyn Storage>, DriverError> {
+        self.storage
+            .as_ref()
+            .ok_or_else(|| DriverError::Internal("storage is available from init on".into()))
+    }
+
+    fn emit(&self, event: Event) {
+        // The receiver goes away only when the node shuts down.
+        let _ = self.events.send(event);
+    }
+}
+
+/// A linker with the `host` interface and the sandboxed WASI.
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    ConsensusDriver::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// WASI clocks that stand still: real time reaches a driver only as `now-ms`.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+impl tsohost::driver::types::Host for GuestState {}
+
+impl tsohost::driver::host::Host for GuestState {
+    fn send(&mut self, to: u64, payload: Vec<u8>) {
+        self.emit(Event::Send { to, payload });
+    }
+
+    fn storage_get(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
+        let storage = self.storage().ok()?;
+        match storage.get(&key) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(driver = %self.name, "storage-get failed: {e}");
+                None
+            }
+        }
+    }
+
+    fn storage_write(
+        &mut self,
+        puts: Vec<(Vec<u8>, Vec<u8>)>,
+        deletes: Vec<Vec<u8>>,
+        sync: bool,
+    ) -> Result<(), DriverError> {
+        self.storage()?
+            .write(WriteBatch { puts, deletes }, sync)
+            .map_err(|e| DriverError::Storage(e.to_string()))
+    }
+
+    fn storage_scan(
+        &mut self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: u32,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let Ok(storage) = self.storage() else {
+            return Vec::new();
+        };
+        match storage.scan(&start, &end, (limit as usize).min(MAX_SCAN)) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(driver = %self.name, "storage-scan failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        self.clock.now().mono_ms
+    }
+
+    fn report_leadership(&mut self, report: Leadership) {
+        self.emit(Event::Leadership(report));
+    }
+
+    fn completed(&mut self, request: u64, outcome: Result<u64, DriverError>) {
+        if self.pending.remove(&request) {
+            self.emit(Event::Completed { request, outcome });
+        } else {
+            tracing::warn!(
+                driver = %self.name,
+                "driver completed request {request}, which it was not given or already \
+                 completed: ignored (a driver bug)"
+            );
+        }
+    }
+
+    fn log(&mut self, level: LogLevel, mut message: String) {
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let name = &self.name;
+        match level {
+            LogLevel::Error => tracing::error!(driver = %name, "{message}"),
+            LogLevel::Warn => tracing::warn!(driver = %name, "{message}"),
+            LogLevel::Info => tracing::info!(driver = %name, "{message}"),
+            LogLevel::Debug => tracing::debug!(driver = %name, "{message}"),
+            LogLevel::Trace => tracing::trace!(driver = %name, "{message}"),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! tsohost: a timestamp oracle whose consensus logic is a WebAssembly
+//! component (see DESIGN.md for the architecture and the contract).
+//!
+//! One module per concern: [`allocator`] (pure), [`driver`] (wasmtime),
+//! [`node`] (the coordinator between them), [`storage`] (RocksDB), [`api`]
+//! (HTTP/JSON), [`cli`], [`metrics`]; [`client`] and [`bench`] talk to a
+//! running node.
+
+pub mod allocator;
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod driver;
+pub mod metrics;
+pub mod node;
+pub mod server;
+pub mod storage;
+pub mod timestamp;

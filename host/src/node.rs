@@ -1,0 +1,466 @@
+//! One node: the allocator, the driver, and the coordinator between them.
+//!
+//! The coordinator turns driver events into allocator transitions
+//! (DESIGN §3): on becoming leader it (1) asks the driver for a linearizable
+//! read of the high water, (2) persists `max(now, high water) + window`,
+//! (3) only then serves; it keeps the window ahead of the clock with
+//! background persists; it stops serving at once on any sign of lost
+//! leadership (a report, a fenced persist, a crashed driver, an expired
+//! lease). Requests never wait for consensus unless the window is exhausted.
+
+use crate::allocator::{Allocator, Grant, GrantError, Term};
+use crate::clock::Clock;
+use crate::driver::bindings::{DriverInfo, describe};
+use crate::driver::{Command, DriverError, DriverHandle, Epoch, Event, Leadership, Role};
+use crate::metrics::Metrics;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{Notify, mpsc};
+
+/// After a failed load or start-up persist, wait this long and try again.
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// What operators see of the driver in `/v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriverStatus {
+    pub name: String,
+    pub version: String,
+    pub source: String,
+    pub digest: String,
+    pub wit_version: String,
+    /// Unix ms when the component was loaded.
+    pub loaded_at_ms: u64,
+    /// False from a crash until the next instance has started.
+    pub healthy: bool,
+    pub crashes: u64,
+    pub last_crash: Option<String>,
+}
+
+/// The node's view of leadership, for `/v1/status` and redirects.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeadershipStatus {
+    pub role: &'static str,
+    pub leader: Option<u64>,
+    /// `hi.lo`, as the driver reported it.
+    pub epoch: Option<String>,
+}
+
+/// Why a timestamp request was not served.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    BadRequest(GrantError),
+    /// Not serving; the leader, if another node is known to lead.
+    #[error("this node is not serving timestamps: {reason}")]
+    Unavailable { reason: String, leader: Option<u64> },
+}
+
+/// State shared by the HTTP handlers and the coordinator.
+pub struct Node {
+    pub node_id: u64,
+    pub metrics: Metrics,
+    clock: Arc<dyn Clock>,
+    allocator: Mutex<Allocator>,
+    /// Signalled whenever serving starts or the high water moves.
+    progressed: Notify,
+    /// Asks the coordinator to look at the window.
+    wake: Notify,
+    leadership: Mutex<LeadershipStatus>,
+    driver: Mutex<DriverStatus>,
+    /// How long a request waits for an exhausted window to be extended.
+    exhausted_wait: Duration,
+}
+
+impl Node {
+    pub fn new(
+        node_id: u64,
+        window: Duration,
+        clock: Arc<dyn Clock>,
+        driver: DriverStatus,
+    ) -> Arc<Node> {
+        Arc::new(Node {
+            node_id,
+            metrics: Metrics::default(),
+            clock,
+            allocator: Mutex::new(Allocator::new(window.as_millis() as u64)),
+            progressed: Notify::new(),
+            wake: Notify::new(),
+            leadership: Mutex::new(LeadershipStatus {
+                role: "follower",
+                leader: None,
+                epoch: None,
+            }),
+            driver: Mutex::new(driver),
+            exhausted_wait: window.clamp(Duration::from_millis(100), Duration::from_secs(2)),
+        })
+    }
+
+    /// Hand out `count` consecutive timestamps. Waits only when the window is
+    /// exhausted, for the extension under way, up to a bound.
+    pub async fn timestamps(&self, count: u64) -> Result<Grant, ServeError> {
+        let deadline = tokio::time::Instant::now() + self.exhausted_wait;
+        loop {
+            let progressed = self.progressed.notified();
+            tokio::pin!(progressed);
+            progressed.as_mut().enable();
+            let now = self.clock.now();
+            let (result, extension_due) = {
+                let mut allocator = self.allocator.lock().unwrap();
+                let result = allocator.grant(count, now);
+                (result, allocator.extension_due(now).is_some())
+            };
+            if extension_due {
+                self.wake.notify_one();
+            }
+            match result {
+                Ok(grant) => {
+                    Metrics::inc(&self.metrics.requests_ok_total);
+                    Metrics::add(&self.metrics.timestamps_issued_total, count);
+                    return Ok(grant);
+                }
+                Err(e @ GrantError::BadCount(_)) => return Err(ServeError::BadRequest(e)),
+                Err(GrantError::WindowExhausted) => {
+                    Metrics::inc(&self.metrics.window_exhausted_total);
+                    if tokio::time::timeout_at(deadline, progressed).await.is_err() {
+                        return Err(self.unavailable(
+                            "the timestamp window is exhausted and the driver has not extended \
+                             the high water in time",
+                        ));
+                    }
+                }
+                Err(e) => return Err(self.unavailable(&e.to_string())),
+            }
+        }
+    }
+
+    fn unavailable(&self, reason: &str) -> ServeError {
+        Metrics::inc(&self.metrics.requests_unavailable_total);
+        let leader = self
+            .leadership
+            .lock()
+            .unwrap()
+            .leader
+            .filter(|l| *l != self.node_id);
+        ServeError::Unavailable {
+            reason: reason.to_string(),
+            leader,
+        }
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.allocator.lock().unwrap().is_serving()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (serving, high_water, last, window) = {
+            let a = self.allocator.lock().unwrap();
+            (
+                a.is_serving(),
+                a.high_water(),
+                a.last_issued(),
+                a.window_ms(),
+            )
+        };
+        serde_json::json!({
+            "node_id": self.node_id,
+            "serving": serving,
+            "leadership": *self.leadership.lock().unwrap(),
+            "high_water_ms": high_water,
+            "last_issued": last.to_string(),
+            "window_ms": window,
+            "driver": *self.driver.lock().unwrap(),
+        })
+    }
+
+    pub fn driver_status(&self) -> DriverStatus {
+        self.driver.lock().unwrap().clone()
+    }
+
+    fn stop_serving(&self) {
+        self.allocator.lock().unwrap().stop();
+        Metrics::set(&self.metrics.serving, 0);
+        Metrics::set(&self.metrics.high_water_ms, 0);
+    }
+}
+
+/// Where a term is in its start-up sequence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stage {
+    /// Waiting to (re)try the linearizable load.
+    Idle,
+    Loading,
+    Starting(Term),
+    Serving(Term),
+}
+
+#[derive(Debug)]
+struct Leading {
+    epoch: Epoch,
+    lease_until_ms: u64,
+    stage: Stage,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Load { epoch: Epoch },
+    Start { epoch: Epoch, term: Term },
+    Extend { term: Term },
+}
+
+/// Drives a node from its driver's events until the event channel closes.
+pub struct Coordinator {
+    node: Arc<Node>,
+    driver: DriverHandle,
+    floor: u64,
+    leading: Option<Leading>,
+    pending: HashMap<u64, Pending>,
+    next_request: u64,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Coordinator {
+    pub fn new(node: Arc<Node>, driver: DriverHandle, floor: u64) -> Coordinator {
+        Coordinator {
+            node,
+            driver,
+            floor,
+            leading: None,
+            pending: HashMap::new(),
+            next_request: 1,
+            retry_at: None,
+        }
+    }
+
+    /// Run until `events` closes or `shutdown` fires; then stop the driver.
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>, shutdown: Arc<Notify>) {
+        let node = self.node.clone();
+        let check_every =
+            Duration::from_millis((node.allocator.lock().unwrap().window_ms() / 6).clamp(5, 1000));
+        let mut check = tokio::time::interval(check_every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let retry = async {
+                match self.retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => break,
+                },
+                _ = node.wake.notified() => self.maybe_extend(),
+                _ = check.tick() => self.maybe_extend(),
+                _ = retry => {
+                    self.retry_at = None;
+                    self.start_load();
+                }
+                _ = shutdown.notified() => break,
+            }
+        }
+        self.node.stop_serving();
+        self.driver.shutdown();
+    }
+
+    fn request_id(&mut self, pending: Pending) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        self.pending.insert(id, pending);
+        id
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Started(info) => self.on_started(info),
+            Event::Leadership(report) => self.on_leadership(report),
+            Event::Completed { request, outcome } => {
+                if let Some(pending) = self.pending.remove(&request) {
+                    self.on_completed(pending, outcome);
+                }
+            }
+            Event::Send { to, .. } => {
+                Metrics::inc(&self.node.metrics.peer_messages_dropped_total);
+                tracing::debug!("dropped a driver message to node {to}: no peer network");
+            }
+            Event::Crashed { reason } => {
+                self.lose_leadership();
+                Metrics::inc(&self.node.metrics.driver_crashes_total);
+                let mut d = self.node.driver.lock().unwrap();
+                d.healthy = false;
+                d.crashes += 1;
+                d.last_crash = Some(reason);
+            }
+        }
+    }
+
+    fn on_started(&mut self, info: DriverInfo) {
+        Metrics::inc(&self.node.metrics.driver_starts_total);
+        let mut d = self.node.driver.lock().unwrap();
+        d.healthy = true;
+        d.name = info.name;
+        d.version = info.version;
+    }
+
+    fn on_leadership(&mut self, report: Leadership) {
+        {
+            let mut view = self.node.leadership.lock().unwrap();
+            view.role = match report.role {
+                Role::Leader => "leader",
+                Role::Follower => "follower",
+                Role::Candidate => "candidate",
+            };
+            view.leader = report.leader;
+            view.epoch = Some(report.epoch.to_string());
+        }
+        let leads = report.role == Role::Leader && report.leader == Some(self.node.node_id);
+        if !leads {
+            self.lose_leadership();
+            return;
+        }
+        match &mut self.leading {
+            Some(leading) if leading.epoch == report.epoch => {
+                leading.lease_until_ms = report.lease_until_ms;
+                if let Stage::Serving(term) = leading.stage {
+                    self.node
+                        .allocator
+                        .lock()
+                        .unwrap()
+                        .renew_lease(term, report.lease_until_ms);
+                }
+            }
+            _ => {
+                self.lose_leadership();
+                tracing::info!("leading in epoch {}: loading the high water", report.epoch);
+                self.leading = Some(Leading {
+                    epoch: report.epoch,
+                    lease_until_ms: report.lease_until_ms,
+                    stage: Stage::Idle,
+                });
+                self.start_load();
+            }
+        }
+    }
+
+    fn lose_leadership(&mut self) {
+        if self.leading.take().is_some() {
+            tracing::info!("no longer leading: stopped serving");
+        }
+        self.retry_at = None;
+        self.node.stop_serving();
+    }
+
+    /// Step (1): the linearizable read of the durable high water.
+    fn start_load(&mut self) {
+        let Some(leading) = &self.leading else { return };
+        if leading.stage != Stage::Idle {
+            return;
+        }
+        let epoch = leading.epoch;
+        let request = self.request_id(Pending::Load { epoch });
+        self.leading.as_mut().unwrap().stage = Stage::Loading;
+        self.driver.send(Command::LoadHighWater { request });
+    }
+
+    fn current_epoch(&self) -> Option<Epoch> {
+        self.leading.as_ref().map(|l| l.epoch)
+    }
+
+    fn on_completed(&mut self, pending: Pending, outcome: Result<u64, DriverError>) {
+        if outcome.is_ok() {
+            if !matches!(pending, Pending::Load { .. }) {
+                Metrics::inc(&self.node.metrics.persists_total);
+            }
+        } else {
+            Metrics::inc(&self.node.metrics.persist_failures_total);
+        }
+        match (pending, outcome) {
+            (Pending::Load { epoch }, Ok(loaded)) if self.current_epoch() == Some(epoch) => {
+                // Step (2): persist a window above everything issued before.
+                let loaded = loaded.max(self.floor);
+                let now = self.node.clock.now();
+                let (term, target) = self.node.allocator.lock().unwrap().start_term(loaded, now);
+                let request = self.request_id(Pending::Start { epoch, term });
+                self.leading.as_mut().unwrap().stage = Stage::Starting(term);
+                self.driver.send(Command::PersistHighWater {
+                    request,
+                    at_least: target,
+                    epoch,
+                });
+            }
+            (Pending::Start { epoch, term }, Ok(persisted))
+                if self.current_epoch() == Some(epoch) =>
+            {
+                // Step (3): serve.
+                let leading = self.leading.as_mut().unwrap();
+                let serving = self.node.allocator.lock().unwrap().serve(
+                    term,
+                    persisted,
+                    leading.lease_until_ms,
+                );
+                if serving {
+                    leading.stage = Stage::Serving(term);
+                    Metrics::inc(&self.node.metrics.terms_started_total);
+                    Metrics::set(&self.node.metrics.serving, 1);
+                    Metrics::set(&self.node.metrics.high_water_ms, persisted);
+                    tracing::info!("serving timestamps; high water {persisted} ms");
+                    self.node.progressed.notify_waiters();
+                }
+            }
+            (Pending::Load { epoch } | Pending::Start { epoch, .. }, Err(error))
+                if self.current_epoch() == Some(epoch) =>
+            {
+                tracing::warn!(
+                    "could not start serving in epoch {epoch}: {}; retrying in {RETRY_DELAY:?}",
+                    describe(&error)
+                );
+                self.leading.as_mut().unwrap().stage = Stage::Idle;
+                self.retry_at = Some(tokio::time::Instant::now() + RETRY_DELAY);
+            }
+            (Pending::Extend { term }, Ok(persisted)) => {
+                let mut allocator = self.node.allocator.lock().unwrap();
+                allocator.extended(term, persisted);
+                if allocator.term() == Some(term) {
+                    Metrics::set(&self.node.metrics.high_water_ms, allocator.high_water());
+                }
+                drop(allocator);
+                self.node.progressed.notify_waiters();
+            }
+            (Pending::Extend { term }, Err(error)) => {
+                tracing::warn!("extending the high water failed: {}", describe(&error));
+                if matches!(error, DriverError::Fenced(_) | DriverError::NotLeader(_)) {
+                    self.lose_leadership();
+                } else {
+                    self.node.allocator.lock().unwrap().extension_failed(term);
+                }
+            }
+            // A completion for a term this node no longer leads in.
+            _ => {}
+        }
+    }
+
+    fn maybe_extend(&mut self) {
+        let Some(epoch) = self.current_epoch() else {
+            return;
+        };
+        let now = self.node.clock.now();
+        let Some((term, target)) = self.node.allocator.lock().unwrap().begin_extension(now) else {
+            return;
+        };
+        let request = self.request_id(Pending::Extend { term });
+        self.driver.send(Command::PersistHighWater {
+            request,
+            at_least: target,
+            epoch,
+        });
+    }
+}
+
+/// Unix ms of a system time, for status output.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,105 @@
+//! `tsohost serve`: assembles a node from its parts and runs it until a
+//! signal.
+
+use crate::clock::{Clock, SystemClock};
+use crate::driver::actor::{ActorConfig, StorageFor};
+use crate::driver::{DriverHandle, DriverSource, Runtime};
+use crate::node::{Coordinator, DriverStatus, Node, unix_ms};
+use crate::storage::{Db, Storage};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Everything `serve` needs, validated by the CLI.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub driver: DriverSource,
+    pub driver_options: Vec<(String, String)>,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub window: Duration,
+    pub node_id: u64,
+    pub guest_memory: usize,
+    pub guest_call_timeout: Duration,
+}
+
+pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}; pass --data-dir with a writable path",
+            cfg.data_dir.display()
+        )
+    })?;
+    let db = Db::open(&cfg.data_dir.join("db"))?;
+    let runtime = Runtime::new(Some(cfg.data_dir.join("component-cache")))?;
+    let loaded = runtime.load(&cfg.driver)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let status = DriverStatus {
+        name: String::new(),
+        version: String::new(),
+        source: loaded.source.clone(),
+        digest: loaded.digest.clone(),
+        wit_version: loaded.wit_version.clone(),
+        loaded_at_ms: unix_ms(loaded.loaded_at),
+        healthy: false,
+        crashes: 0,
+        last_crash: None,
+    };
+    let storage_for: StorageFor = {
+        let db = db.clone();
+        Arc::new(move |name: &str| Arc::new(db.namespace(name)) as Arc<dyn Storage>)
+    };
+    let actor_config = ActorConfig {
+        node_id: cfg.node_id,
+        peers: Vec::new(),
+        bootstrap: true,
+        floor: 0,
+        seed: cfg.node_id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        options: cfg.driver_options.clone(),
+        memory_limit: cfg.guest_memory,
+        call_timeout: cfg.guest_call_timeout,
+    };
+    let node = Node::new(cfg.node_id, cfg.window, clock.clone(), status);
+    let driver = DriverHandle::spawn(loaded, storage_for, actor_config, clock, events_tx)?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another server using it? Pass --listen ADDR",
+                cfg.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let shutdown = Arc::new(Notify::new());
+    let coordinator =
+        tokio::spawn(Coordinator::new(node.clone(), driver, 0).run(events_rx, shutdown.clone()));
+    // Tests and scripts read this line to find the port.
+    println!(
+        "tsohost listening on http://{addr} ({}, data dir {})",
+        cfg.driver.label(),
+        cfg.data_dir.display()
+    );
+    tracing::info!("listening on http://{addr}");
+    axum::serve(listener, crate::api::router(node))
+        .with_graceful_shutdown(signal())
+        .await
+        .context("the HTTP server failed")?;
+    shutdown.notify_one();
+    let _ = coordinator.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

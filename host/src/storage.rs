@@ -1,0 +1,229 @@
+//! Durable key-value storage for drivers, namespaced per driver.
+//!
+//! The host keeps one RocksDB per data directory. Each driver sees only the
+//! keys under its own namespace (`d/<driver name>/`), so two drivers on one
+//! node — during a migration, say — cannot read or clobber each other.
+//! [`MemStorage`] is an in-memory twin with the same semantics, for testing
+//! the driver actor without a disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(
+        "cannot open the RocksDB store in {path}: {source}. Is another tsohost using this --data-dir?"
+    )]
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("RocksDB {op} failed: {source}")]
+    Rocks {
+        op: &'static str,
+        source: rocksdb::Error,
+    },
+}
+
+/// One atomic write: puts, then deletes.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub deletes: Vec<Vec<u8>>,
+}
+
+/// What a driver's storage namespace offers. Keys and values are raw bytes;
+/// implementations prefix keys with the namespace.
+pub trait Storage: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Apply `batch` atomically; with `sync`, durable before returning.
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError>;
+    /// Up to `limit` entries with `start <= key < end` (`end` empty: no
+    /// bound), in key order.
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+}
+
+/// The node's RocksDB.
+#[derive(Clone)]
+pub struct Db {
+    db: Arc<rocksdb::DB>,
+}
+
+impl Db {
+    pub fn open(dir: &Path) -> Result<Db, StorageError> {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        let db = rocksdb::DB::open(&opts, dir).map_err(|source| StorageError::Open {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Db { db: Arc::new(db) })
+    }
+
+    /// The storage of driver `name`.
+    pub fn namespace(&self, name: &str) -> Namespace {
+        Namespace {
+            db: self.db.clone(),
+            prefix: format!("d/{name}/").into_bytes(),
+        }
+    }
+}
+
+/// One driver's keys in the node's RocksDB.
+pub struct Namespace {
+    db: Arc<rocksdb::DB>,
+    prefix: Vec<u8>,
+}
+
+impl Namespace {
+    fn key(&self, key: &[u8]) -> Vec<u8> {
+        [self.prefix.as_slice(), key].concat()
+    }
+
+    /// The first key after every key of this namespace.
+    fn prefix_end(&self) -> Vec<u8> {
+        let mut end = self.prefix.clone();
+        *end.last_mut().expect("prefix ends in '/'") += 1;
+        end
+    }
+}
+
+fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StorageError {
+    move |source| StorageError::Rocks { op, source }
+}
+
+impl Storage for Namespace {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db.get(self.key(key)).map_err(rocks("get"))
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for (k, v) in &batch.puts {
+            wb.put(self.key(k), v);
+        }
+        for k in &batch.deletes {
+            wb.delete(self.key(k));
+        }
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(sync);
+        self.db.write_opt(wb, &opts).map_err(rocks("write"))
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let upper = if end.is_empty() {
+            self.prefix_end()
+        } else {
+            self.key(end)
+        };
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(upper);
+        let from = self.key(start);
+        let iter = self.db.iterator_opt(
+            rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+            opts,
+        );
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (k, v) = item.map_err(rocks("scan"))?;
+            out.push((k[self.prefix.len()..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// In-memory storage with the semantics of [`Namespace`]; `sync` is a no-op.
+#[derive(Default, Clone)]
+pub struct MemStorage {
+    map: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
+}
+
+impl Storage for MemStorage {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.map.lock().unwrap().get(key).cloned())
+    }
+
+    fn write(&self, batch: WriteBatch, _sync: bool) -> Result<(), StorageError> {
+        let mut map = self.map.lock().unwrap();
+        map.extend(batch.puts);
+        for k in batch.deletes {
+            map.remove(&k);
+        }
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let map = self.map.lock().unwrap();
+        let upper = if end.is_empty() {
+            std::ops::Bound::Unbounded
+        } else {
+            std::ops::Bound::Excluded(end.to_vec())
+        };
+        Ok(map
+            .range((std::ops::Bound::Included(start.to_vec()), upper))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(s: &dyn Storage) {
+        s.write(
+            WriteBatch {
+                puts: vec![
+                    (b"a".to_vec(), b"1".to_vec()),
+                    (b"b".to_vec(), b"2".to_vec()),
+                    (b"c".to_vec(), b"3".to_vec()),
+                ],
+                deletes: vec![],
+            },
+            true,
+        )
+        .unwrap();
+        s.write(
+            WriteBatch {
+                puts: vec![],
+                deletes: vec![b"b".to_vec()],
+            },
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.get(b"b").unwrap(), None);
+        let all: Vec<_> = s.scan(b"", b"", 10).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(s.scan(b"a", b"c", 10).unwrap().len(), 1);
+        assert_eq!(s.scan(b"", b"", 1).unwrap()[0].0, b"a".to_vec());
+    }
+
+    #[test]
+    fn rocksdb_namespaces_are_isolated_and_match_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        exercise(&db.namespace("one"));
+        let other = db.namespace("two");
+        assert_eq!(other.get(b"a").unwrap(), None);
+        assert!(other.scan(b"", b"", 10).unwrap().is_empty());
+        exercise(&MemStorage::default());
+    }
+}
