@@ -13,7 +13,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -93,12 +92,6 @@ impl From<ServeError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TimestampsBody {
-    count: Option<serde_json::Value>,
-}
-
 /// `count` from JSON: a whole number in 1..=2^18, or a 400 naming it.
 fn parse_count(value: Option<&serde_json::Value>) -> Result<u64, ApiError> {
     let Some(value) = value else { return Ok(1) };
@@ -125,13 +118,21 @@ async fn post_timestamps(State(node): State<Arc<Node>>, body: Body) -> Response 
         let count = if bytes.iter().all(u8::is_ascii_whitespace) {
             1
         } else {
-            let body: TimestampsBody = serde_json::from_slice(&bytes).map_err(|e| {
+            let not_an_object = |detail: String| {
                 ApiError::bad_request(
                     "body",
-                    format!("the body must be a JSON object like {{\"count\": 10}}: {e}"),
+                    format!("the body must be a JSON object like {{\"count\": 10}}: {detail}"),
                 )
-            })?;
-            parse_count(body.count.as_ref())?
+            };
+            let value: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| not_an_object(e.to_string()))?;
+            let serde_json::Value::Object(fields) = value else {
+                return Err(not_an_object(format!("got {value}")));
+            };
+            if let Some(unknown) = fields.keys().find(|k| k.as_str() != "count") {
+                return Err(not_an_object(format!("unknown field `{unknown}`")));
+            }
+            parse_count(fields.get("count"))?
         };
         grant(&node, count).await
     };

@@ -303,9 +303,9 @@ impl Actor {
             );
         }
         let text = format!("{e:#}");
-        if text.contains("memory") && text.contains("limit")
-            || text.contains("forcing a memory growth failure")
-        {
+        // StoreLimits with trap_on_grow_failure: the guest asked for more
+        // memory than its cap.
+        if text.contains("forcing trap when growing memory") {
             return format!(
                 "driver {name}: `{call}` exceeded the guest memory limit ({} MiB); the guest was \
                  stopped",

@@ -1,0 +1,152 @@
+//! The HTTP/JSON API of a single node, through the real binary and socket.
+
+mod support;
+
+use support::{Server, get, json, metric, post};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timestamps_increase_and_batches_are_contiguous() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.wait_ready().await;
+    let mut last = 0u64;
+    for _ in 0..50 {
+        let a = post(&server.url, "/v1/timestamps", "").await.unwrap();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.headers["cache-control"], "no-store");
+        let v = json(&a);
+        let ts: u64 = v["timestamp"].as_str().unwrap().parse().unwrap();
+        assert!(ts > last);
+        assert_eq!(v["physical_ms"].as_u64().unwrap(), ts >> 18);
+        assert_eq!(v["logical"].as_u64().unwrap(), ts & ((1 << 18) - 1));
+        assert_eq!(v["count"], 1);
+        last = ts;
+    }
+    let a = post(&server.url, "/v1/timestamps", r#"{"count": 1000}"#)
+        .await
+        .unwrap();
+    let batch: u64 = json(&a)["timestamp"].as_str().unwrap().parse().unwrap();
+    assert!(batch > last);
+    assert_eq!(json(&a)["count"], 1000);
+    let a = get(&server.url, "/v1/timestamp").await.unwrap();
+    assert_eq!(a.headers["cache-control"], "no-store");
+    let next: u64 = json(&a)["timestamp"].as_str().unwrap().parse().unwrap();
+    assert!(next >= batch + 1000, "the batch is [first, first+count)");
+    let a = get(&server.url, "/v1/timestamp?count=262144")
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        metric(&server.url, "tsohost_timestamps_issued_total").await,
+        50 + 1000 + 1 + 262144
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_json_400_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.wait_ready().await;
+    let cases = [
+        (r#"{"count": 0}"#, "count"),
+        (r#"{"count": 262145}"#, "count"),
+        (r#"{"count": -1}"#, "count"),
+        (r#"{"count": 1.5}"#, "count"),
+        (r#"{"count": "7"}"#, "count"),
+        (r#"{"count": null}"#, "count"),
+        (r#"{"cuont": 3}"#, "body"),
+        ("{not json", "body"),
+        ("[1,2]", "body"),
+        ("\u{0}\u{1}binary", "body"),
+    ];
+    for (body, field) in cases {
+        let a = post(&server.url, "/v1/timestamps", body).await.unwrap();
+        assert_eq!(a.status, 400, "body {body:?}");
+        let v = json(&a);
+        assert_eq!(v["error"]["field"], field, "body {body:?}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().len() > 10);
+    }
+    for query in [
+        "?count=0",
+        "?count=abc",
+        "?count=99999999999999999999",
+        "?cnt=2",
+        "?count=%zz",
+    ] {
+        let a = get(&server.url, &format!("/v1/timestamp{query}"))
+            .await
+            .unwrap();
+        assert_eq!(a.status, 400, "query {query}");
+        json(&a);
+    }
+    let huge = format!(r#"{{"count": 1, "pad": "{}"}}"#, "x".repeat(1 << 20));
+    let a = post(&server.url, "/v1/timestamps", &huge).await.unwrap();
+    assert_eq!(a.status, 413);
+    assert_eq!(json(&a)["error"]["code"], "body_too_large");
+    let a = get(&server.url, "/v1/nothing-here").await.unwrap();
+    assert_eq!(a.status, 404);
+    json(&a);
+    let a = get(&server.url, "/v1/timestamps").await.unwrap();
+    assert_eq!(a.status, 405);
+    json(&a);
+    // Still serving after all that.
+    assert_eq!(
+        post(&server.url, "/v1/timestamps", "")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert!(metric(&server.url, "tsohost_requests_bad_total").await >= 15);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_health_readiness_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--window", "500ms"]);
+    server.wait_ready().await;
+    let a = get(&server.url, "/healthz").await.unwrap();
+    assert_eq!(a.status, 200);
+    let a = get(&server.url, "/readyz").await.unwrap();
+    assert_eq!(a.status, 200);
+    let v = json(&get(&server.url, "/v1/status").await.unwrap());
+    assert_eq!(v["serving"], true);
+    assert_eq!(v["leadership"]["role"], "leader");
+    assert_eq!(v["driver"]["name"], "file");
+    assert_eq!(v["driver"]["healthy"], true);
+    assert_eq!(v["driver"]["wit_version"], "0.1.0");
+    assert_eq!(v["driver"]["digest"].as_str().unwrap().len(), 64);
+    assert_eq!(v["window_ms"], 500);
+    let hw = v["high_water_ms"].as_u64().unwrap();
+    // The window is kept ahead in the background, without requests.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let v = json(&get(&server.url, "/v1/status").await.unwrap());
+    assert!(v["high_water_ms"].as_u64().unwrap() > hw);
+    assert!(metric(&server.url, "tsohost_persists_total").await >= 2);
+    assert_eq!(metric(&server.url, "tsohost_serving").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_ts_prints_timestamps_from_a_running_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.wait_ready().await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(support::BIN)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let a = run(&["ts", "--url", &server.url]);
+    assert!(a.status.success());
+    let first: u64 = String::from_utf8_lossy(&a.stdout).trim().parse().unwrap();
+    let b = run(&["ts", "--url", &server.url, "--count", "5"]);
+    let v: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    assert!(v["timestamp"].as_str().unwrap().parse::<u64>().unwrap() > first);
+    let bad = run(&["ts", "--url", &server.url, "--count", "0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--count"));
+    let down = run(&["ts", "--url", "http://127.0.0.1:1"]);
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect"));
+}

@@ -1,0 +1,116 @@
+//! A guest that traps, loops forever or allocates without bound is stopped
+//! and reported; the host stays up, does not serve while it has no healthy
+//! driver, rebuilds the guest from storage, and never goes backwards.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use support::checker::History;
+use support::{Server, get, guest, json, metric, spawn_clients};
+
+fn misbehave(fault: &str) -> Vec<String> {
+    vec![
+        "--driver".into(),
+        guest("tsohost_test_misbehave.wasm")
+            .to_str()
+            .unwrap()
+            .into(),
+        "--driver-option".into(),
+        format!("fault={fault}"),
+        "--guest-call-timeout".into(),
+        "100ms".into(),
+        "--guest-memory-mib".into(),
+        "32".into(),
+    ]
+}
+
+async fn stays_up_without_serving(fault: &str, reason: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let args = misbehave(fault);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &args);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(&server.url, "tsohost_driver_crashes_total").await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no crash reported:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&server.url, "/healthz").await.unwrap().status, 200);
+    assert_eq!(get(&server.url, "/readyz").await.unwrap().status, 503);
+    let a = support::post(&server.url, "/v1/timestamps", "")
+        .await
+        .unwrap();
+    assert_eq!(a.status, 503);
+    assert_eq!(a.headers["retry-after"], "1");
+    let status = json(&get(&server.url, "/v1/status").await.unwrap());
+    assert_eq!(status["driver"]["healthy"], false);
+    let last = status["driver"]["last_crash"].as_str().unwrap().to_string();
+    assert!(last.contains(reason), "{last:?} lacks {reason:?}");
+    assert!(server.stderr().contains(reason));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_loops_forever_in_init() {
+    stays_up_without_serving("loop-in-init", "ran longer than the per-call limit").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_allocates_without_bound() {
+    stays_up_without_serving("hog-in-init", "memory limit").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_traps_in_init() {
+    stays_up_without_serving("trap-in-init", "trapped").await;
+}
+
+/// Faults on every Nth persist of each instance: the node keeps serving
+/// between rebuilds and the history keeps the contract.
+async fn recovers_under_load(fault: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = misbehave(fault);
+    args.extend(["--window".into(), "60ms".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &args);
+    server.wait_ready().await;
+    let history = History::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = spawn_clients(&server.url, 4, 10, history.clone(), stop.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&server.url, "tsohost_driver_crashes_total").await < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no crashes:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let served_before = history.len();
+    server.wait_ready().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(
+        history.len() > served_before,
+        "served again after the rebuilds"
+    );
+    assert!(metric(&server.url, "tsohost_driver_starts_total").await >= 4);
+    history.check();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_traps_now_and_then() {
+    recovers_under_load("trap-on-persist=3").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_hangs_now_and_then() {
+    recovers_under_load("loop-on-persist=3").await;
+}

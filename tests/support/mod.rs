@@ -1,0 +1,232 @@
+//! Shared by the black-box tests: run the real `tsohost` binary as a process
+//! on a real socket and a real data directory, talk to it over HTTP, and
+//! check every answer against the contract.
+#![allow(dead_code)] // each test binary uses a part
+
+pub mod checker;
+
+use bytes::Bytes;
+use hyper::Method;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tsohost::client::{Answer, Connection};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tsohost");
+
+/// A test guest component built by the guest workspace.
+pub fn guest(file: &str) -> PathBuf {
+    let path = Path::new(tsohost::driver::builtin::guest_dir()).join(file);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A running `tsohost serve`, killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    /// Everything the process wrote to stderr.
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Start on a free port with `args` added to `serve`; waits until it
+    /// listens.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Server {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Self::spawn(data_dir.to_path_buf(), args)
+    }
+
+    fn spawn(data_dir: PathBuf, args: Vec<String>) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tsohost");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read tsohost stdout");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "tsohost did not start: stdout {line:?}, stderr:\n{}",
+                    stderr.lock().unwrap()
+                )
+            })
+            .to_string();
+        std::thread::spawn(move || for _ in out.lines() {});
+        Server {
+            child,
+            url,
+            data_dir,
+            args,
+            stderr,
+        }
+    }
+
+    /// kill -9, as a crash or power loss would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// kill -9 and start again on the same data directory.
+    pub fn crash_and_restart(mut self) -> Server {
+        self.kill9();
+        Self::spawn(self.data_dir.clone(), self.args.clone())
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Poll `/readyz` until the node serves.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(a) = get(&self.url, "/readyz").await
+                && a.status == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "{} never became ready; stderr:\n{}",
+            self.url,
+            self.stderr()
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Run `tsohost serve` with `args` expecting it to refuse to start; returns
+/// (exit code, stderr).
+pub fn serve_refused(data_dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tsohost");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("listening"),
+        "tsohost started although it should have refused: {stdout}"
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub async fn get(url: &str, path: &str) -> Result<Answer, tsohost::client::ClientError> {
+    tsohost::client::once(url, Method::GET, path, Bytes::new()).await
+}
+
+pub async fn post(
+    url: &str,
+    path: &str,
+    body: &str,
+) -> Result<Answer, tsohost::client::ClientError> {
+    tsohost::client::once(url, Method::POST, path, Bytes::from(body.to_string())).await
+}
+
+pub fn json(answer: &Answer) -> serde_json::Value {
+    serde_json::from_slice(&answer.body).unwrap_or_else(|e| {
+        panic!(
+            "answer {} is not JSON ({e}): {:?}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        )
+    })
+}
+
+/// The value of metric `name` in a Prometheus text body.
+pub async fn metric(url: &str, name: &str) -> u64 {
+    let answer = get(url, "/metrics").await.expect("metrics");
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Clients that hammer `url` until `stop`, recording every answer in
+/// `history`.
+pub fn spawn_clients(
+    url: &str,
+    clients: usize,
+    count: u64,
+    history: checker::History,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            let url = url.to_string();
+            let history = history.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut conn: Option<Connection> = None;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if conn.is_none() {
+                        conn = Connection::open(&url).await.ok();
+                        if conn.is_none() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            continue;
+                        }
+                    }
+                    let body = Bytes::from(format!("{{\"count\":{count}}}"));
+                    let sent = Instant::now();
+                    let answer = conn
+                        .as_mut()
+                        .unwrap()
+                        .send(Method::POST, "/v1/timestamps", body)
+                        .await;
+                    let received = Instant::now();
+                    match answer {
+                        Ok(a) if a.status == 200 => history.record(sent, received, &a),
+                        Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+                        Err(_) => conn = None,
+                    }
+                }
+            })
+        })
+        .collect()
+}
