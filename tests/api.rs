@@ -150,3 +150,26 @@ async fn cli_ts_prints_timestamps_from_a_running_node() {
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compiled_drivers_are_cached_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.wait_ready().await;
+    assert!(server.stderr().contains("compiled built-in driver"));
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("component-cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        cached.len() == 1 && cached[0].ends_with(".cwasm"),
+        "{cached:?}"
+    );
+    let server = server.crash_and_restart();
+    server.wait_ready().await;
+    assert!(
+        !server.stderr().contains("compiled built-in driver"),
+        "the restart compiled again:\n{}",
+        server.stderr()
+    );
+}

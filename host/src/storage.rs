@@ -26,6 +26,9 @@ pub enum StorageError {
     },
 }
 
+/// Key-value pairs in key order, as a scan returns them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One atomic write: puts, then deletes.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
@@ -41,12 +44,7 @@ pub trait Storage: Send + Sync + 'static {
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError>;
     /// Up to `limit` entries with `start <= key < end` (`end` empty: no
     /// bound), in key order.
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError>;
 }
 
 /// The node's RocksDB.
@@ -116,12 +114,7 @@ impl Storage for Namespace {
         self.db.write_opt(wb, &opts).map_err(rocks("write"))
     }
 
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError> {
         let upper = if end.is_empty() {
             self.prefix_end()
         } else {
@@ -163,12 +156,7 @@ impl Storage for MemStorage {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError> {
         let map = self.map.lock().unwrap();
         let upper = if end.is_empty() {
             std::ops::Bound::Unbounded

@@ -11,6 +11,8 @@ pub mod bindings;
 pub mod builtin;
 pub mod component;
 pub mod sandbox;
+#[cfg(test)]
+mod tests;
 
 pub use actor::{ActorConfig, Command, DriverHandle, Event};
 pub use bindings::{DriverError, Epoch, Leadership, Role};

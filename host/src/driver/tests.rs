@@ -1,0 +1,198 @@
+//! The driver actor with real guest components, without sockets or disks
+//! (in-memory storage): the contract as the host sees it.
+
+use super::actor::{ActorConfig, StorageFor};
+use super::bindings::{DriverError, Epoch, Role};
+use super::{Command, DriverHandle, DriverSource, Event, Runtime};
+use crate::clock::SystemClock;
+use crate::storage::{MemStorage, Storage};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn config(options: &[(&str, &str)]) -> ActorConfig {
+    ActorConfig {
+        node_id: 1,
+        peers: Vec::new(),
+        bootstrap: true,
+        floor: 0,
+        seed: 7,
+        options: options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        memory_limit: 32 << 20,
+        call_timeout: Duration::from_millis(100),
+    }
+}
+
+struct Harness {
+    handle: Option<DriverHandle>,
+    events: UnboundedReceiver<Event>,
+    next_request: u64,
+}
+
+fn start(
+    source: DriverSource,
+    storage: &MemStorage,
+    options: &[(&str, &str)],
+) -> Result<Harness, super::actor::StartError> {
+    let runtime = Runtime::new(None).unwrap();
+    let driver = runtime.load(&source).unwrap();
+    let storage = storage.clone();
+    let storage_for: StorageFor = Arc::new(move |_| Arc::new(storage.clone()) as Arc<dyn Storage>);
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let handle = DriverHandle::spawn(
+        driver,
+        storage_for,
+        config(options),
+        Arc::new(SystemClock::new()),
+        tx,
+    )?;
+    Ok(Harness {
+        handle: Some(handle),
+        events,
+        next_request: 1,
+    })
+}
+
+fn file() -> DriverSource {
+    super::builtin::builtin("file").unwrap()
+}
+
+fn misbehave() -> DriverSource {
+    DriverSource::File(Path::new(super::builtin::guest_dir()).join("tsohost_test_misbehave.wasm"))
+}
+
+impl Harness {
+    /// The next event that `pick` accepts, skipping others.
+    fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.events.try_recv() {
+                Ok(event) => {
+                    if let Some(t) = pick(event) {
+                        return t;
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        panic!("no {what} event within 10 s");
+    }
+
+    fn leadership(&mut self) -> Epoch {
+        self.expect("leadership", |e| match e {
+            Event::Leadership(l) if l.role == Role::Leader => Some(l.epoch),
+            _ => None,
+        })
+    }
+
+    fn call(&mut self, make: impl FnOnce(u64) -> Command) -> Result<u64, DriverError> {
+        let request = self.next_request;
+        self.next_request += 1;
+        self.handle.as_ref().unwrap().send(make(request));
+        self.expect("completion", |e| match e {
+            Event::Completed {
+                request: r,
+                outcome,
+            } if r == request => Some(outcome),
+            _ => None,
+        })
+    }
+
+    fn load(&mut self) -> Result<u64, DriverError> {
+        self.call(|request| Command::LoadHighWater { request })
+    }
+
+    fn persist(&mut self, at_least: u64, epoch: Epoch) -> Result<u64, DriverError> {
+        self.call(|request| Command::PersistHighWater {
+            request,
+            at_least,
+            epoch,
+        })
+    }
+
+    fn stop(mut self) {
+        self.handle.take().unwrap().shutdown();
+    }
+}
+
+#[test]
+fn file_driver_keeps_the_contract_across_instances() {
+    let storage = MemStorage::default();
+    let mut h = start(file(), &storage, &[]).unwrap();
+    let e1 = h.leadership();
+    assert_eq!(h.load(), Ok(0));
+    assert_eq!(h.persist(100, e1), Ok(100));
+    assert_eq!(h.persist(50, e1), Ok(100), "never decreases");
+    let too_far = 1 << 46;
+    assert_eq!(
+        h.persist(too_far, e1),
+        Err(DriverError::OutOfRange(too_far))
+    );
+    let stale = Epoch { hi: 0, lo: 0 };
+    assert_eq!(h.persist(200, stale), Err(DriverError::Fenced(e1)));
+    assert_eq!(h.load(), Ok(100));
+    h.stop();
+
+    // A fresh instance resumes from storage with a newer epoch, and the
+    // old epoch is fenced.
+    let mut h = start(file(), &storage, &[]).unwrap();
+    let e2 = h.leadership();
+    assert!(e2 > e1);
+    assert_eq!(h.load(), Ok(100));
+    assert_eq!(h.persist(300, e1), Err(DriverError::Fenced(e2)));
+    assert_eq!(h.persist(300, e2), Ok(300));
+    h.stop();
+}
+
+#[test]
+fn a_driver_refusing_its_config_does_not_start() {
+    let err = start(file(), &MemStorage::default(), &[("colour", "blue")])
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("unknown driver option `colour`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_trap_fails_the_request_and_rebuilds_from_storage() {
+    let storage = MemStorage::default();
+    let mut h = start(misbehave(), &storage, &[("fault", "trap-on-persist=2")]).unwrap();
+    let e1 = h.leadership();
+    assert_eq!(h.persist(100, e1), Ok(100));
+    assert!(matches!(h.persist(200, e1), Err(DriverError::Internal(_))));
+    let reason = h.expect("crash", |e| match e {
+        Event::Crashed { reason } => Some(reason),
+        _ => None,
+    });
+    assert!(reason.contains("trapped"), "{reason}");
+    let e2 = h.leadership();
+    assert!(e2 > e1, "the rebuilt instance leads in a newer epoch");
+    assert_eq!(h.load(), Ok(100), "state came back from storage");
+    h.stop();
+}
+
+#[test]
+fn a_hang_is_cut_off_by_the_time_limit() {
+    let mut h = start(
+        misbehave(),
+        &MemStorage::default(),
+        &[("fault", "loop-on-persist=1")],
+    )
+    .unwrap();
+    let e1 = h.leadership();
+    let started = Instant::now();
+    assert!(matches!(h.persist(100, e1), Err(DriverError::Internal(_))));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let reason = h.expect("crash", |e| match e {
+        Event::Crashed { reason } => Some(reason),
+        _ => None,
+    });
+    assert!(reason.contains("per-call limit"), "{reason}");
+    h.stop();
+}
