@@ -173,3 +173,20 @@ async fn compiled_drivers_are_cached_across_restarts() {
         server.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_cleanly_and_a_restart_resumes_above() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    server.wait_ready().await;
+    let a = post(&server.url, "/v1/timestamps", "").await.unwrap();
+    let before: u64 = json(&a)["timestamp"].as_str().unwrap().parse().unwrap();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}\n{}", server.stderr());
+    assert!(server.stderr().contains("stopped"));
+    let server = Server::start(dir.path(), &[]);
+    server.wait_ready().await;
+    let a = post(&server.url, "/v1/timestamps", "").await.unwrap();
+    let after: u64 = json(&a)["timestamp"].as_str().unwrap().parse().unwrap();
+    assert!(after > before);
+}

@@ -114,3 +114,36 @@ async fn a_guest_that_traps_now_and_then() {
 async fn a_guest_that_hangs_now_and_then() {
     recovers_under_load("loop-on-persist=3").await;
 }
+
+/// The sandbox holds: a guest that tries files, the environment, the real
+/// clock and a socket finds none of them (it would refuse to start, naming
+/// what worked), and nothing reaches a listener on this machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_cannot_leave_the_sandbox() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let probe = format!("probe={}", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = guest("tsohost_test_misbehave.wasm");
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--driver",
+            path.to_str().unwrap(),
+            "--driver-option",
+            "fault=escape",
+            "--driver-option",
+            &probe,
+        ],
+    );
+    server.wait_ready().await;
+    assert!(
+        !server.stderr().contains("sandbox escaped"),
+        "{}",
+        server.stderr()
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the guest connected to the probe"
+    );
+}

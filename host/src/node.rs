@@ -285,6 +285,7 @@ impl Coordinator {
                 Metrics::inc(&self.node.metrics.peer_messages_dropped_total);
                 tracing::debug!("dropped a driver message to node {to}: no peer network");
             }
+            Event::SendDropped => Metrics::inc(&self.node.metrics.peer_messages_dropped_total),
             Event::Crashed { reason } => {
                 self.lose_leadership();
                 Metrics::inc(&self.node.metrics.driver_crashes_total);

@@ -78,6 +78,8 @@ pub enum Event {
         to: u64,
         payload: Vec<u8>,
     },
+    /// A message the guest sent over its per-call budget, dropped.
+    SendDropped,
     /// The instance is gone; a new one will be built after a backoff.
     Crashed {
         reason: String,
@@ -261,6 +263,7 @@ impl Actor {
             seed: self.config.seed,
             options: self.config.options.clone(),
         };
+        store.data_mut().begin_call();
         store.set_epoch_deadline(self.ticks(INIT_TIME_FACTOR));
         match bindings
             .tsohost_driver_driver()
@@ -399,6 +402,7 @@ impl Actor {
         let ticks = self.ticks(1);
         let live = self.instance.as_mut().expect("checked by run");
         let driver = live.bindings.tsohost_driver_driver();
+        live.store.data_mut().begin_call();
         live.store.set_epoch_deadline(ticks);
         let (call, result) = match command {
             Command::LoadHighWater { request } => {
@@ -435,6 +439,7 @@ impl Actor {
         let ticks = self.ticks(1);
         let now = self.clock.now().mono_ms;
         let live = self.instance.as_mut().expect("checked by run");
+        live.store.data_mut().begin_call();
         live.store.set_epoch_deadline(ticks);
         let result = live
             .bindings

@@ -25,6 +25,12 @@ use wasmtime_wasi::{
 pub const MAX_SCAN: usize = 10_000;
 /// Longest log line kept from a guest.
 const MAX_LOG_LINE: usize = 4096;
+/// Per call into the guest: log lines kept, then dropped (with one note).
+const MAX_LOG_LINES_PER_CALL: u32 = 64;
+/// Per call into the guest: payload bytes `send` may queue, then dropped.
+/// Guest memory is capped, but a guest could send the same buffer in a loop
+/// until its time runs out; this bounds what that costs the host.
+pub const MAX_SEND_BYTES_PER_CALL: usize = 16 << 20;
 
 /// The data of one guest's `Store`.
 pub struct GuestState {
@@ -39,6 +45,9 @@ pub struct GuestState {
     pub(super) pending: HashSet<u64>,
     /// The driver's name, for logs.
     pub(super) name: String,
+    /// What the current call has used of its budgets; reset per call.
+    log_lines: u32,
+    sent_bytes: usize,
 }
 
 impl GuestState {
@@ -73,7 +82,15 @@ impl GuestState {
             clock,
             pending: HashSet::new(),
             name: String::from("(unnamed)"),
+            log_lines: 0,
+            sent_bytes: 0,
         }
+    }
+
+    /// Reset the per-call budgets; the actor calls it before every call.
+    pub(super) fn begin_call(&mut self) {
+        self.log_lines = 0;
+        self.sent_bytes = 0;
     }
 
     fn storage(&self) -> Result<&Arc<dyn Storage>, DriverError> {
@@ -130,6 +147,11 @@ impl tsohost::driver::types::Host for GuestState {}
 
 impl tsohost::driver::host::Host for GuestState {
     fn send(&mut self, to: u64, payload: Vec<u8>) {
+        self.sent_bytes = self.sent_bytes.saturating_add(payload.len());
+        if self.sent_bytes > MAX_SEND_BYTES_PER_CALL {
+            self.emit(Event::SendDropped);
+            return;
+        }
         self.emit(Event::Send { to, payload });
     }
 
@@ -194,6 +216,17 @@ impl tsohost::driver::host::Host for GuestState {
     }
 
     fn log(&mut self, level: LogLevel, mut message: String) {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES_PER_CALL {
+            if self.log_lines == MAX_LOG_LINES_PER_CALL + 1 {
+                tracing::warn!(
+                    driver = %self.name,
+                    "driver logged more than {MAX_LOG_LINES_PER_CALL} lines in one call; \
+                     dropping the rest of this call's lines"
+                );
+            }
+            return;
+        }
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {

@@ -4,7 +4,10 @@
 //!
 //! - `trap-in-init`, `loop-in-init`, `hog-in-init`: misbehave in `init`;
 //! - `trap-on-persist=N`, `loop-on-persist=N`, `hog-on-persist=N`: behave for
-//!   the first N-1 persists of each instance, misbehave on the Nth.
+//!   the first N-1 persists of each instance, misbehave on the Nth;
+//! - `escape`: try to leave the sandbox in `init` (read files, the
+//!   environment, the real clock, connect to the address in option `probe`)
+//!   and refuse to start, naming what worked, if anything did.
 
 use std::cell::Cell;
 use tsohost_guest_sdk::{
@@ -61,6 +64,34 @@ fn misbehave(fault: Fault) {
     }
 }
 
+/// Every way out this guest could find; empty when the sandbox holds.
+fn try_to_escape(probe: Option<&str>) -> Vec<String> {
+    let mut escaped = Vec::new();
+    for path in ["/", ".", "/etc/hostname", "/proc/self/environ"] {
+        if std::fs::metadata(path).is_ok() || std::fs::read_dir(path).is_ok() {
+            escaped.push(format!("file system: {path}"));
+        }
+    }
+    if std::env::vars_os().next().is_some() {
+        escaped.push("environment variables".into());
+    }
+    if std::env::args_os().next().is_some() {
+        escaped.push("command-line arguments".into());
+    }
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    if wall.as_secs() > 0 {
+        escaped.push(format!("the real wall clock ({} s)", wall.as_secs()));
+    }
+    if let Some(addr) = probe
+        && std::net::TcpStream::connect(addr).is_ok()
+    {
+        escaped.push(format!("a TCP connection to {addr}"));
+    }
+    escaped
+}
+
 struct Misbehave;
 
 impl Guest for Misbehave {
@@ -72,8 +103,19 @@ impl Guest for Misbehave {
     }
 
     fn init(cfg: Config) -> Result<(), DriverError> {
-        rules::check_options(&cfg, &["fault"])?;
-        if let Some((_, value)) = cfg.options.iter().find(|(k, _)| k == "fault") {
+        rules::check_options(&cfg, &["fault", "probe"])?;
+        let option = |key: &str| cfg.options.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        if option("fault").map(String::as_str) == Some("escape") {
+            let escaped = try_to_escape(option("probe").map(String::as_str));
+            if !escaped.is_empty() {
+                return Err(DriverError::Internal(format!(
+                    "sandbox escaped: {}",
+                    escaped.join("; ")
+                )));
+            }
+            return register::init(&cfg);
+        }
+        if let Some(value) = option("fault") {
             let plan = parse(value)?;
             PLAN.set(Some(plan));
             if plan.1 == 0 {
