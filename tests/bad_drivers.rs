@@ -98,6 +98,29 @@ fn bad_flags() {
     refused_with(&["--window", "5"], &["duration"]);
     refused_with(&["--window", "1ms"], &["--window"]);
     refused_with(&["--guest-memory-mib", "1"], &["--guest-memory-mib"]);
+    refused_with(&["--peers", "1=127.0.0.1:1"], &["--cluster-secret-file"]);
+    refused_with(
+        &["--peers", "2=127.0.0.1:1"],
+        &["--peers must include this node"],
+    );
+    refused_with(&["--peers", "1=127.0.0.1:1,1=127.0.0.1:2"], &["twice"]);
+    refused_with(
+        &["--peers", "one=127.0.0.1:1"],
+        &["node id must be a number"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "tiny").unwrap();
+    let short = short.to_str().unwrap();
+    refused_with(
+        &["--peers", "1=127.0.0.1:1", "--cluster-secret-file", short],
+        &["at least 16 bytes"],
+    );
+    refused_with(&["--admin-token-file", short], &["at least 16 characters"]);
+    refused_with(
+        &["--admin-token-file", "/nonexistent"],
+        &["--admin-token-file", "cannot read"],
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::collections::HashMap;
@@ -19,7 +19,15 @@ use std::sync::Arc;
 /// Largest request body accepted; a timestamp request is a few bytes.
 pub const MAX_BODY: usize = 16 * 1024;
 
-pub fn router(node: Arc<Node>) -> Router {
+/// `admin_token`: the bearer token of `/v1/admin/*`; `None` turns those
+/// endpoints off.
+pub fn router(node: Arc<Node>, admin_token: Option<String>) -> Router {
+    let admin = Router::new()
+        .route("/v1/admin/faults", get(get_faults).put(put_faults))
+        .with_state(Admin {
+            node: node.clone(),
+            token: admin_token.map(Arc::from),
+        });
     Router::new()
         .route("/v1/timestamps", post(post_timestamps))
         .route("/v1/timestamp", get(get_timestamp))
@@ -27,9 +35,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .with_state(node)
+        .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(node)
 }
 
 /// A JSON error answer.
@@ -104,7 +113,7 @@ fn parse_count(value: Option<&serde_json::Value>) -> Result<u64, ApiError> {
     }
 }
 
-async fn post_timestamps(State(node): State<Arc<Node>>, body: Body) -> Response {
+async fn post_timestamps(State(node): State<Arc<Node>>, uri: Uri, body: Body) -> Response {
     let result = async {
         let bytes = axum::body::to_bytes(body, MAX_BODY)
             .await
@@ -134,13 +143,14 @@ async fn post_timestamps(State(node): State<Arc<Node>>, body: Body) -> Response 
             }
             parse_count(fields.get("count"))?
         };
-        grant(&node, count).await
+        grant(&node, count, &uri).await
     };
     respond(&node, result.await)
 }
 
 async fn get_timestamp(
     State(node): State<Arc<Node>>,
+    uri: Uri,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let result = async {
@@ -162,7 +172,7 @@ async fn get_timestamp(
                 parse_count(Some(&value))?
             }
         };
-        grant(&node, count).await
+        grant(&node, count, &uri).await
     };
     respond(&node, result.await)
 }
@@ -178,13 +188,43 @@ fn respond(node: &Node, result: Result<Response, ApiError>) -> Response {
     })
 }
 
-async fn grant(node: &Node, count: u64) -> Result<Response, ApiError> {
-    let grant = node.timestamps(count).await?;
+async fn grant(node: &Node, count: u64, uri: &Uri) -> Result<Response, ApiError> {
+    let grant = match node.timestamps(count).await {
+        Ok(grant) => grant,
+        Err(ServeError::Unavailable {
+            reason,
+            leader: Some(leader),
+        }) if node.url_of(leader).is_some() => {
+            return Ok(redirect(node, leader, &reason, uri));
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         axum::Json(RangeJson::new(grant.first, grant.count)),
     )
         .into_response())
+}
+
+/// `307` to the leader, with the same path and query, and a JSON body
+/// naming it: clients that do not follow redirects still learn the leader.
+fn redirect(node: &Node, leader: u64, reason: &str, uri: &Uri) -> Response {
+    let base = node.url_of(leader).unwrap_or_default();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = format!("{}{path}", base.trim_end_matches('/'));
+    let body = serde_json::json!({"error": {
+        "code": "not_leader",
+        "message": format!("{reason}; node {leader} leads at {base}"),
+        "leader": {"id": leader, "url": base},
+    }});
+    let mut response = (StatusCode::TEMPORARY_REDIRECT, axum::Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
@@ -245,4 +285,96 @@ async fn method_not_allowed() -> ApiError {
         field: None,
         retry_after: false,
     }
+}
+
+/// State of the admin endpoints.
+#[derive(Clone)]
+struct Admin {
+    node: Arc<Node>,
+    token: Option<Arc<str>>,
+}
+
+impl Admin {
+    /// The admin API is off without a configured token, and needs
+    /// `Authorization: Bearer <token>` when on.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.token else {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "admin_off",
+                message: "the admin API is off; start the node with --admin-token-file".into(),
+                field: None,
+                retry_after: false,
+            });
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let same = given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code: "unauthorized",
+                message: "missing or wrong admin token (Authorization: Bearer <token>)".into(),
+                field: None,
+                retry_after: false,
+            })
+        }
+    }
+
+    fn network(&self) -> Result<&Arc<crate::peer::Network>, ApiError> {
+        self.node.network.as_ref().ok_or(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "no_cluster",
+            message: "this node runs alone: there is no peer traffic to fault".into(),
+            field: None,
+            retry_after: false,
+        })
+    }
+}
+
+async fn get_faults(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    let result = (|| {
+        admin.authorize(&headers)?;
+        let blocked = admin.network()?.faults.blocked();
+        Ok(axum::Json(serde_json::json!({ "blocked_peers": blocked })).into_response())
+    })();
+    respond(&admin.node, result)
+}
+
+/// `PUT /v1/admin/faults` `{"blocked_peers": [2, 3]}`: drop all peer traffic
+/// to and from those nodes (fault injection for tests); `[]` heals.
+async fn put_faults(State(admin): State<Admin>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        admin.authorize(&headers)?;
+        let network = admin.network()?;
+        let bytes = axum::body::to_bytes(body, MAX_BODY)
+            .await
+            .map_err(|_| ApiError::bad_request("body", "body too large"))?;
+        let parsed: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request("body", format!("not JSON: {e}")))?;
+        let peers = parsed
+            .get("blocked_peers")
+            .and_then(|v| v.as_array())
+            .and_then(|a| a.iter().map(|v| v.as_u64()).collect::<Option<Vec<u64>>>())
+            .ok_or_else(|| {
+                ApiError::bad_request("blocked_peers", "expected {\"blocked_peers\": [node ids]}")
+            })?;
+        tracing::warn!("fault injection: dropping peer traffic with {peers:?}");
+        network.faults.set_blocked(peers);
+        Ok(
+            axum::Json(serde_json::json!({ "blocked_peers": network.faults.blocked() }))
+                .into_response(),
+        )
+    };
+    respond(&admin.node, result.await)
 }

@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Get timestamps from a running node.
     Ts {
         /// How many consecutive timestamps (1 to 262144).
@@ -96,6 +96,27 @@ struct ServeArgs {
     /// Longest a single call into the driver may run (e.g. 1s).
     #[arg(long, env = "TSOHOST_GUEST_CALL_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     guest_call_timeout: Duration,
+    /// A file holding the bearer token of the admin API (off without it).
+    #[arg(long, env = "TSOHOST_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Cluster members and their peer addresses, `ID=HOST:PORT,...`, this
+    /// node included. Without it the node runs alone.
+    #[arg(long, env = "TSOHOST_PEERS", value_delimiter = ',', value_parser = parse_member)]
+    peers: Vec<(u64, String)>,
+    /// Peer listen address (default: this node's address in --peers).
+    #[arg(long, env = "TSOHOST_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
+    /// A file holding the cluster secret (at least 16 bytes), the same on
+    /// every node.
+    #[arg(long, env = "TSOHOST_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Create the cluster on first start (on one node, or on all with the
+    /// same --peers).
+    #[arg(long, env = "TSOHOST_BOOTSTRAP")]
+    bootstrap: bool,
+    /// The URL other nodes redirect clients to (default: http:// + --listen).
+    #[arg(long, env = "TSOHOST_ADVERTISE_URL")]
+    advertise_url: Option<String>,
 }
 
 /// `500ms`, `3s`, `2m`.
@@ -110,6 +131,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n * 60)),
         _ => Err(format!("`{s}` is not a duration like 500ms, 3s or 2m")),
     }
+}
+
+fn parse_member(s: &str) -> Result<(u64, String), String> {
+    match s.split_once('=') {
+        Some((id, addr)) if !addr.is_empty() => Ok((
+            id.parse()
+                .map_err(|_| format!("`{s}`: the node id must be a number"))?,
+            addr.to_string(),
+        )),
+        _ => Err(format!("`{s}` is not ID=HOST:PORT")),
+    }
+}
+
+/// A secret-bearing file, trimmed; errors name the flag.
+fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("{flag} {}: cannot read it", path.display()))?;
+    Ok(bytes.trim_ascii().to_vec())
 }
 
 fn parse_option(s: &str) -> Result<(String, String), String> {
@@ -147,7 +186,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Serve(args) => server::serve(serve_config(args)?).await,
+        Cmd::Serve(args) => server::serve(serve_config(*args)?).await,
         Cmd::Ts { count, url, json } => {
             if !(1..=LOGICAL_PER_MS).contains(&count) {
                 bail!("--count must be from 1 to {LOGICAL_PER_MS}, got {count}");
@@ -224,7 +263,67 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     if !(16..=4096).contains(&args.guest_memory_mib) {
         bail!("--guest-memory-mib must be from 16 to 4096");
     }
+    let admin_token = match &args.admin_token_file {
+        None => None,
+        Some(path) => {
+            let token = read_secret_file(path, "--admin-token-file")?;
+            let token = String::from_utf8(token)
+                .ok()
+                .filter(|t| t.len() >= 16)
+                .with_context(|| {
+                    format!(
+                        "--admin-token-file {}: the token must be at least 16 characters of text",
+                        path.display()
+                    )
+                })?;
+            Some(token)
+        }
+    };
+    let cluster = if args.peers.is_empty() {
+        if args.peer_listen.is_some() || args.cluster_secret_file.is_some() {
+            bail!("--peer-listen and --cluster-secret-file need --peers");
+        }
+        None
+    } else {
+        let members: std::collections::BTreeMap<u64, String> = args.peers.iter().cloned().collect();
+        if members.len() != args.peers.len() {
+            bail!("--peers names a node id twice");
+        }
+        let Some(own) = members.get(&args.node_id) else {
+            bail!(
+                "--peers must include this node (--node-id {}) with its peer address",
+                args.node_id
+            );
+        };
+        let peer_listen = match args.peer_listen {
+            Some(addr) => addr,
+            None => own.parse().with_context(|| {
+                format!("--peers gives this node the address {own}; pass --peer-listen HOST:PORT")
+            })?,
+        };
+        let path = args
+            .cluster_secret_file
+            .as_ref()
+            .context("a cluster needs --cluster-secret-file (the same secret on every node)")?;
+        let secret =
+            crate::peer::auth::Secret::new(&read_secret_file(path, "--cluster-secret-file")?)
+                .with_context(|| {
+                    format!(
+                        "--cluster-secret-file {}: the secret must be at least 16 bytes",
+                        path.display()
+                    )
+                })?;
+        Some(server::ClusterConfig {
+            peer_listen,
+            members,
+            secret,
+            bootstrap: args.bootstrap,
+            advertise_url: args.advertise_url,
+        })
+    };
     Ok(ServeConfig {
+        cluster,
+        admin_token,
         driver,
         driver_options: args.driver_options,
         data_dir: args.data_dir,

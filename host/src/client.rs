@@ -75,6 +75,17 @@ impl Connection {
         path: &str,
         body: Bytes,
     ) -> Result<Answer, ClientError> {
+        self.send_with(method, path, body, None).await
+    }
+
+    /// As [`Connection::send`], with `Authorization: Bearer <token>`.
+    pub async fn send_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        bearer: Option<&str>,
+    ) -> Result<Answer, ClientError> {
         let http = |source| ClientError::Http {
             addr: self.addr.clone(),
             source,
@@ -86,6 +97,9 @@ impl Connection {
             .header(hyper::header::HOST, &self.addr);
         if !body.is_empty() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = bearer {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request.body(Full::new(body)).expect("valid request");
         let response = self.sender.send_request(request).await.map_err(http)?;

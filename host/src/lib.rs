@@ -15,6 +15,7 @@ pub mod clock;
 pub mod driver;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod server;
 pub mod storage;
 pub mod timestamp;

@@ -55,8 +55,14 @@ metrics! {
     counter driver_crashes_total,
     /// Driver instances started (the first and every rebuild).
     counter driver_starts_total,
-    /// Peer messages dropped (no peer network, or a full queue).
+    /// Peer messages dropped (no peer network, unknown or blocked peer, a full queue).
     counter peer_messages_dropped_total,
+    /// Frames sent to peers.
+    counter peer_frames_sent_total,
+    /// Authenticated frames received from peers.
+    counter peer_frames_received_total,
+    /// Peer connections refused or cut: failed handshakes, bad frames, oversized frames.
+    counter peer_auth_failures_total,
 }
 
 impl Metrics {

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::driver::bindings::{DriverInfo, describe};
 use crate::driver::{Command, DriverError, DriverHandle, Epoch, Event, Leadership, Role};
 use crate::metrics::Metrics;
+use crate::peer::Network;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,7 +61,9 @@ pub enum ServeError {
 /// State shared by the HTTP handlers and the coordinator.
 pub struct Node {
     pub node_id: u64,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// The peer network, in a cluster.
+    pub network: Option<Arc<Network>>,
     clock: Arc<dyn Clock>,
     allocator: Mutex<Allocator>,
     /// Signalled whenever serving starts or the high water moves.
@@ -79,10 +82,13 @@ impl Node {
         window: Duration,
         clock: Arc<dyn Clock>,
         driver: DriverStatus,
+        metrics: Arc<Metrics>,
+        network: Option<Arc<Network>>,
     ) -> Arc<Node> {
         Arc::new(Node {
             node_id,
-            metrics: Metrics::default(),
+            metrics,
+            network,
             clock,
             allocator: Mutex::new(Allocator::new(window.as_millis() as u64)),
             progressed: Notify::new(),
@@ -149,6 +155,11 @@ impl Node {
         }
     }
 
+    /// The public URL of node `id`, if a peer told it.
+    pub fn url_of(&self, id: u64) -> Option<String> {
+        self.network.as_ref()?.url_of(id)
+    }
+
     pub fn is_serving(&self) -> bool {
         self.allocator.lock().unwrap().is_serving()
     }
@@ -163,8 +174,10 @@ impl Node {
                 a.window_ms(),
             )
         };
+        let blocked = self.network.as_ref().map(|n| n.faults.blocked());
         serde_json::json!({
             "node_id": self.node_id,
+            "blocked_peers": blocked,
             "serving": serving,
             "leadership": *self.leadership.lock().unwrap(),
             "high_water_ms": high_water,
@@ -281,10 +294,13 @@ impl Coordinator {
                     self.on_completed(pending, outcome);
                 }
             }
-            Event::Send { to, .. } => {
-                Metrics::inc(&self.node.metrics.peer_messages_dropped_total);
-                tracing::debug!("dropped a driver message to node {to}: no peer network");
-            }
+            Event::Send { to, payload } => match &self.node.network {
+                Some(network) => network.send(to, payload),
+                None => {
+                    Metrics::inc(&self.node.metrics.peer_messages_dropped_total);
+                    tracing::debug!("dropped a driver message to node {to}: no peer network");
+                }
+            },
             Event::SendDropped => Metrics::inc(&self.node.metrics.peer_messages_dropped_total),
             Event::Crashed { reason } => {
                 self.lose_leadership();

@@ -3,10 +3,15 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::driver::actor::{ActorConfig, StorageFor};
+use crate::driver::bindings::Peer;
 use crate::driver::{DriverHandle, DriverSource, Runtime};
+use crate::metrics::Metrics;
 use crate::node::{Coordinator, DriverStatus, Node, unix_ms};
+use crate::peer::auth::Secret;
+use crate::peer::{Network, PeerConfig};
 use crate::storage::{Db, Storage};
 use anyhow::Context;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +29,21 @@ pub struct ServeConfig {
     pub node_id: u64,
     pub guest_memory: usize,
     pub guest_call_timeout: Duration,
+    pub cluster: Option<ClusterConfig>,
+    /// Bearer token of the admin API; `None` turns it off.
+    pub admin_token: Option<String>,
+}
+
+/// How this node joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub peer_listen: SocketAddr,
+    /// Every member's peer address, this node's included.
+    pub members: BTreeMap<u64, String>,
+    pub secret: Secret,
+    pub bootstrap: bool,
+    /// Public URL told to peers; default `http://` + the HTTP listen address.
+    pub advertise_url: Option<String>,
 }
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
@@ -37,6 +57,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let runtime = Runtime::new(Some(cfg.data_dir.join("component-cache")))?;
     let loaded = runtime.load(&cfg.driver)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let metrics = Arc::new(Metrics::default());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let status = DriverStatus {
         name: String::new(),
@@ -53,18 +74,27 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let db = db.clone();
         Arc::new(move |name: &str| Arc::new(db.namespace(name)) as Arc<dyn Storage>)
     };
+    let peers = match &cfg.cluster {
+        Some(c) => c
+            .members
+            .iter()
+            .map(|(&id, address)| Peer {
+                id,
+                address: address.clone(),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let actor_config = ActorConfig {
         node_id: cfg.node_id,
-        peers: Vec::new(),
-        bootstrap: true,
+        peers,
+        bootstrap: cfg.cluster.as_ref().is_none_or(|c| c.bootstrap),
         floor: 0,
         seed: cfg.node_id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         options: cfg.driver_options.clone(),
         memory_limit: cfg.guest_memory,
         call_timeout: cfg.guest_call_timeout,
     };
-    let node = Node::new(cfg.node_id, cfg.window, clock.clone(), status);
-    let driver = DriverHandle::spawn(loaded, storage_for, actor_config, clock, events_tx)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| {
@@ -74,6 +104,28 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let driver = DriverHandle::spawn(loaded, storage_for, actor_config, clock.clone(), events_tx)?;
+    let network = match &cfg.cluster {
+        None => None,
+        Some(c) => Some(
+            Network::start(
+                PeerConfig {
+                    node_id: cfg.node_id,
+                    listen: c.peer_listen,
+                    members: c.members.clone(),
+                    secret: c.secret.clone(),
+                    advertise_url: c
+                        .advertise_url
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{addr}")),
+                },
+                driver.inbox(),
+                metrics.clone(),
+            )
+            .await?,
+        ),
+    };
+    let node = Node::new(cfg.node_id, cfg.window, clock, status, metrics, network);
     let shutdown = Arc::new(Notify::new());
     let coordinator =
         tokio::spawn(Coordinator::new(node.clone(), driver, 0).run(events_rx, shutdown.clone()));
@@ -84,7 +136,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         cfg.data_dir.display()
     );
     tracing::info!("listening on http://{addr}");
-    axum::serve(listener, crate::api::router(node))
+    axum::serve(listener, crate::api::router(node, cfg.admin_token.clone()))
         .with_graceful_shutdown(signal())
         .await
         .context("the HTTP server failed")?;

@@ -145,6 +145,91 @@ impl Drop for Server {
     }
 }
 
+/// A free TCP port on loopback (free when asked; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The admin token every test cluster uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Files and flags for an `n`-node cluster on loopback: each node's extra
+/// `serve` arguments (node id, peers, secret, admin token).
+pub struct ClusterSpec {
+    pub dir: tempfile::TempDir,
+    pub members: String,
+}
+
+impl ClusterSpec {
+    pub fn new(n: u64) -> ClusterSpec {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "a-cluster-secret-for-tests\n").unwrap();
+        std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
+        let members = (1..=n)
+            .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
+            .collect::<Vec<_>>()
+            .join(",");
+        ClusterSpec { dir, members }
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    /// `serve` arguments of node `id`, then `extra`.
+    pub fn args(&self, id: u64, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--node-id".into(),
+            id.to_string(),
+            "--peers".into(),
+            self.members.clone(),
+            "--cluster-secret-file".into(),
+            self.dir.path().join("secret").display().to_string(),
+            "--admin-token-file".into(),
+            self.dir.path().join("admin-token").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    pub fn start(&self, id: u64, extra: &[&str]) -> Server {
+        let args = self.args(id, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::start(&self.data_dir(id), &args)
+    }
+}
+
+/// Poll until `stderr` of `server` contains `text`.
+pub async fn wait_for_log(server: &Server, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.stderr().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} never logged:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An admin request with (or without) the token.
+pub async fn admin(
+    url: &str,
+    method: Method,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Answer {
+    let mut conn = Connection::open(url).await.unwrap();
+    conn.send_with(method, path, Bytes::from(body.to_string()), token)
+        .await
+        .unwrap()
+}
+
 /// Run `tsohost serve` with `args` expecting it to refuse to start; returns
 /// (exit code, stderr).
 pub fn serve_refused(data_dir: &Path, args: &[&str]) -> (i32, String) {

@@ -98,7 +98,13 @@ pub fn init(cfg: &crate::Config) -> Result<(), DriverError> {
             other.id, other.address
         )));
     }
-    let register = SingleNode::open(cfg.node_id, cfg.floor)?;
+    open_instance(cfg.node_id, cfg.floor)
+}
+
+/// Open the register as this instance's (what `init` does after its checks),
+/// for drivers that decide themselves that this node owns its storage.
+pub fn open_instance(node: NodeId, floor: u64) -> Result<(), DriverError> {
+    let register = SingleNode::open(node, floor)?;
     INSTANCE.with_borrow_mut(|slot| *slot = Some(register));
     Ok(())
 }

@@ -13,11 +13,11 @@
 
 use super::bindings::{Config, ConsensusDriver, DriverError, DriverInfo, Epoch, Leadership, Peer};
 use super::component::{EPOCH_TICK, LoadedDriver};
+use super::mailbox::{Item, Mailbox};
 use super::sandbox::GuestState;
 use crate::clock::Clock;
 use crate::storage::Storage;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use wasmtime::Store;
@@ -56,10 +56,6 @@ pub enum Command {
         request: u64,
         at_least: u64,
         epoch: Epoch,
-    },
-    Message {
-        from: u64,
-        payload: Vec<u8>,
     },
     Shutdown,
 }
@@ -105,9 +101,12 @@ pub enum StartError {
 /// Opens the storage namespace of a driver, by the name the driver reports.
 pub type StorageFor = Arc<dyn Fn(&str) -> Arc<dyn Storage> + Send + Sync>;
 
+/// Peer messages queued for a driver beyond this are dropped.
+pub const MAX_QUEUED_MESSAGES: usize = 4096;
+
 /// The running actor. Dropping it does not stop it: call `shutdown`.
 pub struct DriverHandle {
-    tx: Sender<Command>,
+    mailbox: Arc<Mailbox>,
     info: DriverInfo,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -123,7 +122,8 @@ impl DriverHandle {
         clock: Arc<dyn Clock>,
         events: UnboundedSender<Event>,
     ) -> Result<DriverHandle, StartError> {
-        let (tx, rx) = std::sync::mpsc::channel();
+        let mailbox = Arc::new(Mailbox::new(MAX_QUEUED_MESSAGES));
+        let rx = mailbox.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let source_label = driver.source.clone();
         let thread = std::thread::Builder::new()
@@ -151,12 +151,12 @@ impl DriverHandle {
                     }
                 };
                 let _ = ready_tx.send(Ok(info));
-                actor.run(rx);
+                actor.run(&rx);
             })
             .map_err(StartError::Thread)?;
         match ready_rx.recv() {
             Ok(Ok(info)) => Ok(DriverHandle {
-                tx,
+                mailbox,
                 info: info.unwrap_or_else(|| DriverInfo {
                     name: "(not started)".into(),
                     version: String::new(),
@@ -185,15 +185,36 @@ impl DriverHandle {
 
     /// Queue a command; commands sent after shutdown are dropped.
     pub fn send(&self, command: Command) {
-        let _ = self.tx.send(command);
+        self.mailbox.push_control(command);
+    }
+
+    /// Queue a peer's message; false (dropped) when the queue is full.
+    pub fn deliver(&self, from: u64, payload: Vec<u8>) -> bool {
+        self.mailbox.push_message(from, payload)
+    }
+
+    /// A handle that only delivers peer messages, for the network.
+    pub fn inbox(&self) -> Inbox {
+        Inbox(self.mailbox.clone())
     }
 
     /// Stop between two events and wait for the thread.
     pub fn shutdown(mut self) {
-        let _ = self.tx.send(Command::Shutdown);
+        self.mailbox.push_control(Command::Shutdown);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Where the peer network puts messages for the driver.
+#[derive(Clone)]
+pub struct Inbox(Arc<Mailbox>);
+
+impl Inbox {
+    /// False (dropped) when the driver's queue is full.
+    pub fn deliver(&self, from: u64, payload: Vec<u8>) -> bool {
+        self.0.push_message(from, payload)
     }
 }
 
@@ -334,7 +355,7 @@ impl Actor {
         let _ = self.events.send(Event::Crashed { reason });
     }
 
-    fn run(&mut self, rx: Receiver<Command>) {
+    fn run(&mut self, mailbox: &Mailbox) {
         let mut backoff = MIN_BACKOFF;
         let mut rebuild_at = Instant::now() + backoff;
         loop {
@@ -342,11 +363,9 @@ impl Actor {
                 Some(live) => live.next_tick,
                 None => rebuild_at,
             };
-            let command = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(command) => Some(command),
-                Err(RecvTimeoutError::Timeout) => None,
+            let command = match mailbox.recv_until(deadline) {
+                Some(Item::Control(Command::Shutdown)) => return,
+                other => other,
             };
             if self.instance.is_none() {
                 if let Some(command) = command {
@@ -373,7 +392,8 @@ impl Actor {
                 continue;
             }
             let result = match command {
-                Some(command) => self.deliver(command),
+                Some(Item::Control(command)) => self.deliver(command),
+                Some(Item::Messages(messages)) => self.messages(messages),
                 None => self.tick(),
             };
             if let Err(reason) = result {
@@ -383,10 +403,13 @@ impl Actor {
         }
     }
 
-    /// A command that arrives while no instance is up.
-    fn refuse(&self, command: Command) {
-        match command {
-            Command::LoadHighWater { request } | Command::PersistHighWater { request, .. } => {
+    /// What arrives while no instance is up: requests fail, messages are lost
+    /// (as on a network).
+    fn refuse(&self, item: Item) {
+        match item {
+            Item::Control(
+                Command::LoadHighWater { request } | Command::PersistHighWater { request, .. },
+            ) => {
                 let _ = self.events.send(Event::Completed {
                     request,
                     outcome: Err(DriverError::Internal(
@@ -394,7 +417,7 @@ impl Actor {
                     )),
                 });
             }
-            Command::Message { .. } | Command::Shutdown => {}
+            Item::Control(Command::Shutdown) | Item::Messages(_) => {}
         }
     }
 
@@ -423,16 +446,33 @@ impl Actor {
                     driver.call_persist_high_water(&mut live.store, request, at_least, epoch),
                 )
             }
-            Command::Message { from, payload } => (
-                "on-message",
-                driver.call_on_message(&mut live.store, from, &payload),
-            ),
             Command::Shutdown => return Ok(()),
         };
         result.map_err(|e| {
             let live = self.instance.as_ref().expect("checked by run");
             self.describe(&live.store, call, e)
         })
+    }
+
+    /// Peer messages, one `on-message` call each, each with its own time
+    /// budget. After a failure the rest are dropped with the instance.
+    fn messages(&mut self, messages: Vec<(u64, Vec<u8>)>) -> Result<(), String> {
+        let ticks = self.ticks(1);
+        for (from, payload) in messages {
+            let live = self.instance.as_mut().expect("checked by run");
+            live.store.data_mut().begin_call();
+            live.store.set_epoch_deadline(ticks);
+            let result = live.bindings.tsohost_driver_driver().call_on_message(
+                &mut live.store,
+                from,
+                &payload,
+            );
+            if let Err(e) = result {
+                let live = self.instance.as_ref().expect("checked by run");
+                return Err(self.describe(&live.store, "on-message", e));
+            }
+        }
+        Ok(())
     }
 
     fn tick(&mut self) -> Result<(), String> {

@@ -10,6 +10,7 @@ pub mod actor;
 pub mod bindings;
 pub mod builtin;
 pub mod component;
+pub mod mailbox;
 pub mod sandbox;
 #[cfg(test)]
 mod tests;

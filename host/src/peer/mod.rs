@@ -1,0 +1,413 @@
+//! The peer network: hosts exchange driver payloads over authenticated TCP
+//! connections (DESIGN §6). The host delivers bytes; the driver owns their
+//! meaning.
+//!
+//! - Every node dials every other member and sends on that connection only;
+//!   it receives on the connections others dial to it. Dialing reconnects
+//!   with exponential backoff.
+//! - Connections are authenticated with the cluster secret and every frame
+//!   is MACed ([`auth`]); a peer that fails the handshake or sends a bad
+//!   frame is disconnected and counted.
+//! - Queues are bounded: a message that does not fit is dropped and counted,
+//!   never buffered without limit.
+//! - Fault injection ([`Faults`]) drops traffic to and from chosen peers, for
+//!   tests; it is reachable only through the admin API.
+
+pub mod auth;
+
+use crate::driver::actor::Inbox;
+use crate::metrics::Metrics;
+use auth::{MAGIC, MAX_URL, NONCE, Nonce, Secret, TAG, Tag, Transcript};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Largest frame accepted: room for a snapshot chunk, bounded memory.
+pub const MAX_FRAME: usize = 32 << 20;
+/// Messages queued for one peer beyond this are dropped.
+pub const QUEUE: usize = 4096;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("cannot listen for peers on {addr}: {source}; pass --peer-listen ADDR")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("peer handshake: {0}")]
+    Handshake(String),
+    #[error("peer I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How this node joins the peer network.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub node_id: u64,
+    pub listen: SocketAddr,
+    /// Every member's peer address, this node's included.
+    pub members: BTreeMap<u64, String>,
+    pub secret: Secret,
+    /// This node's public HTTP URL, told to peers for redirects.
+    pub advertise_url: String,
+}
+
+/// Peers whose traffic is dropped (both directions), for fault injection.
+#[derive(Default, Debug)]
+pub struct Faults {
+    blocked: Mutex<HashSet<u64>>,
+}
+
+impl Faults {
+    pub fn set_blocked(&self, peers: impl IntoIterator<Item = u64>) {
+        *self.blocked.lock().unwrap() = peers.into_iter().collect();
+    }
+
+    pub fn blocked(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.blocked.lock().unwrap().iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn is_blocked(&self, peer: u64) -> bool {
+        self.blocked.lock().unwrap().contains(&peer)
+    }
+}
+
+/// The running peer network of one node.
+pub struct Network {
+    queues: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    /// Public URLs peers told us in their handshakes.
+    urls: Arc<Mutex<HashMap<u64, String>>>,
+    pub faults: Arc<Faults>,
+    metrics: Arc<Metrics>,
+}
+
+impl Network {
+    /// Listen for peers and start dialing every other member.
+    pub async fn start(
+        cfg: PeerConfig,
+        inbox: Inbox,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Network>, PeerError> {
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| PeerError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
+        let cfg = Arc::new(cfg);
+        let urls = Arc::new(Mutex::new(HashMap::new()));
+        let faults = Arc::new(Faults::default());
+        let mut queues = HashMap::new();
+        for (&peer, addr) in &cfg.members {
+            if peer == cfg.node_id {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(QUEUE);
+            queues.insert(peer, tx);
+            tokio::spawn(dial_loop(
+                cfg.clone(),
+                peer,
+                addr.clone(),
+                rx,
+                urls.clone(),
+                faults.clone(),
+                metrics.clone(),
+            ));
+        }
+        tokio::spawn(accept_loop(
+            listener,
+            cfg.clone(),
+            inbox,
+            urls.clone(),
+            faults.clone(),
+            metrics.clone(),
+        ));
+        Ok(Arc::new(Network {
+            queues,
+            urls,
+            faults,
+            metrics,
+        }))
+    }
+
+    /// Queue `payload` for `to`; dropped (and counted) when `to` is unknown,
+    /// blocked or its queue is full.
+    pub fn send(&self, to: u64, payload: Vec<u8>) {
+        let queued = !self.faults.is_blocked(to)
+            && self
+                .queues
+                .get(&to)
+                .is_some_and(|q| q.try_send(payload).is_ok());
+        if !queued {
+            Metrics::inc(&self.metrics.peer_messages_dropped_total);
+        }
+    }
+
+    /// The public URL `peer` announced, if it has connected.
+    pub fn url_of(&self, peer: u64) -> Option<String> {
+        self.urls.lock().unwrap().get(&peer).cloned()
+    }
+}
+
+async fn dial_loop(
+    cfg: Arc<PeerConfig>,
+    peer: u64,
+    addr: String,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    urls: Arc<Mutex<HashMap<u64, String>>>,
+    faults: Arc<Faults>,
+    metrics: Arc<Metrics>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    let mut last_error = String::new();
+    loop {
+        let connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, dial(&cfg, peer, &addr)).await;
+        match connected {
+            Ok(Ok((stream, mut session, url))) => {
+                tracing::info!("connected to peer {peer} at {addr}");
+                last_error.clear();
+                backoff = MIN_BACKOFF;
+                urls.lock().unwrap().insert(peer, url);
+                let mut out = BufWriter::new(stream);
+                let result: std::io::Result<()> = async {
+                    while let Some(first) = rx.recv().await {
+                        let mut next = Some(first);
+                        // Write everything queued, then flush once.
+                        while let Some(payload) = next {
+                            if faults.is_blocked(peer) {
+                                Metrics::inc(&metrics.peer_messages_dropped_total);
+                            } else {
+                                write_frame(&mut out, &mut session, &payload).await?;
+                                Metrics::inc(&metrics.peer_frames_sent_total);
+                            }
+                            next = rx.try_recv().ok();
+                        }
+                        out.flush().await?;
+                    }
+                    Ok(())
+                }
+                .await;
+                match result {
+                    Ok(()) => return, // the node is shutting down
+                    Err(e) => tracing::warn!("lost the connection to peer {peer} at {addr}: {e}"),
+                }
+            }
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                if text != last_error {
+                    tracing::warn!(
+                        "cannot connect to peer {peer} at {addr}: {text}; retrying with backoff"
+                    );
+                    last_error = text;
+                }
+            }
+            Err(_) => tracing::warn!("peer {peer} at {addr}: handshake timed out"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn dial(
+    cfg: &PeerConfig,
+    peer: u64,
+    addr: &str,
+) -> Result<(TcpStream, auth::Session, String), PeerError> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let nonce_d = auth::nonce();
+    let mut hello = Vec::new();
+    hello.extend_from_slice(MAGIC);
+    hello.extend_from_slice(&cfg.node_id.to_be_bytes());
+    hello.extend_from_slice(&nonce_d);
+    put_url(&mut hello, &cfg.advertise_url);
+    stream.write_all(&hello).await?;
+
+    let (acceptor, nonce_a) = read_greeting(&mut stream).await?;
+    let accept_tag = read_tag(&mut stream).await?;
+    let url = read_url(&mut stream).await?;
+    if acceptor != peer {
+        return Err(PeerError::Handshake(format!(
+            "{addr} is node {acceptor}, but --peers says node {peer}"
+        )));
+    }
+    let transcript = Transcript {
+        dialer: cfg.node_id,
+        acceptor,
+        nonce_d,
+        nonce_a,
+    };
+    if !auth::constant_time_eq(&transcript.accept_tag(&cfg.secret), &accept_tag) {
+        return Err(PeerError::Handshake(format!(
+            "node {acceptor} at {addr} does not know the cluster secret \
+             (check --cluster-secret-file on both nodes)"
+        )));
+    }
+    stream.write_all(&transcript.dial_tag(&cfg.secret)).await?;
+    Ok((stream, transcript.session(&cfg.secret), url))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    cfg: Arc<PeerConfig>,
+    inbox: Inbox,
+    urls: Arc<Mutex<HashMap<u64, String>>>,
+    faults: Arc<Faults>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let Ok((stream, remote)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let (cfg, inbox, urls, faults, metrics) = (
+            cfg.clone(),
+            inbox.clone(),
+            urls.clone(),
+            faults.clone(),
+            metrics.clone(),
+        );
+        tokio::spawn(async move {
+            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(&cfg, stream)).await;
+            let (stream, peer, session, url) = match accepted {
+                Ok(Ok(ok)) => ok,
+                Ok(Err(e)) => {
+                    Metrics::inc(&metrics.peer_auth_failures_total);
+                    tracing::warn!("refused a peer connection from {remote}: {e}");
+                    return;
+                }
+                Err(_) => {
+                    Metrics::inc(&metrics.peer_auth_failures_total);
+                    tracing::warn!("refused a peer connection from {remote}: handshake timed out");
+                    return;
+                }
+            };
+            urls.lock().unwrap().insert(peer, url);
+            if let Err(e) = receive(stream, peer, session, &inbox, &faults, &metrics).await {
+                tracing::debug!("peer {peer} ({remote}) disconnected: {e}");
+            }
+        });
+    }
+}
+
+async fn accept(
+    cfg: &PeerConfig,
+    mut stream: TcpStream,
+) -> Result<(TcpStream, u64, auth::Session, String), PeerError> {
+    stream.set_nodelay(true)?;
+    let (dialer, nonce_d) = read_greeting(&mut stream).await?;
+    let url = read_url(&mut stream).await?;
+    if dialer == cfg.node_id || !cfg.members.contains_key(&dialer) {
+        return Err(PeerError::Handshake(format!(
+            "node {dialer} is not a member of this cluster"
+        )));
+    }
+    let nonce_a = auth::nonce();
+    let transcript = Transcript {
+        dialer,
+        acceptor: cfg.node_id,
+        nonce_d,
+        nonce_a,
+    };
+    let mut welcome = Vec::new();
+    welcome.extend_from_slice(MAGIC);
+    welcome.extend_from_slice(&cfg.node_id.to_be_bytes());
+    welcome.extend_from_slice(&nonce_a);
+    welcome.extend_from_slice(&transcript.accept_tag(&cfg.secret));
+    put_url(&mut welcome, &cfg.advertise_url);
+    stream.write_all(&welcome).await?;
+    let dial_tag = read_tag(&mut stream).await?;
+    if !auth::constant_time_eq(&transcript.dial_tag(&cfg.secret), &dial_tag) {
+        return Err(PeerError::Handshake(format!(
+            "node {dialer} does not know the cluster secret"
+        )));
+    }
+    Ok((stream, dialer, transcript.session(&cfg.secret), url))
+}
+
+async fn receive(
+    mut stream: TcpStream,
+    peer: u64,
+    mut session: auth::Session,
+    inbox: &Inbox,
+    faults: &Faults,
+    metrics: &Metrics,
+) -> Result<(), PeerError> {
+    loop {
+        let len = stream.read_u32().await? as usize;
+        if len > MAX_FRAME {
+            Metrics::inc(&metrics.peer_auth_failures_total);
+            return Err(PeerError::Handshake(format!(
+                "peer {peer} sent a {len}-byte frame (limit {MAX_FRAME}); disconnected"
+            )));
+        }
+        let mut payload = vec![0; len];
+        stream.read_exact(&mut payload).await?;
+        let tag = read_tag(&mut stream).await?;
+        if !session.open(&payload, &tag) {
+            Metrics::inc(&metrics.peer_auth_failures_total);
+            return Err(PeerError::Handshake(format!(
+                "a frame from peer {peer} failed authentication; disconnected"
+            )));
+        }
+        Metrics::inc(&metrics.peer_frames_received_total);
+        if faults.is_blocked(peer) || !inbox.deliver(peer, payload) {
+            Metrics::inc(&metrics.peer_messages_dropped_total);
+        }
+    }
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    session: &mut auth::Session,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    out.write_u32(payload.len() as u32).await?;
+    out.write_all(payload).await?;
+    out.write_all(&session.seal(payload)).await
+}
+
+async fn read_greeting<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, Nonce), PeerError> {
+    let mut magic = [0; MAGIC.len()];
+    r.read_exact(&mut magic).await?;
+    if &magic != MAGIC {
+        return Err(PeerError::Handshake(
+            "not a tsohost peer (wrong protocol magic)".into(),
+        ));
+    }
+    let id = r.read_u64().await?;
+    let mut nonce = [0; NONCE];
+    r.read_exact(&mut nonce).await?;
+    Ok((id, nonce))
+}
+
+async fn read_tag<R: AsyncRead + Unpin>(r: &mut R) -> Result<Tag, PeerError> {
+    let mut tag = [0; TAG];
+    r.read_exact(&mut tag).await?;
+    Ok(tag)
+}
+
+fn put_url(buf: &mut Vec<u8>, url: &str) {
+    let url = &url.as_bytes()[..url.len().min(MAX_URL)];
+    buf.extend_from_slice(&(url.len() as u16).to_be_bytes());
+    buf.extend_from_slice(url);
+}
+
+async fn read_url<R: AsyncRead + Unpin>(r: &mut R) -> Result<String, PeerError> {
+    let len = r.read_u16().await? as usize;
+    if len > MAX_URL {
+        return Err(PeerError::Handshake(format!("URL of {len} bytes")));
+    }
+    let mut url = vec![0; len];
+    r.read_exact(&mut url).await?;
+    String::from_utf8(url).map_err(|_| PeerError::Handshake("URL is not UTF-8".into()))
+}

@@ -1,0 +1,162 @@
+//! The host's peer network, through real processes: authenticated
+//! connections, redirects to the leader, fault injection behind the admin
+//! token, and garbage from the network. The drivers are the test-only
+//! `gossip` guest (pings between all nodes; the lowest id serves).
+
+mod support;
+
+use hyper::Method;
+use std::io::Write;
+use std::time::Duration;
+use support::{ADMIN_TOKEN, ClusterSpec, admin, guest, json, metric, post, wait_for_log};
+
+fn gossip() -> String {
+    guest("tsohost_test_gossip.wasm").display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_talk_and_followers_redirect_to_the_leader() {
+    let spec = ClusterSpec::new(3);
+    let driver = gossip();
+    let nodes: Vec<_> = (1..=3)
+        .map(|id| spec.start(id, &["--driver", &driver]))
+        .collect();
+    for (i, node) in nodes.iter().enumerate() {
+        for other in (1..=3).filter(|&o| o != i as u64 + 1) {
+            wait_for_log(node, &format!("first ping from node {other}")).await;
+            wait_for_log(node, &format!("first pong from node {other}")).await;
+        }
+    }
+    nodes[0].wait_ready().await;
+    let a = post(&nodes[1].url, "/v1/timestamps?x=1", "").await.unwrap();
+    assert_eq!(a.status, 307);
+    assert_eq!(
+        a.headers["location"].to_str().unwrap(),
+        format!("{}/v1/timestamps?x=1", nodes[0].url)
+    );
+    let v = json(&a);
+    assert_eq!(v["error"]["leader"]["id"], 1);
+    assert_eq!(v["error"]["leader"]["url"], nodes[0].url.as_str());
+    let status = json(&support::get(&nodes[2].url, "/v1/status").await.unwrap());
+    assert_eq!(status["leadership"]["leader"], 1);
+    assert_eq!(status["serving"], false);
+    assert!(metric(&nodes[1].url, "tsohost_peer_frames_received_total").await > 0);
+    assert_eq!(
+        metric(&nodes[0].url, "tsohost_peer_auth_failures_total").await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_without_the_secret_is_refused() {
+    let spec = ClusterSpec::new(2);
+    let driver = gossip();
+    let one = spec.start(1, &["--driver", &driver]);
+    let wrong = spec.dir.path().join("wrong-secret");
+    std::fs::write(&wrong, "not-the-cluster-secret-at-all").unwrap();
+    let mut args = spec.args(2, &["--driver", &driver]);
+    let i = args
+        .iter()
+        .position(|a| a == "--cluster-secret-file")
+        .unwrap();
+    args[i + 1] = wrong.display().to_string();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let two = support::Server::start(&spec.data_dir(2), &args);
+    wait_for_log(&one, "does not know the cluster secret").await;
+    wait_for_log(&two, "does not know the cluster secret").await;
+    assert!(metric(&one.url, "tsohost_peer_auth_failures_total").await > 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!one.stderr().contains("first ping from node 2"));
+    assert!(!two.stderr().contains("first ping from node 1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_on_the_peer_port_is_counted_and_harmless() {
+    let spec = ClusterSpec::new(2);
+    let driver = gossip();
+    let one = spec.start(1, &["--driver", &driver]);
+    one.wait_ready().await;
+    let peer_addr = spec
+        .members
+        .split(',')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1;
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0xff; 4096][..],
+        b"TSOHPEER1",
+    ] {
+        let mut s = std::net::TcpStream::connect(peer_addr).unwrap();
+        let _ = s.write_all(garbage);
+        drop(s);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&one.url, "tsohost_peer_auth_failures_total").await < 3 {
+        assert!(std::time::Instant::now() < deadline, "{}", one.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        post(&one.url, "/v1/timestamps", "").await.unwrap().status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_injection_needs_the_token_and_drops_traffic() {
+    let spec = ClusterSpec::new(2);
+    let driver = gossip();
+    let one = spec.start(1, &["--driver", &driver]);
+    let _two = spec.start(2, &["--driver", &driver]);
+    wait_for_log(&one, "first ping from node 2").await;
+    let faults = "/v1/admin/faults";
+    let body = r#"{"blocked_peers": [2]}"#;
+    let a = admin(&one.url, Method::PUT, faults, body, None).await;
+    assert_eq!(a.status, 401);
+    let a = admin(
+        &one.url,
+        Method::PUT,
+        faults,
+        body,
+        Some("wrong-token-wrong-token"),
+    )
+    .await;
+    assert_eq!(a.status, 401);
+    let a = admin(
+        &one.url,
+        Method::PUT,
+        faults,
+        r#"{"blocked_peers": "2"}"#,
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    let a = admin(&one.url, Method::PUT, faults, body, Some(ADMIN_TOKEN)).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let dropped = metric(&one.url, "tsohost_peer_messages_dropped_total").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        metric(&one.url, "tsohost_peer_messages_dropped_total").await > dropped + 4,
+        "pings to and from node 2 are dropped"
+    );
+    let a = admin(&one.url, Method::GET, faults, "", Some(ADMIN_TOKEN)).await;
+    assert_eq!(json(&a)["blocked_peers"], serde_json::json!([2]));
+    let a = admin(
+        &one.url,
+        Method::PUT,
+        faults,
+        r#"{"blocked_peers": []}"#,
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+
+    // A node without --admin-token-file has no admin API.
+    let lone = tempfile::tempdir().unwrap();
+    let lone = support::Server::start(lone.path(), &[]);
+    let a = admin(&lone.url, Method::GET, faults, "", Some(ADMIN_TOKEN)).await;
+    assert_eq!(a.status, 404);
+    assert_eq!(json(&a)["error"]["code"], "admin_off");
+}
