@@ -4,6 +4,8 @@
 //! with `field` naming the offending input on a 400. A client's mistake is
 //! never a 500; a node that is not serving answers 503 with `Retry-After`.
 
+use crate::driver::Runtime;
+use crate::node::Control;
 use crate::node::{Node, ServeError};
 use crate::timestamp::{LOGICAL_PER_MS, RangeJson};
 use axum::Router;
@@ -12,21 +14,36 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// Largest request body accepted; a timestamp request is a few bytes.
 pub const MAX_BODY: usize = 16 * 1024;
 
-/// `admin_token`: the bearer token of `/v1/admin/*`; `None` turns those
-/// endpoints off.
-pub fn router(node: Arc<Node>, admin_token: Option<String>) -> Router {
+/// What the admin endpoints need.
+pub struct AdminConfig {
+    /// Bearer token of `/v1/admin/*`; `None` turns those endpoints off.
+    pub token: Option<String>,
+    /// Compiles uploaded components.
+    pub runtime: Runtime,
+    /// The node's coordinator, which performs swaps.
+    pub control: mpsc::UnboundedSender<Control>,
+}
+
+/// Largest driver component accepted by `PUT /v1/admin/driver`.
+pub const MAX_COMPONENT: usize = 64 << 20;
+
+pub fn router(node: Arc<Node>, admin: AdminConfig) -> Router {
     let admin = Router::new()
         .route("/v1/admin/faults", get(get_faults).put(put_faults))
+        .route("/v1/admin/driver", put(put_driver))
         .with_state(Admin {
             node: node.clone(),
-            token: admin_token.map(Arc::from),
+            token: admin.token.map(Arc::from),
+            runtime: admin.runtime,
+            control: admin.control,
         });
     Router::new()
         .route("/v1/timestamps", post(post_timestamps))
@@ -292,6 +309,8 @@ async fn method_not_allowed() -> ApiError {
 struct Admin {
     node: Arc<Node>,
     token: Option<Arc<str>>,
+    runtime: Runtime,
+    control: mpsc::UnboundedSender<Control>,
 }
 
 impl Admin {
@@ -377,4 +396,54 @@ async fn put_faults(State(admin): State<Admin>, headers: HeaderMap, body: Body) 
         )
     };
     respond(&admin.node, result.await)
+}
+
+/// `PUT /v1/admin/driver` with the component's bytes: hot-swap the running
+/// driver for a new build of it. The component is compiled and validated
+/// while the old driver keeps serving; a component that fails either, or
+/// whose `init` fails, leaves the old driver serving and the error is
+/// returned.
+async fn put_driver(State(admin): State<Admin>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        admin.authorize(&headers)?;
+        let bytes = axum::body::to_bytes(body, MAX_COMPONENT)
+            .await
+            .map_err(|_| ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "body_too_large",
+                message: format!("a driver component may be at most {MAX_COMPONENT} bytes"),
+                field: Some("body"),
+                retry_after: false,
+            })?;
+        let runtime = admin.runtime.clone();
+        let label = format!("uploaded component ({} bytes)", bytes.len());
+        let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&label, &bytes))
+            .await
+            .map_err(|e| refused(format!("compiling the component failed: {e}")))?
+            .map_err(|e| ApiError::bad_request("body", e.to_string()))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        admin
+            .control
+            .send(Control::Swap {
+                driver: loaded,
+                reply,
+            })
+            .map_err(|_| refused("the node is shutting down".into()))?;
+        let status = answer
+            .await
+            .map_err(|_| refused("the node is shutting down".into()))?
+            .map_err(refused)?;
+        Ok(axum::Json(serde_json::json!({ "driver": status })).into_response())
+    };
+    respond(&admin.node, result.await)
+}
+
+fn refused(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::CONFLICT,
+        code: "swap_refused",
+        message,
+        field: None,
+        retry_after: false,
+    }
 }

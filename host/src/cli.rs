@@ -51,6 +51,11 @@ enum Cmd {
         #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
         url: String,
     },
+    /// Operate on the driver of a running node (admin token required).
+    Driver {
+        #[command(subcommand)]
+        action: DriverCmd,
+    },
     /// Load-test a running node; prints a JSON report.
     Bench {
         #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
@@ -67,6 +72,22 @@ enum Cmd {
         /// Load before measuring starts.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         warmup: Duration,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DriverCmd {
+    /// Hot-swap the running driver for a new build of it (.wasm); the node
+    /// keeps serving, and keeps the old driver if the new one is refused.
+    Swap {
+        /// The new component.
+        #[arg(long)]
+        to: PathBuf,
+        #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// The file holding the node's admin token.
+        #[arg(long, env = "TSOHOST_ADMIN_TOKEN_FILE")]
+        admin_token_file: PathBuf,
     },
 }
 
@@ -214,6 +235,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let value: serde_json::Value = serde_json::from_slice(&answer.body)
                 .with_context(|| format!("{url} answered something that is not JSON"))?;
             println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        Cmd::Driver {
+            action:
+                DriverCmd::Swap {
+                    to,
+                    url,
+                    admin_token_file,
+                },
+        } => {
+            let token =
+                String::from_utf8(read_secret_file(&admin_token_file, "--admin-token-file")?)
+                    .context("--admin-token-file: the token is not text")?;
+            let bytes = std::fs::read(&to)
+                .with_context(|| format!("--to {}: cannot read it", to.display()))?;
+            let mut conn = client::Connection::open(&url).await?;
+            let answer = conn
+                .send_with(
+                    Method::PUT,
+                    "/v1/admin/driver",
+                    Bytes::from(bytes),
+                    Some(&token),
+                )
+                .await?;
+            let body = String::from_utf8_lossy(&answer.body);
+            if !answer.status.is_success() {
+                bail!("{url} refused the swap ({}): {body}", answer.status);
+            }
+            println!("{body}");
             Ok(())
         }
         Cmd::Bench {

@@ -96,7 +96,13 @@ impl Connection {
             .uri(path)
             .header(hyper::header::HOST, &self.addr);
         if !body.is_empty() {
-            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+            let json = matches!(body.first(), Some(b'{' | b'['));
+            let kind = if json {
+                "application/json"
+            } else {
+                "application/octet-stream"
+            };
+            request = request.header(hyper::header::CONTENT_TYPE, kind);
         }
         if let Some(token) = bearer {
             request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));

@@ -55,6 +55,8 @@ metrics! {
     counter driver_crashes_total,
     /// Driver instances started (the first and every rebuild).
     counter driver_starts_total,
+    /// Hot swaps of the driver that completed.
+    counter driver_swaps_total,
     /// Peer messages dropped (no peer network, unknown or blocked peer, a full queue).
     counter peer_messages_dropped_total,
     /// Frames sent to peers.

@@ -11,7 +11,9 @@
 use crate::allocator::{Allocator, Grant, GrantError, Term};
 use crate::clock::Clock;
 use crate::driver::bindings::{DriverInfo, describe};
-use crate::driver::{Command, DriverError, DriverHandle, Epoch, Event, Leadership, Role};
+use crate::driver::{
+    Command, DriverError, DriverHandle, Epoch, Event, Leadership, LoadedDriver, Role, Spawner,
+};
 use crate::metrics::Metrics;
 use crate::peer::Network;
 use serde::Serialize;
@@ -37,6 +39,36 @@ pub struct DriverStatus {
     pub healthy: bool,
     pub crashes: u64,
     pub last_crash: Option<String>,
+    /// Hot swaps since the node started.
+    pub swaps: u64,
+}
+
+impl DriverStatus {
+    /// The status of a freshly loaded component (name and version come from
+    /// the instance once it starts).
+    pub fn loaded(driver: &LoadedDriver) -> DriverStatus {
+        DriverStatus {
+            name: String::new(),
+            version: String::new(),
+            source: driver.source.clone(),
+            digest: driver.digest.clone(),
+            wit_version: driver.wit_version.clone(),
+            loaded_at_ms: unix_ms(driver.loaded_at),
+            healthy: false,
+            crashes: 0,
+            last_crash: None,
+            swaps: 0,
+        }
+    }
+}
+
+/// Requests to the coordinator from the admin API.
+pub enum Control {
+    /// Replace the running driver with a new build of the same driver.
+    Swap {
+        driver: LoadedDriver,
+        reply: tokio::sync::oneshot::Sender<Result<DriverStatus, String>>,
+    },
 }
 
 /// The node's view of leadership, for `/v1/status` and redirects.
@@ -225,7 +257,12 @@ enum Pending {
 /// Drives a node from its driver's events until the event channel closes.
 pub struct Coordinator {
     node: Arc<Node>,
-    driver: DriverHandle,
+    spawner: Spawner,
+    /// The running actor; `None` only if a failed swap could not restart the
+    /// previous driver either.
+    driver: Option<DriverHandle>,
+    /// The component `driver` runs, to restart it if a swap fails.
+    loaded: LoadedDriver,
     floor: u64,
     leading: Option<Leading>,
     pending: HashMap<u64, Pending>,
@@ -234,10 +271,18 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(node: Arc<Node>, driver: DriverHandle, floor: u64) -> Coordinator {
+    pub fn new(
+        node: Arc<Node>,
+        spawner: Spawner,
+        driver: DriverHandle,
+        loaded: LoadedDriver,
+        floor: u64,
+    ) -> Coordinator {
         Coordinator {
             node,
-            driver,
+            spawner,
+            driver: Some(driver),
+            loaded,
             floor,
             leading: None,
             pending: HashMap::new(),
@@ -247,7 +292,12 @@ impl Coordinator {
     }
 
     /// Run until `events` closes or `shutdown` fires; then stop the driver.
-    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>, shutdown: Arc<Notify>) {
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        shutdown: Arc<Notify>,
+    ) {
         let node = self.node.clone();
         let check_every =
             Duration::from_millis((node.allocator.lock().unwrap().window_ms() / 6).clamp(5, 1000));
@@ -265,6 +315,9 @@ impl Coordinator {
                     Some(event) => self.on_event(event),
                     None => break,
                 },
+                Some(Control::Swap { driver, reply }) = control.recv() => {
+                    let _ = reply.send(self.swap(driver));
+                }
                 _ = node.wake.notified() => self.maybe_extend(),
                 _ = check.tick() => self.maybe_extend(),
                 _ = retry => {
@@ -275,7 +328,86 @@ impl Coordinator {
             }
         }
         self.node.stop_serving();
-        self.driver.shutdown();
+        if let Some(driver) = self.driver.take() {
+            driver.shutdown();
+        }
+    }
+
+    fn send(&self, command: Command) {
+        match &self.driver {
+            Some(driver) => driver.send(command),
+            None => tracing::error!("no driver is running: {command:?} dropped"),
+        }
+    }
+
+    /// Replace the driver with `driver`, a new build of the same driver, on
+    /// the same storage namespace.
+    ///
+    /// The old actor is stopped between two events (its open requests fail
+    /// and are retried), then the new one starts. Until the new instance
+    /// reports leadership the node keeps serving from the old window: those
+    /// timestamps lie below a high water that is already durable in the same
+    /// storage, and the new term starts above it. If the new build refuses
+    /// to start, the old one is started again and the error returned.
+    fn swap(&mut self, driver: LoadedDriver) -> Result<DriverStatus, String> {
+        let info = self.spawner.probe_info(&driver)?;
+        let running = self.node.driver_status();
+        if info.name != running.name {
+            return Err(format!(
+                "{} is the driver {:?}, but this node runs {:?}: replacing a driver by another \
+                 is a migration (floor above the old high water), not a swap",
+                driver.source, info.name, running.name
+            ));
+        }
+        let started = std::time::Instant::now();
+        if let Some(old) = self.driver.take() {
+            tokio::task::block_in_place(|| old.shutdown());
+        }
+        match tokio::task::block_in_place(|| self.spawner.spawn(driver.clone())) {
+            Ok(handle) => {
+                self.driver = Some(handle);
+                let previous = std::mem::replace(&mut self.loaded, driver);
+                let status = {
+                    let mut d = self.node.driver.lock().unwrap();
+                    let crashes = d.crashes;
+                    let swaps = d.swaps + 1;
+                    *d = DriverStatus {
+                        name: info.name.clone(),
+                        version: info.version.clone(),
+                        healthy: true,
+                        crashes,
+                        swaps,
+                        ..DriverStatus::loaded(&self.loaded)
+                    };
+                    d.clone()
+                };
+                Metrics::inc(&self.node.metrics.driver_swaps_total);
+                tracing::info!(
+                    "swapped driver {} {} ({}) for {} ({}) in {:.1?}",
+                    info.name,
+                    info.version,
+                    &previous.digest[..12],
+                    &self.loaded.digest[..12],
+                    self.loaded.source,
+                    started.elapsed()
+                );
+                Ok(status)
+            }
+            Err(e) => {
+                tracing::error!("swap refused: {e}; restarting the previous driver");
+                match tokio::task::block_in_place(|| self.spawner.spawn(self.loaded.clone())) {
+                    Ok(handle) => self.driver = Some(handle),
+                    Err(again) => {
+                        self.lose_leadership();
+                        tracing::error!(
+                            "the previous driver does not start again either: {again}; this \
+                             node cannot serve until restarted"
+                        );
+                    }
+                }
+                Err(e.to_string())
+            }
+        }
     }
 
     fn request_id(&mut self, pending: Pending) -> u64 {
@@ -378,7 +510,7 @@ impl Coordinator {
         let epoch = leading.epoch;
         let request = self.request_id(Pending::Load { epoch });
         self.leading.as_mut().unwrap().stage = Stage::Loading;
-        self.driver.send(Command::LoadHighWater { request });
+        self.send(Command::LoadHighWater { request });
     }
 
     fn current_epoch(&self) -> Option<Epoch> {
@@ -401,7 +533,7 @@ impl Coordinator {
                 let (term, target) = self.node.allocator.lock().unwrap().start_term(loaded, now);
                 let request = self.request_id(Pending::Start { epoch, term });
                 self.leading.as_mut().unwrap().stage = Stage::Starting(term);
-                self.driver.send(Command::PersistHighWater {
+                self.send(Command::PersistHighWater {
                     request,
                     at_least: target,
                     epoch,
@@ -467,7 +599,7 @@ impl Coordinator {
             return;
         };
         let request = self.request_id(Pending::Extend { term });
-        self.driver.send(Command::PersistHighWater {
+        self.send(Command::PersistHighWater {
             request,
             at_least: target,
             epoch,

@@ -4,9 +4,9 @@
 use crate::clock::{Clock, SystemClock};
 use crate::driver::actor::{ActorConfig, StorageFor};
 use crate::driver::bindings::Peer;
-use crate::driver::{DriverHandle, DriverSource, Runtime};
+use crate::driver::{DriverSource, Runtime, Spawner};
 use crate::metrics::Metrics;
-use crate::node::{Coordinator, DriverStatus, Node, unix_ms};
+use crate::node::{Coordinator, DriverStatus, Node};
 use crate::peer::auth::Secret;
 use crate::peer::{Network, PeerConfig};
 use crate::storage::{Db, Storage};
@@ -59,17 +59,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let metrics = Arc::new(Metrics::default());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let status = DriverStatus {
-        name: String::new(),
-        version: String::new(),
-        source: loaded.source.clone(),
-        digest: loaded.digest.clone(),
-        wit_version: loaded.wit_version.clone(),
-        loaded_at_ms: unix_ms(loaded.loaded_at),
-        healthy: false,
-        crashes: 0,
-        last_crash: None,
-    };
+    let status = DriverStatus::loaded(&loaded);
     let storage_for: StorageFor = {
         let db = db.clone();
         Arc::new(move |name: &str| Arc::new(db.namespace(name)) as Arc<dyn Storage>)
@@ -104,7 +94,13 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let driver = DriverHandle::spawn(loaded, storage_for, actor_config, clock.clone(), events_tx)?;
+    let spawner = Spawner {
+        storage_for,
+        config: actor_config,
+        clock: clock.clone(),
+        events: events_tx,
+    };
+    let driver = spawner.spawn(loaded.clone())?;
     let network = match &cfg.cluster {
         None => None,
         Some(c) => Some(
@@ -127,8 +123,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     };
     let node = Node::new(cfg.node_id, cfg.window, clock, status, metrics, network);
     let shutdown = Arc::new(Notify::new());
-    let coordinator =
-        tokio::spawn(Coordinator::new(node.clone(), driver, 0).run(events_rx, shutdown.clone()));
+    let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    let coordinator = tokio::spawn(
+        Coordinator::new(node.clone(), spawner, driver, loaded, 0).run(
+            events_rx,
+            control_rx,
+            shutdown.clone(),
+        ),
+    );
     // Tests and scripts read this line to find the port.
     println!(
         "tsohost listening on http://{addr} ({}, data dir {})",
@@ -136,7 +138,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         cfg.data_dir.display()
     );
     tracing::info!("listening on http://{addr}");
-    axum::serve(listener, crate::api::router(node, cfg.admin_token.clone()))
+    let admin = crate::api::AdminConfig {
+        token: cfg.admin_token.clone(),
+        runtime,
+        control: control_tx,
+    };
+    axum::serve(listener, crate::api::router(node, admin))
         .with_graceful_shutdown(signal())
         .await
         .context("the HTTP server failed")?;

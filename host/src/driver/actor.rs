@@ -111,6 +111,55 @@ pub struct DriverHandle {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Everything but the component that starting a driver on this node takes,
+/// kept so that a hot swap can start another.
+#[derive(Clone)]
+pub struct Spawner {
+    pub storage_for: StorageFor,
+    pub config: ActorConfig,
+    pub clock: Arc<dyn Clock>,
+    pub events: UnboundedSender<Event>,
+}
+
+impl Spawner {
+    pub fn spawn(&self, driver: LoadedDriver) -> Result<DriverHandle, StartError> {
+        DriverHandle::spawn(
+            driver,
+            self.storage_for.clone(),
+            self.config.clone(),
+            self.clock.clone(),
+            self.events.clone(),
+        )
+    }
+
+    /// Instantiate `driver` in a scratch store (no storage, no events) and
+    /// ask its `info`, under the same limits: how a swap learns what it is
+    /// about to start before stopping anything.
+    pub fn probe_info(&self, driver: &LoadedDriver) -> Result<DriverInfo, String> {
+        let engine = driver.pre.instance_pre().engine().clone();
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        let state = GuestState::new(
+            self.config.memory_limit,
+            self.config.seed,
+            events,
+            self.clock.clone(),
+        );
+        let mut store = Store::new(&engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        let ticks = (self.config.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
+        store.set_epoch_deadline(ticks as u64);
+        let bindings = driver
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("{} cannot be instantiated: {e:#}", driver.source))?;
+        bindings
+            .tsohost_driver_driver()
+            .call_info(&mut store)
+            .map_err(|e| format!("{}: `info` failed: {e:#}", driver.source))
+    }
+}
+
 impl DriverHandle {
     /// Start the actor and its first instance. Fails if the driver refuses its
     /// config or reports an unusable name; a first instance that traps or
@@ -339,9 +388,8 @@ impl Actor {
         format!("driver {name}: `{call}` trapped: {text}")
     }
 
-    /// Drop the instance, fail what it held, and tell the node.
-    fn crashed(&mut self, reason: String) {
-        tracing::error!("{reason}; rebuilding the driver instance from storage");
+    /// Drop the instance and fail every request it held.
+    fn release(&mut self) {
         if let Some(live) = self.instance.take() {
             for request in live.store.data().pending.iter().copied() {
                 let _ = self.events.send(Event::Completed {
@@ -352,6 +400,12 @@ impl Actor {
                 });
             }
         }
+    }
+
+    /// Drop the instance, fail what it held, and tell the node.
+    fn crashed(&mut self, reason: String) {
+        tracing::error!("{reason}; rebuilding the driver instance from storage");
+        self.release();
         let _ = self.events.send(Event::Crashed { reason });
     }
 
@@ -364,7 +418,10 @@ impl Actor {
                 None => rebuild_at,
             };
             let command = match mailbox.recv_until(deadline) {
-                Some(Item::Control(Command::Shutdown)) => return,
+                Some(Item::Control(Command::Shutdown)) => {
+                    self.release();
+                    return;
+                }
                 other => other,
             };
             if self.instance.is_none() {

@@ -15,6 +15,6 @@ pub mod sandbox;
 #[cfg(test)]
 mod tests;
 
-pub use actor::{ActorConfig, Command, DriverHandle, Event};
+pub use actor::{ActorConfig, Command, DriverHandle, Event, Spawner};
 pub use bindings::{DriverError, Epoch, Leadership, Role};
 pub use component::{DriverSource, LoadError, LoadedDriver, Runtime};

@@ -1,0 +1,138 @@
+//! Hot swap of a running node's driver for a new build of the same driver,
+//! under concurrent load: no answer after a swap is ≤ one before it, and a
+//! refused component leaves the old driver serving.
+
+mod support;
+
+use bytes::Bytes;
+use hyper::Method;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use support::checker::History;
+use support::{ADMIN_TOKEN, Server, get, guest, json, metric, spawn_clients};
+
+fn start_with_admin(dir: &std::path::Path) -> Server {
+    let token = dir.join("admin-token");
+    std::fs::write(&token, ADMIN_TOKEN).unwrap();
+    Server::start(
+        &dir.join("data"),
+        &["--admin-token-file", token.to_str().unwrap()],
+    )
+}
+
+async fn swap(url: &str, bytes: Vec<u8>, token: Option<&str>) -> tsohost::client::Answer {
+    let mut conn = tsohost::client::Connection::open(url).await.unwrap();
+    conn.send_with(Method::PUT, "/v1/admin/driver", Bytes::from(bytes), token)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swaps_under_load_never_go_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_admin(dir.path());
+    server.wait_ready().await;
+    let new_build = std::fs::read(guest("tsohost_driver_file.wasm")).unwrap();
+    let history = History::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = spawn_clients(&server.url, 8, 3, history.clone(), stop.clone());
+    let mut epochs =
+        vec![json(&get(&server.url, "/v1/status").await.unwrap())["leadership"]["epoch"].clone()];
+    for round in 1..=5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let a = swap(&server.url, new_build.clone(), Some(ADMIN_TOKEN)).await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        let v = json(&a);
+        assert_eq!(v["driver"]["name"], "file");
+        assert_eq!(v["driver"]["swaps"], round);
+        server.wait_ready().await;
+        let status = json(&get(&server.url, "/v1/status").await.unwrap());
+        epochs.push(status["leadership"]["epoch"].clone());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    history.check();
+    assert!(history.len() > 100, "{} answers", history.len());
+    epochs.dedup();
+    assert_eq!(epochs.len(), 6, "every swap starts a new epoch: {epochs:?}");
+    assert_eq!(metric(&server.url, "tsohost_driver_swaps_total").await, 5);
+    let status = json(&get(&server.url, "/v1/status").await.unwrap());
+    assert!(
+        status["driver"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("uploaded component")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_components_leave_the_old_driver_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_admin(dir.path());
+    server.wait_ready().await;
+    let before = json(&get(&server.url, "/v1/status").await.unwrap());
+    let file = std::fs::read(guest("tsohost_driver_file.wasm")).unwrap();
+
+    let a = swap(&server.url, file.clone(), None).await;
+    assert_eq!(a.status, 401);
+    let a = swap(&server.url, b"\0asm\x01\0\0\0".to_vec(), Some(ADMIN_TOKEN)).await;
+    assert_eq!(a.status, 400);
+    assert!(
+        json(&a)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("core WebAssembly module")
+    );
+    let a = swap(&server.url, b"garbage".to_vec(), Some(ADMIN_TOKEN)).await;
+    assert_eq!(a.status, 400);
+    let wrong = std::fs::read(guest("tsohost-test-wrong-world.wasm")).unwrap();
+    let a = swap(&server.url, wrong, Some(ADMIN_TOKEN)).await;
+    assert_eq!(a.status, 400);
+    let other = std::fs::read(guest("tsohost_test_misbehave.wasm")).unwrap();
+    let a = swap(&server.url, other, Some(ADMIN_TOKEN)).await;
+    assert_eq!(a.status, 409);
+    assert!(
+        json(&a)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("migration")
+    );
+
+    let after = json(&get(&server.url, "/v1/status").await.unwrap());
+    assert_eq!(after["driver"]["digest"], before["driver"]["digest"]);
+    assert_eq!(after["leadership"]["epoch"], before["leadership"]["epoch"]);
+    assert_eq!(
+        support::post(&server.url, "/v1/timestamps", "")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(metric(&server.url, "tsohost_driver_swaps_total").await, 0);
+
+    // The CLI does the same as the API.
+    let path = guest("tsohost_driver_file.wasm");
+    let out = std::process::Command::new(support::BIN)
+        .args([
+            "driver",
+            "swap",
+            "--to",
+            path.to_str().unwrap(),
+            "--url",
+            &server.url,
+        ])
+        .arg("--admin-token-file")
+        .arg(dir.path().join("admin-token"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(metric(&server.url, "tsohost_driver_swaps_total").await, 1);
+}
