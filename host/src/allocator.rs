@@ -99,8 +99,10 @@ impl Allocator {
         self.window_ms
     }
 
-    pub fn is_serving(&self) -> bool {
-        matches!(self.state, State::Serving { .. })
+    /// Whether a grant at `now` could succeed (but for the window): serving,
+    /// and the lease still holds.
+    pub fn is_serving(&self, now: Now) -> bool {
+        matches!(self.state, State::Serving { lease_until_ms, .. } if now.mono_ms < lease_until_ms)
     }
 
     /// The current term, if leading.
@@ -373,6 +375,8 @@ mod tests {
             mono_ms,
         };
         assert!(a.grant(1, at(99)).is_ok());
+        assert!(a.is_serving(at(99)));
+        assert!(!a.is_serving(at(100)));
         assert_eq!(a.grant(1, at(100)), Err(GrantError::LeaseExpired));
         a.renew_lease(term, 200);
         assert!(a.grant(1, at(150)).is_ok());

@@ -56,6 +56,18 @@ enum Cmd {
         #[command(subcommand)]
         action: DriverCmd,
     },
+    /// Check a driver component against the contract; exit 0 only if every
+    /// rule holds.
+    CheckDriver {
+        /// The component, or a built-in name.
+        driver: String,
+        /// Passed to the driver's init, KEY=VALUE; repeatable.
+        #[arg(long = "driver-option", value_parser = parse_option)]
+        driver_options: Vec<(String, String)>,
+        /// Print the verdicts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Load-test a running node; prints a JSON report.
     Bench {
         #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
@@ -181,10 +193,15 @@ fn parse_option(s: &str) -> Result<(String, String), String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A server logs what it does; a client command only what went wrong.
+    let default_level = match cli.command {
+        Cmd::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -266,6 +283,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{body}");
             Ok(())
         }
+        Cmd::CheckDriver {
+            driver,
+            driver_options,
+            json,
+        } => {
+            let source = driver_source(&driver)?;
+            let verdicts = tokio::task::spawn_blocking(move || {
+                crate::conformance::check(&source, &driver_options)
+            })
+            .await?;
+            let (text, ok) = crate::conformance::render(&verdicts);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&verdicts)?);
+            } else {
+                print!("{text}");
+            }
+            if !ok {
+                bail!("the driver breaks the contract");
+            }
+            Ok(())
+        }
         Cmd::Bench {
             url,
             connections,
@@ -292,18 +330,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
-    let driver = match builtin::builtin(&args.driver) {
-        Some(source) => source,
-        None if args.driver.ends_with(".wasm") || args.driver.contains('/') => {
-            DriverSource::File(PathBuf::from(&args.driver))
+/// `--driver`: a built-in name or a path.
+fn driver_source(driver: &str) -> anyhow::Result<DriverSource> {
+    match builtin::builtin(driver) {
+        Some(source) => Ok(source),
+        None if driver.ends_with(".wasm") || driver.contains('/') => {
+            Ok(DriverSource::File(PathBuf::from(driver)))
         }
         None => bail!(
-            "--driver {}: not a built-in driver ({}) nor a path to a .wasm component",
-            args.driver,
+            "--driver {driver}: not a built-in driver ({}) nor a path to a .wasm component",
             builtin::NAMES.join(", ")
         ),
-    };
+    }
+}
+
+fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+    let driver = driver_source(&args.driver)?;
     if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&args.window) {
         bail!("--window must be from 10ms to 60s, got {:?}", args.window);
     }

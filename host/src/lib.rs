@@ -12,6 +12,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod conformance;
 pub mod driver;
 pub mod metrics;
 pub mod node;

@@ -192,15 +192,18 @@ impl Node {
         self.network.as_ref()?.url_of(id)
     }
 
+    /// Serving now: leading, started, and within the driver's lease.
     pub fn is_serving(&self) -> bool {
-        self.allocator.lock().unwrap().is_serving()
+        let now = self.clock.now();
+        self.allocator.lock().unwrap().is_serving(now)
     }
 
     pub fn status(&self) -> serde_json::Value {
+        let now = self.clock.now();
         let (serving, high_water, last, window) = {
             let a = self.allocator.lock().unwrap();
             (
-                a.is_serving(),
+                a.is_serving(now),
                 a.high_water(),
                 a.last_issued(),
                 a.window_ms(),
@@ -591,10 +594,12 @@ impl Coordinator {
     }
 
     fn maybe_extend(&mut self) {
+        let now = self.node.clock.now();
+        let serving = self.node.allocator.lock().unwrap().is_serving(now);
+        Metrics::set(&self.node.metrics.serving, u64::from(serving));
         let Some(epoch) = self.current_epoch() else {
             return;
         };
-        let now = self.node.clock.now();
         let Some((term, target)) = self.node.allocator.lock().unwrap().begin_extension(now) else {
             return;
         };

@@ -42,10 +42,14 @@ impl Server {
     }
 
     fn spawn(data_dir: PathBuf, args: Vec<String>) -> Server {
+        let listen = if args.iter().any(|a| a == "--listen") {
+            Vec::new()
+        } else {
+            vec!["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(BIN)
             .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+            .args(listen)
             .arg("--data-dir")
             .arg(&data_dir)
             .args(&args)
@@ -162,6 +166,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub struct ClusterSpec {
     pub dir: tempfile::TempDir,
     pub members: String,
+    /// Each node's fixed HTTP URL (fixed so that restarts keep it).
+    pub urls: Vec<String>,
 }
 
 impl ClusterSpec {
@@ -173,7 +179,10 @@ impl ClusterSpec {
             .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
             .collect::<Vec<_>>()
             .join(",");
-        ClusterSpec { dir, members }
+        let urls = (1..=n)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        ClusterSpec { dir, members, urls }
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {
@@ -191,6 +200,10 @@ impl ClusterSpec {
             self.dir.path().join("secret").display().to_string(),
             "--admin-token-file".into(),
             self.dir.path().join("admin-token").display().to_string(),
+            "--listen".into(),
+            self.urls[id as usize - 1]
+                .trim_start_matches("http://")
+                .to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args
@@ -329,4 +342,77 @@ pub fn spawn_clients(
             })
         })
         .collect()
+}
+
+/// Clients that spread load over a cluster as a real client would: each
+/// sends to the node it last found serving, follows 307s to the leader, and
+/// moves to the next node when one fails or answers 503.
+pub fn spawn_cluster_clients(
+    urls: &[String],
+    clients: usize,
+    count: u64,
+    history: checker::History,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|c| {
+            let urls = urls.to_vec();
+            let history = history.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut at = c % urls.len();
+                let mut conn: Option<Connection> = None;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if conn.is_none() {
+                        conn = Connection::open(&urls[at]).await.ok();
+                    }
+                    let Some(c) = conn.as_mut() else {
+                        at = (at + 1) % urls.len();
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    };
+                    let body = Bytes::from(format!("{{\"count\":{count}}}"));
+                    let sent = Instant::now();
+                    let answer = c.send(Method::POST, "/v1/timestamps", body).await;
+                    let received = Instant::now();
+                    match answer {
+                        Ok(a) if a.status == 200 => history.record(sent, received, &a),
+                        Ok(a) if a.status == 307 => {
+                            let location = a.headers["location"].to_str().unwrap_or_default();
+                            if let Some(i) =
+                                urls.iter().position(|u| location.starts_with(u.as_str()))
+                            {
+                                at = i;
+                            }
+                            conn = None;
+                        }
+                        _ => {
+                            at = (at + 1) % urls.len();
+                            conn = None;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// The node (0-based index) serving timestamps, waiting up to `within`.
+pub async fn serving_node(urls: &[String], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        for (i, url) in urls.iter().enumerate() {
+            if let Ok(a) = get(url, "/readyz").await
+                && a.status == 200
+            {
+                return i;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node serves within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

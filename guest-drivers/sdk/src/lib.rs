@@ -10,6 +10,13 @@
 //! - [`storage`] and [`log`](crate::log): typed helpers over the host imports.
 //! - [`register`]: the durable high-water register, which is the whole of a
 //!   single-node driver.
+//! - [`port`]: the host imports as a trait ([`port::Host`]), so that a
+//!   driver's logic is sans-IO and testable natively; [`port::WitHost`] is
+//!   the real one.
+//! - [`frame`]: request/response framing between the drivers of a cluster.
+//! - `runtime` (feature `runtime`): an async runtime for consensus libraries
+//!   (openraft's `AsyncRuntime`) driven by host calls, and an RPC layer.
+//! - `sim` (feature `sim`): in-memory hosts for native simulations.
 //!
 //! A minimal driver:
 //!
@@ -22,8 +29,14 @@
 
 extern crate self as tsohost_guest_sdk;
 
+pub mod frame;
+pub mod port;
 pub mod register;
 pub mod rules;
+#[cfg(feature = "runtime")]
+pub mod runtime;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod storage;
 
 /// Bindings for the `tsohost:driver/consensus-driver` world.

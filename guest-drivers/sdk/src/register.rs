@@ -119,6 +119,11 @@ pub fn persist_high_water(request: u64, at_least: u64, epoch: Epoch) {
     crate::complete(request, with_instance(|r| r.persist(at_least, epoch)));
 }
 
+/// The epoch of this instance's register, once `init` opened it.
+pub fn epoch() -> Option<Epoch> {
+    INSTANCE.with_borrow(|slot| slot.as_ref().map(SingleNode::epoch))
+}
+
 fn with_instance(
     f: impl FnOnce(&mut SingleNode) -> Result<u64, DriverError>,
 ) -> Result<u64, DriverError> {

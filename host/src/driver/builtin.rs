@@ -8,18 +8,24 @@ const FILE: &[u8] = include_bytes!(concat!(
     "/tsohost_driver_file.wasm"
 ));
 
+/// `raft`: openraft in a guest; a replicated high water, leader leases.
+const RAFT: &[u8] = include_bytes!(concat!(
+    env!("TSOHOST_GUEST_DIR"),
+    "/tsohost_driver_raft.wasm"
+));
+
 /// Names accepted by `--driver`, besides a path.
-pub const NAMES: &[&str] = &["file"];
+pub const NAMES: &[&str] = &["file", "raft"];
 
 /// The built-in driver called `name`.
 pub fn builtin(name: &str) -> Option<DriverSource> {
-    match name {
-        "file" => Some(DriverSource::Builtin {
-            name: "file",
-            bytes: FILE,
-        }),
-        _ => None,
-    }
+    let bytes = match name {
+        "file" => FILE,
+        "raft" => RAFT,
+        _ => return None,
+    };
+    let name = NAMES.iter().find(|n| **n == name)?;
+    Some(DriverSource::Builtin { name, bytes })
 }
 
 /// Where the guest workspace put its components (test-only guests too).

@@ -5,13 +5,19 @@
 //! - `trap-in-init`, `loop-in-init`, `hog-in-init`: misbehave in `init`;
 //! - `trap-on-persist=N`, `loop-on-persist=N`, `hog-on-persist=N`: behave for
 //!   the first N-1 persists of each instance, misbehave on the Nth;
+//! - `break=RULE`: break one rule of the contract, so that the conformance
+//!   checker can be shown to catch it: `no-sync` (persist without a synced
+//!   write), `decrease` (a lower persist lowers the high water), `no-fence`,
+//!   `no-range`, `no-leader` (never report leadership), `no-floor` (load
+//!   ignores the floor), `amnesia` (the high water lives in guest memory);
 //! - `escape`: try to leave the sandbox in `init` (read files, the
 //!   environment, the real clock, connect to the address in option `probe`)
 //!   and refuse to start, naming what worked, if anything did.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use tsohost_guest_sdk::{
-    Config, DriverError, DriverInfo, Epoch, Guest, NodeId, export_driver, register, rules,
+    Config, DriverError, DriverInfo, Epoch, Guest, Leadership, NodeId, Role, export_driver, host,
+    register, rules, storage,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -25,6 +31,85 @@ std::thread_local! {
     /// (fault, on which persist; 0 = in init), persists seen by this instance.
     static PLAN: Cell<Option<(Fault, u64)>> = const { Cell::new(None) };
     static PERSISTS: Cell<u64> = const { Cell::new(0) };
+    /// The rule `break=` breaks, if any.
+    static BROKEN: RefCell<String> = const { RefCell::new(String::new()) };
+    /// `amnesia`: the only copy of the high water.
+    static MEMORY: Cell<u64> = const { Cell::new(0) };
+}
+
+const BREAKABLE: &[&str] = &[
+    "no-sync",
+    "decrease",
+    "no-fence",
+    "no-range",
+    "no-leader",
+    "no-floor",
+    "amnesia",
+];
+
+fn broken(rule: &str) -> bool {
+    BROKEN.with_borrow(|b| b == rule)
+}
+
+/// `init` for `break=...`: the register, or a register that breaks a rule.
+fn init_broken(cfg: &Config, rule: &str) -> Result<(), DriverError> {
+    if !BREAKABLE.contains(&rule) {
+        return Err(DriverError::InvalidConfig(format!(
+            "break `{rule}`: one of {}",
+            BREAKABLE.join(", ")
+        )));
+    }
+    BROKEN.set(rule.to_string());
+    let epoch = Epoch { hi: 1, lo: 0 };
+    match rule {
+        "no-leader" => Ok(()),
+        "amnesia" => {
+            host::report_leadership(Leadership {
+                role: Role::Leader,
+                leader: Some(cfg.node_id),
+                epoch,
+                lease_until_ms: u64::MAX,
+            });
+            Ok(())
+        }
+        "no-floor" => register::open_instance(cfg.node_id, 0),
+        _ => register::open_instance(cfg.node_id, cfg.floor),
+    }
+}
+
+/// `persist-high-water` for the rules that break it; `None`: not broken.
+fn persist_broken(at_least: u64, epoch: Epoch) -> Option<Result<u64, DriverError>> {
+    let stored = || storage::get_u64(b"high-water").map(|v| v.unwrap_or(0));
+    let write = |value: u64, sync: bool| {
+        host::storage_write(
+            &[(b"high-water".to_vec(), value.to_be_bytes().to_vec())],
+            &[],
+            sync,
+        )
+        .map(|()| value)
+    };
+    let current = register::epoch().unwrap_or(Epoch { hi: 1, lo: 0 });
+    let result = if broken("amnesia") {
+        rules::check_range(at_least).map(|()| {
+            MEMORY.set(MEMORY.get().max(at_least));
+            MEMORY.get()
+        })
+    } else if broken("no-sync") {
+        rules::check_range(at_least)
+            .and_then(|()| rules::check_epoch(epoch, current))
+            .and_then(|()| write(stored()?.max(at_least), false))
+    } else if broken("decrease") {
+        rules::check_range(at_least)
+            .and_then(|()| rules::check_epoch(epoch, current))
+            .and_then(|()| write(at_least, true))
+    } else if broken("no-fence") {
+        rules::check_range(at_least).and_then(|()| write(stored()?.max(at_least), true))
+    } else if broken("no-range") {
+        rules::check_epoch(epoch, current).and_then(|()| write(stored()?.max(at_least), true))
+    } else {
+        return None;
+    };
+    Some(result)
 }
 
 fn parse(value: &str) -> Result<(Fault, u64), DriverError> {
@@ -103,8 +188,11 @@ impl Guest for Misbehave {
     }
 
     fn init(cfg: Config) -> Result<(), DriverError> {
-        rules::check_options(&cfg, &["fault", "probe"])?;
+        rules::check_options(&cfg, &["fault", "probe", "break"])?;
         let option = |key: &str| cfg.options.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        if let Some(rule) = option("break") {
+            return init_broken(&cfg, rule);
+        }
         if option("fault").map(String::as_str) == Some("escape") {
             let escaped = try_to_escape(option("probe").map(String::as_str));
             if !escaped.is_empty() {
@@ -132,7 +220,11 @@ impl Guest for Misbehave {
     }
 
     fn load_high_water(request: u64) {
-        register::load_high_water(request);
+        if broken("amnesia") {
+            tsohost_guest_sdk::complete(request, Ok(MEMORY.get()));
+        } else {
+            register::load_high_water(request);
+        }
     }
 
     fn persist_high_water(request: u64, at_least: u64, epoch: Epoch) {
@@ -142,7 +234,10 @@ impl Guest for Misbehave {
         {
             misbehave(fault);
         }
-        register::persist_high_water(request, at_least, epoch);
+        match persist_broken(at_least, epoch) {
+            Some(result) => tsohost_guest_sdk::complete(request, result),
+            None => register::persist_high_water(request, at_least, epoch),
+        }
     }
 }
 

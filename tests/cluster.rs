@@ -1,0 +1,149 @@
+//! A 3-node raft cluster of real processes under concurrent load: kill -9
+//! of the leader, a partitioned leader, a full restart. A checker over every
+//! answer of every client asserts uniqueness and real-time order.
+
+mod support;
+
+use hyper::Method;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use support::checker::History;
+use support::{
+    ADMIN_TOKEN, ClusterSpec, Server, admin, get, json, serving_node, spawn_cluster_clients,
+};
+
+/// Short timeouts keep the tests quick; the lease argument only needs every
+/// node to use the same ones.
+const RAFT: &[&str] = &[
+    "--driver",
+    "raft",
+    "--bootstrap",
+    "--driver-option",
+    "election-timeout-ms=300",
+    "--driver-option",
+    "heartbeat-ms=30",
+];
+
+fn start_all(spec: &ClusterSpec) -> Vec<Option<Server>> {
+    (1..=3).map(|id| Some(spec.start(id, RAFT))).collect()
+}
+
+async fn load_for(spec: &ClusterSpec, history: &History, d: Duration, during: impl AsyncFnOnce()) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = spawn_cluster_clients(&spec.urls, 8, 1, history.clone(), stop.clone());
+    during().await;
+    tokio::time::sleep(d).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill9_of_the_leader_under_load() {
+    let spec = ClusterSpec::new(3);
+    let mut nodes = start_all(&spec);
+    let history = History::default();
+    for round in 0..3 {
+        let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
+        let before = history.len();
+        load_for(&spec, &history, Duration::from_millis(300), async || {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            nodes[leader].take().unwrap().kill9();
+            let new = serving_node(&spec.urls, Duration::from_secs(30)).await;
+            assert_ne!(new, leader, "round {round}: the killed node cannot serve");
+        })
+        .await;
+        assert!(history.len() > before, "round {round}: nothing served");
+        nodes[leader] = Some(spec.start(leader as u64 + 1, RAFT));
+    }
+    history.check();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_leader_stops_and_the_majority_serves() {
+    let spec = ClusterSpec::new(3);
+    let _nodes = start_all(&spec);
+    let history = History::default();
+    let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
+    let id = leader as u64 + 1;
+    let others: Vec<u64> = (1..=3).filter(|&o| o != id).collect();
+    let faults = "/v1/admin/faults";
+    load_for(&spec, &history, Duration::from_millis(500), async || {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let cut = Instant::now();
+        let isolate = format!(r#"{{"blocked_peers": {others:?}}}"#);
+        let a = admin(
+            &spec.urls[leader],
+            Method::PUT,
+            faults,
+            &isolate,
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+        assert_eq!(a.status, 200);
+        for &o in &others {
+            let body = format!(r#"{{"blocked_peers": [{id}]}}"#);
+            let url = &spec.urls[o as usize - 1];
+            admin(url, Method::PUT, faults, &body, Some(ADMIN_TOKEN)).await;
+        }
+        // The old leader stops within its lease...
+        loop {
+            let a = get(&spec.urls[leader], "/readyz").await.unwrap();
+            if a.status == 503 {
+                break;
+            }
+            assert!(
+                cut.elapsed() < Duration::from_secs(5),
+                "the isolated leader keeps serving"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // ...and the majority elects and serves.
+        let urls: Vec<String> = others
+            .iter()
+            .map(|&o| spec.urls[o as usize - 1].clone())
+            .collect();
+        serving_node(&urls, Duration::from_secs(30)).await;
+    })
+    .await;
+    let status = json(&get(&spec.urls[leader], "/v1/status").await.unwrap());
+    assert_eq!(status["serving"], false);
+    history.check();
+    // Heal: the cluster keeps serving, still in order.
+    for url in &spec.urls {
+        admin(
+            url,
+            Method::PUT,
+            faults,
+            r#"{"blocked_peers": []}"#,
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    }
+    load_for(&spec, &history, Duration::from_millis(300), async || {}).await;
+    history.check();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_restart_resumes_above_everything() {
+    let spec = ClusterSpec::new(3);
+    let mut nodes = start_all(&spec);
+    let history = History::default();
+    serving_node(&spec.urls, Duration::from_secs(30)).await;
+    load_for(&spec, &history, Duration::from_millis(300), async || {}).await;
+    let before = history.max();
+    for node in nodes.iter_mut() {
+        node.take().unwrap().kill9();
+    }
+    let _nodes = start_all(&spec);
+    let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
+    let a = support::post(&spec.urls[leader], "/v1/timestamps", "")
+        .await
+        .unwrap();
+    let after: u64 = json(&a)["timestamp"].as_str().unwrap().parse().unwrap();
+    assert!(after > before);
+    load_for(&spec, &history, Duration::from_millis(300), async || {}).await;
+    history.check();
+}
