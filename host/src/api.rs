@@ -39,6 +39,8 @@ pub fn router(node: Arc<Node>, admin: AdminConfig) -> Router {
     let admin = Router::new()
         .route("/v1/admin/faults", get(get_faults).put(put_faults))
         .route("/v1/admin/driver", put(put_driver))
+        .route("/v1/admin/members", put(put_members))
+        .route("/v1/admin/leader", post(post_leader))
         .with_state(Admin {
             node: node.clone(),
             token: admin.token.map(Arc::from),
@@ -446,4 +448,109 @@ fn refused(message: String) -> ApiError {
         field: None,
         retry_after: false,
     }
+}
+
+/// Read a small JSON body of an admin request.
+async fn admin_json(body: Body) -> Result<serde_json::Value, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::bad_request("body", "body too large"))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::json!({}));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("body", format!("not JSON: {e}")))
+}
+
+/// Send `control` to the coordinator and wait for the driver's answer.
+async fn ask_driver(
+    admin: &Admin,
+    control: impl FnOnce(
+        tokio::sync::oneshot::Sender<Result<u64, crate::driver::DriverError>>,
+    ) -> Control,
+) -> Result<u64, ApiError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    admin
+        .control
+        .send(control(reply))
+        .map_err(|_| refused("the node is shutting down".into()))?;
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(30), answer)
+        .await
+        .map_err(|_| refused("the driver did not answer within 30 s".into()))?
+        .map_err(|_| refused("the node is shutting down".into()))?;
+    outcome.map_err(|e| {
+        let leader = match &e {
+            crate::driver::DriverError::NotLeader(leader) => *leader,
+            _ => None,
+        };
+        ApiError {
+            status: StatusCode::CONFLICT,
+            code: if leader.is_some() {
+                "not_leader"
+            } else {
+                "refused"
+            },
+            message: match leader {
+                Some(id) => format!(
+                    "{}; send it to node {id} ({})",
+                    crate::driver::bindings::describe(&e),
+                    admin.node.url_of(id).unwrap_or_default()
+                ),
+                None => crate::driver::bindings::describe(&e),
+            },
+            field: None,
+            retry_after: false,
+        }
+    })
+}
+
+/// `PUT /v1/admin/members` `{"members": [{"id": 1, "address": "HOST:PORT"}, ...]}`:
+/// make these nodes the cluster's voters (on the leader).
+async fn put_members(State(admin): State<Admin>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        admin.authorize(&headers)?;
+        let value = admin_json(body).await?;
+        let members: Vec<crate::driver::bindings::Peer> = value
+            .get("members")
+            .and_then(|m| m.as_array())
+            .and_then(|m| {
+                m.iter()
+                    .map(|p| {
+                        Some(crate::driver::bindings::Peer {
+                            id: p.get("id")?.as_u64()?,
+                            address: p.get("address")?.as_str()?.to_string(),
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "members",
+                    "expected {\"members\": [{\"id\": 1, \"address\": \"HOST:PORT\"}, ...]}",
+                )
+            })?;
+        tracing::info!("admin: change membership to {members:?}");
+        ask_driver(&admin, |reply| Control::ChangeMembership { members, reply }).await?;
+        Ok(axum::Json(admin.node.status()).into_response())
+    };
+    respond(&admin.node, result.await)
+}
+
+/// `POST /v1/admin/leader` `{"to": 2}` (or `{}`): hand leadership over.
+async fn post_leader(State(admin): State<Admin>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        admin.authorize(&headers)?;
+        let value = admin_json(body).await?;
+        let to = match value.get("to") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| ApiError::bad_request("to", "`to` must be a node id"))?,
+            ),
+        };
+        tracing::info!("admin: transfer leadership to {to:?}");
+        let leader = ask_driver(&admin, |reply| Control::TransferLeadership { to, reply }).await?;
+        Ok(axum::Json(serde_json::json!({ "leader": leader })).into_response())
+    };
+    respond(&admin.node, result.await)
 }

@@ -56,6 +56,16 @@ enum Cmd {
         #[command(subcommand)]
         action: DriverCmd,
     },
+    /// Change a running cluster (admin token required); sent to the leader.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterCmd,
+        #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL, global = true)]
+        url: String,
+        /// The file holding the admin token.
+        #[arg(long, env = "TSOHOST_ADMIN_TOKEN_FILE", global = true)]
+        admin_token_file: Option<PathBuf>,
+    },
     /// Check a driver component against the contract; exit 0 only if every
     /// rule holds.
     CheckDriver {
@@ -100,6 +110,29 @@ enum DriverCmd {
         /// The file holding the node's admin token.
         #[arg(long, env = "TSOHOST_ADMIN_TOKEN_FILE")]
         admin_token_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// Add a node (started with --peers naming the cluster and itself, and
+    /// without --bootstrap) as a voter.
+    Add {
+        #[arg(long)]
+        id: u64,
+        /// Its peer address, HOST:PORT.
+        #[arg(long)]
+        address: String,
+    },
+    /// Remove a node from the voters.
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Hand leadership to another node (any, without --to).
+    TransferLeader {
+        #[arg(long)]
+        to: Option<u64>,
     },
 }
 
@@ -283,6 +316,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{body}");
             Ok(())
         }
+        Cmd::Cluster {
+            action,
+            url,
+            admin_token_file,
+        } => cluster(action, &url, admin_token_file).await,
         Cmd::CheckDriver {
             driver,
             driver_options,
@@ -328,6 +366,80 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tsohost cluster ...`: find the leader through `url`, then ask it.
+async fn cluster(action: ClusterCmd, url: &str, token_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let token_file = token_file.context("--admin-token-file is required")?;
+    let token = String::from_utf8(read_secret_file(&token_file, "--admin-token-file")?)
+        .context("--admin-token-file: the token is not text")?;
+    let answer = client::once(url, Method::GET, "/v1/status", Bytes::new()).await?;
+    let status: serde_json::Value = serde_json::from_slice(&answer.body)
+        .with_context(|| format!("{url} answered something that is not JSON"))?;
+    let members = status["members"]
+        .as_array()
+        .with_context(|| format!("{url} is not part of a cluster"))?;
+    let leader = status["leadership"]["leader"]
+        .as_u64()
+        .with_context(|| format!("{url} knows no leader; retry in a moment"))?;
+    let leader_url = if leader == status["node_id"].as_u64().unwrap_or(0) {
+        url.to_string()
+    } else {
+        members
+            .iter()
+            .find(|m| m["id"] == leader)
+            .and_then(|m| m["url"].as_str())
+            .map(str::to_string)
+            .with_context(|| format!("node {leader} leads, but its URL is not known yet"))?
+    };
+    let current: Vec<(u64, String)> = members
+        .iter()
+        .filter_map(|m| Some((m["id"].as_u64()?, m["address"].as_str()?.to_string())))
+        .collect();
+    let (path, body) = match action {
+        ClusterCmd::Add { id, address } => {
+            if current.iter().any(|(m, _)| *m == id) {
+                bail!("node {id} is already a member");
+            }
+            let mut next = current.clone();
+            next.push((id, address));
+            ("/v1/admin/members", members_json(&next))
+        }
+        ClusterCmd::Remove { id } => {
+            if !current.iter().any(|(m, _)| *m == id) {
+                bail!("node {id} is not a member");
+            }
+            let next: Vec<_> = current.into_iter().filter(|(m, _)| *m != id).collect();
+            ("/v1/admin/members", members_json(&next))
+        }
+        ClusterCmd::TransferLeader { to } => (
+            "/v1/admin/leader",
+            serde_json::json!({ "to": to }).to_string(),
+        ),
+    };
+    let method = if path == "/v1/admin/members" {
+        Method::PUT
+    } else {
+        Method::POST
+    };
+    let mut conn = client::Connection::open(&leader_url).await?;
+    let answer = conn
+        .send_with(method, path, Bytes::from(body), Some(&token))
+        .await?;
+    let text = String::from_utf8_lossy(&answer.body);
+    if !answer.status.is_success() {
+        bail!("{leader_url} refused ({}): {text}", answer.status);
+    }
+    println!("{text}");
+    Ok(())
+}
+
+fn members_json(members: &[(u64, String)]) -> String {
+    let list: Vec<_> = members
+        .iter()
+        .map(|(id, address)| serde_json::json!({"id": id, "address": address}))
+        .collect();
+    serde_json::json!({ "members": list }).to_string()
 }
 
 /// `--driver`: a built-in name or a path.

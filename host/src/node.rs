@@ -10,6 +10,7 @@
 
 use crate::allocator::{Allocator, Grant, GrantError, Term};
 use crate::clock::Clock;
+use crate::driver::bindings::Peer;
 use crate::driver::bindings::{DriverInfo, describe};
 use crate::driver::{
     Command, DriverError, DriverHandle, Epoch, Event, Leadership, LoadedDriver, Role, Spawner,
@@ -64,6 +65,16 @@ impl DriverStatus {
 
 /// Requests to the coordinator from the admin API.
 pub enum Control {
+    /// Make `members` the cluster's voting membership (through the driver).
+    ChangeMembership {
+        members: Vec<Peer>,
+        reply: tokio::sync::oneshot::Sender<Result<u64, DriverError>>,
+    },
+    /// Hand leadership to `to` (any other node with `None`).
+    TransferLeadership {
+        to: Option<u64>,
+        reply: tokio::sync::oneshot::Sender<Result<u64, DriverError>>,
+    },
     /// Replace the running driver with a new build of the same driver.
     Swap {
         driver: LoadedDriver,
@@ -210,9 +221,23 @@ impl Node {
             )
         };
         let blocked = self.network.as_ref().map(|n| n.faults.blocked());
+        let members: Option<Vec<serde_json::Value>> = self.network.as_ref().map(|n| {
+            n.members()
+                .into_iter()
+                .map(|(id, address)| {
+                    let url = if id == self.node_id {
+                        None
+                    } else {
+                        n.url_of(id)
+                    };
+                    serde_json::json!({"id": id, "address": address, "url": url})
+                })
+                .collect()
+        });
         serde_json::json!({
             "node_id": self.node_id,
             "blocked_peers": blocked,
+            "members": members,
             "serving": serving,
             "leadership": *self.leadership.lock().unwrap(),
             "high_water_ms": high_water,
@@ -250,12 +275,27 @@ struct Leading {
     stage: Stage,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// What a request to the driver was for.
+#[derive(Debug)]
 enum Pending {
-    Load { epoch: Epoch },
-    Start { epoch: Epoch, term: Term },
-    Extend { term: Term },
+    Load {
+        epoch: Epoch,
+    },
+    Start {
+        epoch: Epoch,
+        term: Term,
+    },
+    Extend {
+        term: Term,
+    },
+    /// An operator's request; the outcome goes back to the admin API.
+    Admin(tokio::sync::oneshot::Sender<Result<u64, DriverError>>),
+    /// Handing leadership off before a graceful shutdown.
+    HandOff,
 }
+
+/// How long a graceful shutdown waits for leadership to be handed off.
+const HAND_OFF_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Drives a node from its driver's events until the event channel closes.
 pub struct Coordinator {
@@ -271,6 +311,8 @@ pub struct Coordinator {
     pending: HashMap<u64, Pending>,
     next_request: u64,
     retry_at: Option<tokio::time::Instant>,
+    /// Set once a graceful shutdown may proceed (hand-off done or failed).
+    stop_now: bool,
 }
 
 impl Coordinator {
@@ -291,6 +333,7 @@ impl Coordinator {
             pending: HashMap::new(),
             next_request: 1,
             retry_at: None,
+            stop_now: false,
         }
     }
 
@@ -306,9 +349,16 @@ impl Coordinator {
             Duration::from_millis((node.allocator.lock().unwrap().window_ms() / 6).clamp(5, 1000));
         let mut check = tokio::time::interval(check_every);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let mut stop_by: Option<tokio::time::Instant> = None;
+        while !self.stop_now {
             let retry = async {
                 match self.retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let give_up = async {
+                match stop_by {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -318,22 +368,57 @@ impl Coordinator {
                     Some(event) => self.on_event(event),
                     None => break,
                 },
-                Some(Control::Swap { driver, reply }) = control.recv() => {
-                    let _ = reply.send(self.swap(driver));
-                }
+                Some(control) = control.recv() => self.on_control(control),
                 _ = node.wake.notified() => self.maybe_extend(),
                 _ = check.tick() => self.maybe_extend(),
                 _ = retry => {
                     self.retry_at = None;
                     self.start_load();
                 }
-                _ = shutdown.notified() => break,
+                _ = shutdown.notified(), if stop_by.is_none() => {
+                    stop_by = Some(tokio::time::Instant::now() + HAND_OFF_TIMEOUT);
+                    self.hand_off();
+                }
+                _ = give_up => {
+                    tracing::warn!("leadership was not handed off in {HAND_OFF_TIMEOUT:?}; stopping anyway");
+                    break;
+                }
             }
         }
         self.node.stop_serving();
         if let Some(driver) = self.driver.take() {
             driver.shutdown();
         }
+    }
+
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Swap { driver, reply } => {
+                let _ = reply.send(self.swap(driver));
+            }
+            Control::ChangeMembership { members, reply } => {
+                let request = self.request_id(Pending::Admin(reply));
+                self.send(Command::ChangeMembership { request, members });
+            }
+            Control::TransferLeadership { to, reply } => {
+                let request = self.request_id(Pending::Admin(reply));
+                self.send(Command::TransferLeadership { request, to });
+            }
+        }
+    }
+
+    /// Before a graceful shutdown: a leader of a cluster hands leadership to
+    /// another node so that the cluster does not wait for an election; any
+    /// other node stops at once.
+    fn hand_off(&mut self) {
+        if self.leading.is_none() || self.node.network.is_none() {
+            self.stop_now = true;
+            return;
+        }
+        tracing::info!("handing leadership off before shutting down");
+        self.lose_leadership();
+        let request = self.request_id(Pending::HandOff);
+        self.send(Command::TransferLeadership { request, to: None });
     }
 
     fn send(&self, command: Command) {
@@ -437,6 +522,19 @@ impl Coordinator {
                 }
             },
             Event::SendDropped => Metrics::inc(&self.node.metrics.peer_messages_dropped_total),
+            Event::Membership(members) => {
+                if let Some(network) = &self.node.network {
+                    tracing::info!(
+                        "membership: {}",
+                        members
+                            .iter()
+                            .map(|p| format!("{}={}", p.id, p.address))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    );
+                    network.set_members(members.into_iter().map(|p| (p.id, p.address)).collect());
+                }
+            }
             Event::Crashed { reason } => {
                 self.lose_leadership();
                 Metrics::inc(&self.node.metrics.driver_crashes_total);
@@ -521,6 +619,21 @@ impl Coordinator {
     }
 
     fn on_completed(&mut self, pending: Pending, outcome: Result<u64, DriverError>) {
+        let pending = match pending {
+            Pending::Admin(reply) => {
+                let _ = reply.send(outcome);
+                return;
+            }
+            Pending::HandOff => {
+                match &outcome {
+                    Ok(leader) => tracing::info!("handed leadership to node {leader}"),
+                    Err(e) => tracing::warn!("could not hand leadership off: {}", describe(e)),
+                }
+                self.stop_now = true;
+                return;
+            }
+            other => other,
+        };
         if outcome.is_ok() {
             if !matches!(pending, Pending::Load { .. }) {
                 Metrics::inc(&self.node.metrics.persists_total);

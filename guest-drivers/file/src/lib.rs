@@ -6,8 +6,8 @@
 //! is fenced. See [`tsohost_guest_sdk::register`] for the invariants.
 
 use tsohost_guest_sdk::{
-    Config, DriverError, DriverInfo, Epoch, Guest, LogLevel, NodeId, export_driver, host, register,
-    rules,
+    Config, DriverError, DriverInfo, Epoch, Guest, LogLevel, NodeId, Peer, export_driver, host,
+    register, rules,
 };
 
 struct FileDriver;
@@ -45,6 +45,14 @@ impl Guest for FileDriver {
 
     fn persist_high_water(request: u64, at_least: u64, epoch: Epoch) {
         register::persist_high_water(request, at_least, epoch);
+    }
+
+    fn change_membership(request: u64, _members: Vec<Peer>) {
+        register::refuse_cluster_operation(request, "change-membership");
+    }
+
+    fn transfer_leadership(request: u64, _to: Option<NodeId>) {
+        register::refuse_cluster_operation(request, "transfer-leadership");
     }
 }
 

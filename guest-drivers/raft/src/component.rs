@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use tsohost_guest_sdk::port::WitHost;
 use tsohost_guest_sdk::{
-    Config, DriverError, DriverInfo, Epoch, Guest, NodeId, complete, export_driver,
+    Config, DriverError, DriverInfo, Epoch, Guest, NodeId, Peer, complete, export_driver,
 };
 
 use crate::core::RaftDriver;
@@ -58,6 +58,24 @@ impl Guest for Component {
         if let Err(e) = with_driver(|d| d.persist_high_water(request, at_least, epoch)) {
             complete(request, Err(e));
         }
+    }
+
+    fn change_membership(request: u64, _members: Vec<Peer>) {
+        complete(
+            request,
+            Err(DriverError::Internal(
+                "change-membership: not implemented yet".into(),
+            )),
+        );
+    }
+
+    fn transfer_leadership(request: u64, _to: Option<NodeId>) {
+        complete(
+            request,
+            Err(DriverError::Internal(
+                "transfer-leadership: not implemented yet".into(),
+            )),
+        );
     }
 }
 

@@ -7,7 +7,7 @@
 //! rules stated there (no re-entrancy, atomic and optionally synced writes,
 //! fire-and-forget sends) are the contract every implementation keeps.
 
-use crate::{DriverError, Leadership, LogLevel, NodeId, host};
+use crate::{DriverError, Leadership, LogLevel, NodeId, Peer, host};
 
 /// The host as a driver sees it.
 pub trait Host {
@@ -35,6 +35,8 @@ pub trait Host {
     fn completed(&self, request: u64, outcome: Result<u64, DriverError>);
     /// A line for the node's log.
     fn log(&self, level: LogLevel, message: &str);
+    /// The membership the driver knows (this node included).
+    fn report_membership(&self, members: &[Peer]);
 }
 
 /// The real host: each method is the wit-bindgen import of the same name.
@@ -78,5 +80,9 @@ impl Host for WitHost {
 
     fn log(&self, level: LogLevel, message: &str) {
         host::log(level, message);
+    }
+
+    fn report_membership(&self, members: &[Peer]) {
+        host::report_membership(members);
     }
 }

@@ -119,6 +119,17 @@ pub fn persist_high_water(request: u64, at_least: u64, epoch: Epoch) {
     crate::complete(request, with_instance(|r| r.persist(at_least, epoch)));
 }
 
+/// `change-membership` and `transfer-leadership` of a single-node driver:
+/// there is no one to change to or hand over to.
+pub fn refuse_cluster_operation(request: u64, operation: &str) {
+    crate::complete(
+        request,
+        Err(DriverError::InvalidConfig(format!(
+            "{operation}: this is a single-node driver; use a replicated driver (raft)"
+        ))),
+    );
+}
+
 /// The epoch of this instance's register, once `init` opened it.
 pub fn epoch() -> Option<Epoch> {
     INSTANCE.with_borrow(|slot| slot.as_ref().map(SingleNode::epoch))

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use crate::port::Host;
-use crate::{DriverError, Leadership, LogLevel, NodeId};
+use crate::{DriverError, Leadership, LogLevel, NodeId, Peer};
 
 /// A node's key-value storage; clones share it.
 #[derive(Debug, Clone, Default)]
@@ -89,6 +89,8 @@ pub struct SimHost {
     pub completions: RefCell<Vec<(u64, Result<u64, DriverError>)>>,
     /// Log lines.
     pub logs: RefCell<Vec<(LogLevel, String)>>,
+    /// Every membership reported, oldest first.
+    pub memberships: RefCell<Vec<Vec<Peer>>>,
     /// Print log lines of at most this severity to stderr (0 = error ... 4 =
     /// trace); `None` prints nothing.
     pub echo: Option<u8>,
@@ -105,8 +107,14 @@ impl SimHost {
             reports: RefCell::default(),
             completions: RefCell::default(),
             logs: RefCell::default(),
+            memberships: RefCell::default(),
             echo: None,
         }
+    }
+
+    /// The last membership reported, if any.
+    pub fn last_membership(&self) -> Option<Vec<Peer>> {
+        self.memberships.borrow().last().cloned()
     }
 
     /// The last leadership report, if any.
@@ -203,5 +211,9 @@ impl Host for SimHost {
             );
         }
         self.logs.borrow_mut().push((level, message.to_string()));
+    }
+
+    fn report_membership(&self, members: &[Peer]) {
+        self.memberships.borrow_mut().push(members.to_vec());
     }
 }

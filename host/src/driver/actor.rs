@@ -57,6 +57,14 @@ pub enum Command {
         at_least: u64,
         epoch: Epoch,
     },
+    ChangeMembership {
+        request: u64,
+        members: Vec<Peer>,
+    },
+    TransferLeadership {
+        request: u64,
+        to: Option<u64>,
+    },
     Shutdown,
 }
 
@@ -76,6 +84,8 @@ pub enum Event {
     },
     /// A message the guest sent over its per-call budget, dropped.
     SendDropped,
+    /// The membership the driver knows, this node included.
+    Membership(Vec<Peer>),
     /// The instance is gone; a new one will be built after a backoff.
     Crashed {
         reason: String,
@@ -465,7 +475,10 @@ impl Actor {
     fn refuse(&self, item: Item) {
         match item {
             Item::Control(
-                Command::LoadHighWater { request } | Command::PersistHighWater { request, .. },
+                Command::LoadHighWater { request }
+                | Command::PersistHighWater { request, .. }
+                | Command::ChangeMembership { request, .. }
+                | Command::TransferLeadership { request, .. },
             ) => {
                 let _ = self.events.send(Event::Completed {
                     request,
@@ -501,6 +514,20 @@ impl Actor {
                 (
                     "persist-high-water",
                     driver.call_persist_high_water(&mut live.store, request, at_least, epoch),
+                )
+            }
+            Command::ChangeMembership { request, members } => {
+                live.store.data_mut().pending.insert(request);
+                (
+                    "change-membership",
+                    driver.call_change_membership(&mut live.store, request, &members),
+                )
+            }
+            Command::TransferLeadership { request, to } => {
+                live.store.data_mut().pending.insert(request);
+                (
+                    "transfer-leadership",
+                    driver.call_transfer_leadership(&mut live.store, request, to),
                 )
             }
             Command::Shutdown => return Ok(()),

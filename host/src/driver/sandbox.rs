@@ -8,7 +8,7 @@
 //! by epoch interruption, set by the actor.
 
 use super::actor::Event;
-use super::bindings::{ConsensusDriver, DriverError, Leadership, LogLevel, tsohost};
+use super::bindings::{ConsensusDriver, DriverError, Leadership, LogLevel, Peer, tsohost};
 use crate::clock::Clock;
 use crate::storage::{Storage, WriteBatch};
 use std::collections::HashSet;
@@ -213,6 +213,10 @@ impl tsohost::driver::host::Host for GuestState {
                  completed: ignored (a driver bug)"
             );
         }
+    }
+
+    fn report_membership(&mut self, members: Vec<Peer>) {
+        self.emit(Event::Membership(members));
     }
 
     fn log(&mut self, level: LogLevel, mut message: String) {

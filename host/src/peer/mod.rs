@@ -83,10 +83,23 @@ impl Faults {
 
 /// The running peer network of one node.
 pub struct Network {
-    queues: HashMap<u64, mpsc::Sender<Vec<u8>>>,
-    /// Public URLs peers told us in their handshakes.
-    urls: Arc<Mutex<HashMap<u64, String>>>,
+    shared: Arc<Shared>,
     pub faults: Arc<Faults>,
+}
+
+/// What the network's tasks share.
+struct Shared {
+    node_id: u64,
+    secret: Secret,
+    advertise_url: String,
+    /// Every member's peer address (this node's included): whom to dial,
+    /// and whom to accept.
+    members: Mutex<BTreeMap<u64, String>>,
+    /// Outbound queue per peer, with the address its dial loop uses.
+    queues: Mutex<HashMap<u64, (String, mpsc::Sender<Vec<u8>>)>>,
+    /// Public URLs peers told us in their handshakes.
+    urls: Mutex<HashMap<u64, String>>,
+    faults: Arc<Faults>,
     metrics: Arc<Metrics>,
 }
 
@@ -103,40 +116,44 @@ impl Network {
                 addr: cfg.listen,
                 source,
             })?;
-        let cfg = Arc::new(cfg);
-        let urls = Arc::new(Mutex::new(HashMap::new()));
         let faults = Arc::new(Faults::default());
-        let mut queues = HashMap::new();
-        for (&peer, addr) in &cfg.members {
-            if peer == cfg.node_id {
+        let shared = Arc::new(Shared {
+            node_id: cfg.node_id,
+            secret: cfg.secret,
+            advertise_url: cfg.advertise_url,
+            members: Mutex::new(BTreeMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            urls: Mutex::new(HashMap::new()),
+            faults: faults.clone(),
+            metrics,
+        });
+        tokio::spawn(accept_loop(listener, shared.clone(), inbox));
+        let network = Arc::new(Network { shared, faults });
+        network.set_members(cfg.members);
+        Ok(network)
+    }
+
+    /// Connect to exactly `members` (this node's entry is ignored): dial new
+    /// ones, stop dialing removed ones, redial moved ones; accept only
+    /// members.
+    pub fn set_members(&self, members: BTreeMap<u64, String>) {
+        let shared = &self.shared;
+        let mut queues = shared.queues.lock().unwrap();
+        queues.retain(|id, (addr, _)| members.get(id) == Some(addr));
+        for (&peer, addr) in &members {
+            if peer == shared.node_id || queues.contains_key(&peer) {
                 continue;
             }
             let (tx, rx) = mpsc::channel(QUEUE);
-            queues.insert(peer, tx);
-            tokio::spawn(dial_loop(
-                cfg.clone(),
-                peer,
-                addr.clone(),
-                rx,
-                urls.clone(),
-                faults.clone(),
-                metrics.clone(),
-            ));
+            queues.insert(peer, (addr.clone(), tx));
+            tokio::spawn(dial_loop(shared.clone(), peer, addr.clone(), rx));
         }
-        tokio::spawn(accept_loop(
-            listener,
-            cfg.clone(),
-            inbox,
-            urls.clone(),
-            faults.clone(),
-            metrics.clone(),
-        ));
-        Ok(Arc::new(Network {
-            queues,
-            urls,
-            faults,
-            metrics,
-        }))
+        *shared.members.lock().unwrap() = members;
+    }
+
+    /// Every member's peer address, this node's included.
+    pub fn members(&self) -> BTreeMap<u64, String> {
+        self.shared.members.lock().unwrap().clone()
     }
 
     /// Queue `payload` for `to`; dropped (and counted) when `to` is unknown,
@@ -144,46 +161,43 @@ impl Network {
     pub fn send(&self, to: u64, payload: Vec<u8>) {
         let queued = !self.faults.is_blocked(to)
             && self
+                .shared
                 .queues
+                .lock()
+                .unwrap()
                 .get(&to)
-                .is_some_and(|q| q.try_send(payload).is_ok());
+                .is_some_and(|(_, q)| q.try_send(payload).is_ok());
         if !queued {
-            Metrics::inc(&self.metrics.peer_messages_dropped_total);
+            Metrics::inc(&self.shared.metrics.peer_messages_dropped_total);
         }
     }
 
     /// The public URL `peer` announced, if it has connected.
     pub fn url_of(&self, peer: u64) -> Option<String> {
-        self.urls.lock().unwrap().get(&peer).cloned()
+        self.shared.urls.lock().unwrap().get(&peer).cloned()
     }
 }
 
-async fn dial_loop(
-    cfg: Arc<PeerConfig>,
-    peer: u64,
-    addr: String,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    urls: Arc<Mutex<HashMap<u64, String>>>,
-    faults: Arc<Faults>,
-    metrics: Arc<Metrics>,
-) {
+async fn dial_loop(shared: Arc<Shared>, peer: u64, addr: String, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let metrics = &shared.metrics;
     let mut backoff = MIN_BACKOFF;
     let mut last_error = String::new();
-    loop {
-        let connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, dial(&cfg, peer, &addr)).await;
+    // A closed queue means the peer left the membership.
+    while !rx.is_closed() {
+        let connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, dial(&shared, peer, &addr)).await;
         match connected {
             Ok(Ok((stream, mut session, url))) => {
                 tracing::info!("connected to peer {peer} at {addr}");
                 last_error.clear();
                 backoff = MIN_BACKOFF;
-                urls.lock().unwrap().insert(peer, url);
+                shared.urls.lock().unwrap().insert(peer, url);
                 let mut out = BufWriter::new(stream);
                 let result: std::io::Result<()> = async {
                     while let Some(first) = rx.recv().await {
                         let mut next = Some(first);
                         // Write everything queued, then flush once.
                         while let Some(payload) = next {
-                            if faults.is_blocked(peer) {
+                            if shared.faults.is_blocked(peer) {
                                 Metrics::inc(&metrics.peer_messages_dropped_total);
                             } else {
                                 write_frame(&mut out, &mut session, &payload).await?;
@@ -197,7 +211,7 @@ async fn dial_loop(
                 }
                 .await;
                 match result {
-                    Ok(()) => return, // the node is shutting down
+                    Ok(()) => break, // removed from the membership, or shutting down
                     Err(e) => tracing::warn!("lost the connection to peer {peer} at {addr}: {e}"),
                 }
             }
@@ -215,10 +229,11 @@ async fn dial_loop(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+    tracing::info!("stopped dialing peer {peer} at {addr}: no longer a member");
 }
 
 async fn dial(
-    cfg: &PeerConfig,
+    cfg: &Shared,
     peer: u64,
     addr: &str,
 ) -> Result<(TcpStream, auth::Session, String), PeerError> {
@@ -256,28 +271,16 @@ async fn dial(
     Ok((stream, transcript.session(&cfg.secret), url))
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    cfg: Arc<PeerConfig>,
-    inbox: Inbox,
-    urls: Arc<Mutex<HashMap<u64, String>>>,
-    faults: Arc<Faults>,
-    metrics: Arc<Metrics>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, inbox: Inbox) {
     loop {
         let Ok((stream, remote)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let (cfg, inbox, urls, faults, metrics) = (
-            cfg.clone(),
-            inbox.clone(),
-            urls.clone(),
-            faults.clone(),
-            metrics.clone(),
-        );
+        let (shared, inbox) = (shared.clone(), inbox.clone());
         tokio::spawn(async move {
-            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(&cfg, stream)).await;
+            let metrics = &shared.metrics;
+            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(&shared, stream)).await;
             let (stream, peer, session, url) = match accepted {
                 Ok(Ok(ok)) => ok,
                 Ok(Err(e)) => {
@@ -291,8 +294,8 @@ async fn accept_loop(
                     return;
                 }
             };
-            urls.lock().unwrap().insert(peer, url);
-            if let Err(e) = receive(stream, peer, session, &inbox, &faults, &metrics).await {
+            shared.urls.lock().unwrap().insert(peer, url);
+            if let Err(e) = receive(stream, peer, session, &inbox, &shared.faults, metrics).await {
                 tracing::debug!("peer {peer} ({remote}) disconnected: {e}");
             }
         });
@@ -300,13 +303,13 @@ async fn accept_loop(
 }
 
 async fn accept(
-    cfg: &PeerConfig,
+    cfg: &Shared,
     mut stream: TcpStream,
 ) -> Result<(TcpStream, u64, auth::Session, String), PeerError> {
     stream.set_nodelay(true)?;
     let (dialer, nonce_d) = read_greeting(&mut stream).await?;
     let url = read_url(&mut stream).await?;
-    if dialer == cfg.node_id || !cfg.members.contains_key(&dialer) {
+    if dialer == cfg.node_id || !cfg.members.lock().unwrap().contains_key(&dialer) {
         return Err(PeerError::Handshake(format!(
             "node {dialer} is not a member of this cluster"
         )));

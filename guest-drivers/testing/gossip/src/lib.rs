@@ -6,7 +6,7 @@
 
 use std::cell::{Cell, RefCell};
 use tsohost_guest_sdk::{
-    Config, DriverError, DriverInfo, Epoch, Guest, Leadership, LogLevel, NodeId, Role,
+    Config, DriverError, DriverInfo, Epoch, Guest, Leadership, LogLevel, NodeId, Peer, Role,
     export_driver, host, register, rules,
 };
 
@@ -105,6 +105,14 @@ impl Guest for Gossip {
         } else {
             tsohost_guest_sdk::complete(request, Err(DriverError::NotLeader(Some(LEADER.get()))));
         }
+    }
+
+    fn change_membership(request: u64, _members: Vec<Peer>) {
+        register::refuse_cluster_operation(request, "change-membership");
+    }
+
+    fn transfer_leadership(request: u64, _to: Option<NodeId>) {
+        register::refuse_cluster_operation(request, "transfer-leadership");
     }
 }
 

@@ -16,8 +16,8 @@
 
 use std::cell::{Cell, RefCell};
 use tsohost_guest_sdk::{
-    Config, DriverError, DriverInfo, Epoch, Guest, Leadership, NodeId, Role, export_driver, host,
-    register, rules, storage,
+    Config, DriverError, DriverInfo, Epoch, Guest, Leadership, NodeId, Peer, Role, export_driver,
+    host, register, rules, storage,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -238,6 +238,14 @@ impl Guest for Misbehave {
             Some(result) => tsohost_guest_sdk::complete(request, result),
             None => register::persist_high_water(request, at_least, epoch),
         }
+    }
+
+    fn change_membership(request: u64, _members: Vec<Peer>) {
+        register::refuse_cluster_operation(request, "change-membership");
+    }
+
+    fn transfer_leadership(request: u64, _to: Option<NodeId>) {
+        register::refuse_cluster_operation(request, "transfer-leadership");
     }
 }
 
