@@ -427,7 +427,7 @@ async fn put_driver(State(admin): State<Admin>, headers: HeaderMap, body: Body) 
         admin
             .control
             .send(Control::Swap {
-                driver: loaded,
+                driver: Box::new(loaded),
                 reply,
             })
             .map_err(|_| refused("the node is shutting down".into()))?;

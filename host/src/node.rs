@@ -77,7 +77,7 @@ pub enum Control {
     },
     /// Replace the running driver with a new build of the same driver.
     Swap {
-        driver: LoadedDriver,
+        driver: Box<LoadedDriver>,
         reply: tokio::sync::oneshot::Sender<Result<DriverStatus, String>>,
     },
 }
@@ -394,7 +394,7 @@ impl Coordinator {
     fn on_control(&mut self, control: Control) {
         match control {
             Control::Swap { driver, reply } => {
-                let _ = reply.send(self.swap(driver));
+                let _ = reply.send(self.swap(*driver));
             }
             Control::ChangeMembership { members, reply } => {
                 let request = self.request_id(Pending::Admin(reply));

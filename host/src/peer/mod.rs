@@ -87,6 +87,9 @@ pub struct Network {
     pub faults: Arc<Faults>,
 }
 
+/// A peer's address and the queue its dial loop drains.
+type Outbound = (String, mpsc::Sender<Vec<u8>>);
+
 /// What the network's tasks share.
 struct Shared {
     node_id: u64,
@@ -96,7 +99,7 @@ struct Shared {
     /// and whom to accept.
     members: Mutex<BTreeMap<u64, String>>,
     /// Outbound queue per peer, with the address its dial loop uses.
-    queues: Mutex<HashMap<u64, (String, mpsc::Sender<Vec<u8>>)>>,
+    queues: Mutex<HashMap<u64, Outbound>>,
     /// Public URLs peers told us in their handshakes.
     urls: Mutex<HashMap<u64, String>>,
     faults: Arc<Faults>,

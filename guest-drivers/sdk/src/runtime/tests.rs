@@ -145,6 +145,7 @@ fn rpc_call_times_out_and_matches_responses_by_id_and_peer() {
         fn report_leadership(&self, _: crate::Leadership) {}
         fn completed(&self, _: u64, _: Result<u64, crate::DriverError>) {}
         fn log(&self, _: crate::LogLevel, _: &str) {}
+        fn report_membership(&self, _: &[crate::Peer]) {}
     }
     let host = Capture(Default::default());
     rpc.flush(&host);
