@@ -136,3 +136,43 @@ async fn refused_components_leave_the_old_driver_serving() {
     );
     assert_eq!(metric(&server.url, "tsohost_driver_swaps_total").await, 1);
 }
+
+/// Rolling upgrade of a 3-node raft cluster, one node at a time, leader
+/// included, while clients run against the cluster.
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_upgrade_of_a_raft_cluster() {
+    let spec = support::ClusterSpec::new(3);
+    let raft = &[
+        "--driver",
+        "raft",
+        "--bootstrap",
+        "--driver-option",
+        "election-timeout-ms=300",
+        "--driver-option",
+        "heartbeat-ms=30",
+    ];
+    let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, raft)).collect();
+    support::serving_node(&spec.urls, Duration::from_secs(30)).await;
+    let new_build = std::fs::read(guest("tsohost_driver_raft.wasm")).unwrap();
+    let history = History::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = support::spawn_cluster_clients(&spec.urls, 8, 1, history.clone(), stop.clone());
+    for url in &spec.urls {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let a = swap(url, new_build.clone(), Some(ADMIN_TOKEN)).await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        assert_eq!(json(&a)["driver"]["name"], "raft");
+        support::serving_node(&spec.urls, Duration::from_secs(30)).await;
+    }
+    let served = history.len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(history.len() > served, "served after the last swap");
+    history.check();
+    for url in &spec.urls {
+        assert_eq!(metric(url, "tsohost_driver_swaps_total").await, 1);
+    }
+}

@@ -75,9 +75,9 @@ impl Subject {
         let storage = storage.clone();
         let storage_for: StorageFor =
             Arc::new(move |_| Arc::new(storage.clone()) as Arc<dyn Storage>);
-        let spawner = Spawner {
+        let spawner = Spawner::new(
             storage_for,
-            config: ActorConfig {
+            ActorConfig {
                 node_id: 1,
                 peers: vec![Peer {
                     id: 1,
@@ -90,9 +90,9 @@ impl Subject {
                 memory_limit: 256 << 20,
                 call_timeout: Duration::from_secs(1),
             },
-            clock: Arc::new(SystemClock::new()),
-            events: tx,
-        };
+            Arc::new(SystemClock::new()),
+            tx,
+        );
         let handle = spawner.spawn(driver.clone()).map_err(|e| e.to_string())?;
         Ok(Subject {
             handle: Some(handle),

@@ -94,12 +94,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let spawner = Spawner {
-        storage_for,
-        config: actor_config,
-        clock: clock.clone(),
-        events: events_tx,
-    };
+    let spawner = Spawner::new(storage_for, actor_config, clock.clone(), events_tx);
     let driver = spawner.spawn(loaded.clone())?;
     let network = match &cfg.cluster {
         None => None,
@@ -115,7 +110,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                         .clone()
                         .unwrap_or_else(|| format!("http://{addr}")),
                 },
-                driver.inbox(),
+                spawner.inbox(),
                 metrics.clone(),
             )
             .await?,

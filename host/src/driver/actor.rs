@@ -123,22 +123,54 @@ pub struct DriverHandle {
 
 /// Everything but the component that starting a driver on this node takes,
 /// kept so that a hot swap can start another.
+///
+/// The mailbox belongs to the node, not to one actor: the peer network keeps
+/// delivering into it across swaps, and messages that arrive while one actor
+/// stops and the next starts wait for the next.
 #[derive(Clone)]
 pub struct Spawner {
-    pub storage_for: StorageFor,
-    pub config: ActorConfig,
-    pub clock: Arc<dyn Clock>,
-    pub events: UnboundedSender<Event>,
+    storage_for: StorageFor,
+    config: ActorConfig,
+    clock: Arc<dyn Clock>,
+    events: UnboundedSender<Event>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl Spawner {
+    pub fn new(
+        storage_for: StorageFor,
+        config: ActorConfig,
+        clock: Arc<dyn Clock>,
+        events: UnboundedSender<Event>,
+    ) -> Spawner {
+        Spawner {
+            storage_for,
+            config,
+            clock,
+            events,
+            mailbox: Arc::new(Mailbox::new(MAX_QUEUED_MESSAGES)),
+        }
+    }
+
+    /// Where the peer network puts messages for whichever driver runs.
+    pub fn inbox(&self) -> Inbox {
+        Inbox(self.mailbox.clone())
+    }
+
+    /// Start the actor and its first instance. Fails if the driver refuses
+    /// its config or reports an unusable name; a first instance that traps
+    /// or overruns is reported through `events` and retried, like any later
+    /// one. At most one actor of a spawner runs at a time: stop the previous
+    /// one first.
     pub fn spawn(&self, driver: LoadedDriver) -> Result<DriverHandle, StartError> {
+        self.mailbox.forget_shutdown();
         DriverHandle::spawn(
             driver,
             self.storage_for.clone(),
             self.config.clone(),
             self.clock.clone(),
             self.events.clone(),
+            self.mailbox.clone(),
         )
     }
 
@@ -171,17 +203,14 @@ impl Spawner {
 }
 
 impl DriverHandle {
-    /// Start the actor and its first instance. Fails if the driver refuses its
-    /// config or reports an unusable name; a first instance that traps or
-    /// overruns is reported through `events` and retried, like any later one.
-    pub fn spawn(
+    fn spawn(
         driver: LoadedDriver,
         storage_for: StorageFor,
         config: ActorConfig,
         clock: Arc<dyn Clock>,
         events: UnboundedSender<Event>,
+        mailbox: Arc<Mailbox>,
     ) -> Result<DriverHandle, StartError> {
-        let mailbox = Arc::new(Mailbox::new(MAX_QUEUED_MESSAGES));
         let rx = mailbox.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let source_label = driver.source.clone();
@@ -245,16 +274,6 @@ impl DriverHandle {
     /// Queue a command; commands sent after shutdown are dropped.
     pub fn send(&self, command: Command) {
         self.mailbox.push_control(command);
-    }
-
-    /// Queue a peer's message; false (dropped) when the queue is full.
-    pub fn deliver(&self, from: u64, payload: Vec<u8>) -> bool {
-        self.mailbox.push_message(from, payload)
-    }
-
-    /// A handle that only delivers peer messages, for the network.
-    pub fn inbox(&self) -> Inbox {
-        Inbox(self.mailbox.clone())
     }
 
     /// Stop between two events and wait for the thread.

@@ -45,6 +45,16 @@ impl Mailbox {
         self.ready.notify_one();
     }
 
+    /// Drop a `Shutdown` left behind by an actor that ended without taking
+    /// it, so that the next actor does not stop at once.
+    pub fn forget_shutdown(&self) {
+        self.queues
+            .lock()
+            .unwrap()
+            .control
+            .retain(|c| !matches!(c, Command::Shutdown));
+    }
+
     /// Queue a peer message; false (and dropped) when the queue is full.
     pub fn push_message(&self, from: u64, payload: Vec<u8>) -> bool {
         let mut q = self.queues.lock().unwrap();

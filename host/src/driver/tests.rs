@@ -3,7 +3,7 @@
 
 use super::actor::{ActorConfig, StorageFor};
 use super::bindings::{DriverError, Epoch, Role};
-use super::{Command, DriverHandle, DriverSource, Event, Runtime};
+use super::{Command, DriverHandle, DriverSource, Event, Runtime, Spawner};
 use crate::clock::SystemClock;
 use crate::storage::{MemStorage, Storage};
 use std::path::Path;
@@ -43,13 +43,13 @@ fn start(
     let storage = storage.clone();
     let storage_for: StorageFor = Arc::new(move |_| Arc::new(storage.clone()) as Arc<dyn Storage>);
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-    let handle = DriverHandle::spawn(
-        driver,
+    let handle = Spawner::new(
         storage_for,
         config(options),
         Arc::new(SystemClock::new()),
         tx,
-    )?;
+    )
+    .spawn(driver)?;
     Ok(Harness {
         handle: Some(handle),
         events,
