@@ -13,17 +13,7 @@ use support::{
     ADMIN_TOKEN, ClusterSpec, Server, admin, get, json, serving_node, spawn_cluster_clients,
 };
 
-/// Short timeouts keep the tests quick; the lease argument only needs every
-/// node to use the same ones.
-const RAFT: &[&str] = &[
-    "--driver",
-    "raft",
-    "--bootstrap",
-    "--driver-option",
-    "election-timeout-ms=300",
-    "--driver-option",
-    "heartbeat-ms=30",
-];
+use support::RAFT_FAST as RAFT;
 
 fn start_all(spec: &ClusterSpec) -> Vec<Option<Server>> {
     (1..=3).map(|id| Some(spec.start(id, RAFT))).collect()

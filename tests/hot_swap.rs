@@ -142,16 +142,9 @@ async fn refused_components_leave_the_old_driver_serving() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rolling_upgrade_of_a_raft_cluster() {
     let spec = support::ClusterSpec::new(3);
-    let raft = &[
-        "--driver",
-        "raft",
-        "--bootstrap",
-        "--driver-option",
-        "election-timeout-ms=300",
-        "--driver-option",
-        "heartbeat-ms=30",
-    ];
-    let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, raft)).collect();
+    let _nodes: Vec<_> = (1..=3)
+        .map(|id| spec.start(id, support::RAFT_FAST))
+        .collect();
     support::serving_node(&spec.urls, Duration::from_secs(30)).await;
     let new_build = std::fs::read(guest("tsohost_driver_raft.wasm")).unwrap();
     let history = History::default();

@@ -310,39 +310,20 @@ pub fn spawn_clients(
     history: checker::History,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..clients)
-        .map(|_| {
-            let url = url.to_string();
-            let history = history.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut conn: Option<Connection> = None;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    if conn.is_none() {
-                        conn = Connection::open(&url).await.ok();
-                        if conn.is_none() {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                            continue;
-                        }
-                    }
-                    let body = Bytes::from(format!("{{\"count\":{count}}}"));
-                    let sent = Instant::now();
-                    let answer = conn
-                        .as_mut()
-                        .unwrap()
-                        .send(Method::POST, "/v1/timestamps", body)
-                        .await;
-                    let received = Instant::now();
-                    match answer {
-                        Ok(a) if a.status == 200 => history.record(sent, received, &a),
-                        Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
-                        Err(_) => conn = None,
-                    }
-                }
-            })
-        })
-        .collect()
+    spawn_cluster_clients(&[url.to_string()], clients, count, history, stop)
 }
+
+/// `serve` flags of a raft node with short timeouts, so that cluster tests
+/// are quick; the lease argument only needs every node to use the same.
+pub const RAFT_FAST: &[&str] = &[
+    "--driver",
+    "raft",
+    "--bootstrap",
+    "--driver-option",
+    "election-timeout-ms=300",
+    "--driver-option",
+    "heartbeat-ms=30",
+];
 
 /// Clients that spread load over a cluster as a real client would: each
 /// sends to the node it last found serving, follows 307s to the leader, and
