@@ -1,0 +1,159 @@
+//! Serving pause of a hot swap (same driver, new build), for
+//! docs/benchmarks.md.
+//!
+//! ```sh
+//! cargo run --release --example swap -- [SWAPS]
+//! ```
+//!
+//! A client sends timestamp requests back to back (following 307s); the
+//! pause of a swap is the longest gap between two answered requests from
+//! just before the swap request until the node serves again. Measured on a
+//! single node (file driver) and on a 3-node raft cluster, swapping a
+//! follower and swapping the leader. Prints JSON.
+
+mod common;
+
+use bytes::Bytes;
+use common::{ADMIN_TOKEN, LocalCluster, percentile};
+use hyper::Method;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tsohost::client::Connection;
+
+/// Answer times of a client that follows the leader among `urls`.
+fn client(urls: Vec<String>, answers: Arc<Mutex<Vec<Instant>>>, stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        let mut at = 0;
+        let mut conn: Option<Connection> = None;
+        while !stop.load(Ordering::Relaxed) {
+            if conn.is_none() {
+                conn = Connection::open(&urls[at]).await.ok();
+            }
+            let Some(c) = conn.as_mut() else {
+                at = (at + 1) % urls.len();
+                continue;
+            };
+            match c.send(Method::POST, "/v1/timestamps", Bytes::new()).await {
+                Ok(a) if a.status == 200 => answers.lock().unwrap().push(Instant::now()),
+                Ok(a) if a.status == 307 => {
+                    let location = a.headers["location"].to_str().unwrap_or_default();
+                    at = urls
+                        .iter()
+                        .position(|u| location.starts_with(u))
+                        .unwrap_or(at);
+                    conn = None;
+                }
+                _ => {
+                    at = (at + 1) % urls.len();
+                    conn = None;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    });
+}
+
+async fn swap(url: &str, bytes: &[u8]) {
+    let mut conn = Connection::open(url).await.unwrap();
+    let a = conn
+        .send_with(
+            Method::PUT,
+            "/v1/admin/driver",
+            Bytes::copy_from_slice(bytes),
+            Some(ADMIN_TOKEN),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+}
+
+/// Swap `pick(cluster)`'s driver `swaps` times; the pauses in ms, sorted.
+async fn pauses(
+    cluster: &LocalCluster,
+    n: usize,
+    component: &[u8],
+    swaps: usize,
+    leader: bool,
+) -> Vec<f64> {
+    let urls: Vec<String> = (0..n).map(|i| cluster.url(i)).collect();
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    client(urls.clone(), answers.clone(), stop.clone());
+    let mut pauses = Vec::new();
+    for _ in 0..swaps {
+        let serving = cluster
+            .first_serving(Duration::from_secs(30))
+            .await
+            .unwrap();
+        let target = if leader { serving } else { (serving + 1) % n };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        swap(&urls[target], component).await;
+        // Until the client has been answered well after the swap.
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let last = *answers.lock().unwrap().last().unwrap();
+            if last > started + Duration::from_millis(100) {
+                break;
+            }
+        }
+        let answers = answers.lock().unwrap();
+        let from = answers.partition_point(|t| *t < started).saturating_sub(1);
+        let gap = answers[from..]
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
+            .fold(0.0, f64::max);
+        pauses.push(gap);
+    }
+    stop.store(true, Ordering::Relaxed);
+    pauses.sort_by(f64::total_cmp);
+    pauses
+}
+
+fn summary(pauses: &[f64]) -> serde_json::Value {
+    serde_json::json!({
+        "swaps": pauses.len(),
+        "p50_ms": percentile(pauses, 0.5),
+        "p99_ms": percentile(pauses, 0.99),
+        "max_ms": pauses[pauses.len() - 1],
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let swaps: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20);
+    let dir = Path::new(tsohost::driver::builtin::guest_dir());
+    let file = std::fs::read(dir.join("tsohost_driver_file.wasm")).unwrap();
+    let raft = std::fs::read(dir.join("tsohost_driver_raft.wasm")).unwrap();
+
+    let single = LocalCluster::start(1, &[]);
+    let file_pauses = pauses(&single, 1, &file, swaps, true).await;
+    drop(single);
+
+    let flags: Vec<String> = [
+        "--driver",
+        "raft",
+        "--bootstrap",
+        "--driver-option",
+        "election-timeout-ms=300",
+        "--driver-option",
+        "heartbeat-ms=30",
+    ]
+    .map(String::from)
+    .into();
+    let cluster = LocalCluster::start(3, &flags);
+    let follower = pauses(&cluster, 3, &raft, swaps, false).await;
+    let leader = pauses(&cluster, 3, &raft, swaps, true).await;
+    let report = serde_json::json!({
+        "single_node_file": summary(&file_pauses),
+        "raft_follower": summary(&follower),
+        "raft_leader": summary(&leader),
+        "raft_election_timeout_ms": 300,
+    });
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
