@@ -137,3 +137,116 @@ async fn a_full_restart_resumes_above_everything() {
     load_for(&spec, &history, Duration::from_millis(300), async || {}).await;
     history.check();
 }
+
+/// Grow a cluster to four voters, then shrink it by removing the leader,
+/// through the CLI, while clients run.
+#[tokio::test(flavor = "multi_thread")]
+async fn add_a_fourth_node_and_remove_the_leader() {
+    let spec = ClusterSpec::new(4);
+    let mut nodes: Vec<Option<Server>> = (1..=3)
+        .map(|id| Some(spec.start_among(id, 3, RAFT)))
+        .collect();
+    let first_leader = serving_node(&spec.urls[..3], Duration::from_secs(30)).await;
+    let history = History::default();
+    load_for(&spec, &history, Duration::from_millis(300), async || {
+        nodes.push(Some(spec.start(4, support::RAFT_FAST_JOINER)));
+        let address = spec.address(4);
+        let out = support::cli(
+            &spec,
+            &[
+                "cluster",
+                "add",
+                "--id",
+                "4",
+                "--address",
+                &address,
+                "--url",
+                &spec.urls[1],
+            ],
+        );
+        assert!(out.contains("\"members\""), "{out}");
+        // Node 4 learns the leader and the full membership.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = json(&get(&spec.urls[3], "/v1/status").await.unwrap());
+            if status["leadership"]["leader"].as_u64().is_some()
+                && status["members"].as_array().map(Vec::len) == Some(4)
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node 4 never joined: {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let leader = first_leader as u64 + 1;
+        support::cli(
+            &spec,
+            &[
+                "cluster",
+                "remove",
+                "--id",
+                &leader.to_string(),
+                "--url",
+                &spec.urls[3],
+            ],
+        );
+        let rest: Vec<String> = (0..4)
+            .filter(|&i| i != first_leader)
+            .map(|i| spec.urls[i].clone())
+            .collect();
+        let new = serving_node(&rest, Duration::from_secs(30)).await;
+        let status = json(&get(&rest[new], "/v1/status").await.unwrap());
+        let ids: Vec<u64> = status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        assert!(!ids.contains(&leader), "{ids:?}");
+        assert_eq!(ids.len(), 3);
+    })
+    .await;
+    let removed = json(&get(&spec.urls[first_leader], "/v1/status").await.unwrap());
+    assert_eq!(removed["serving"], false);
+    history.check();
+}
+
+/// Leadership moves on request, and a leader that is stopped with SIGTERM
+/// hands leadership off first; clients never see time go backwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn transfer_and_graceful_hand_off() {
+    let spec = ClusterSpec::new(3);
+    let mut nodes = start_all(&spec);
+    let history = History::default();
+    load_for(&spec, &history, Duration::from_millis(300), async || {
+        let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
+        let to = (leader + 1) % 3;
+        let out = support::cli(
+            &spec,
+            &[
+                "cluster",
+                "transfer-leader",
+                "--to",
+                &(to as u64 + 1).to_string(),
+                "--url",
+                &spec.urls[leader],
+            ],
+        );
+        assert!(out.contains(&format!("\"leader\":{}", to + 1)), "{out}");
+        assert_eq!(serving_node(&spec.urls, Duration::from_secs(30)).await, to);
+        let mut old = nodes[to].take().unwrap();
+        let status = old.terminate();
+        assert!(status.success());
+        assert!(
+            old.stderr().contains("handed leadership to node"),
+            "{}",
+            old.stderr()
+        );
+        let urls: Vec<String> = (0..3)
+            .filter(|&i| i != to)
+            .map(|i| spec.urls[i].clone())
+            .collect();
+        serving_node(&urls, Duration::from_secs(30)).await;
+    })
+    .await;
+    history.check();
+}

@@ -191,11 +191,30 @@ impl ClusterSpec {
 
     /// `serve` arguments of node `id`, then `extra`.
     pub fn args(&self, id: u64, extra: &[&str]) -> Vec<String> {
+        self.args_among(id, self.urls.len(), extra)
+    }
+
+    /// The peer address of node `id`.
+    pub fn address(&self, id: u64) -> String {
+        self.members
+            .split(',')
+            .nth(id as usize - 1)
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_string()
+    }
+
+    /// As [`ClusterSpec::args`], naming only nodes `1..=n` in `--peers`: the
+    /// cluster as it is before later nodes join.
+    pub fn args_among(&self, id: u64, n: usize, extra: &[&str]) -> Vec<String> {
+        let members: Vec<&str> = self.members.split(',').take(n).collect();
         let mut args: Vec<String> = vec![
             "--node-id".into(),
             id.to_string(),
             "--peers".into(),
-            self.members.clone(),
+            members.join(","),
             "--cluster-secret-file".into(),
             self.dir.path().join("secret").display().to_string(),
             "--admin-token-file".into(),
@@ -210,7 +229,12 @@ impl ClusterSpec {
     }
 
     pub fn start(&self, id: u64, extra: &[&str]) -> Server {
-        let args = self.args(id, extra);
+        self.start_among(id, self.urls.len(), extra)
+    }
+
+    /// Start node `id` knowing only nodes `1..=n` (and itself).
+    pub fn start_among(&self, id: u64, n: usize, extra: &[&str]) -> Server {
+        let args = self.args_among(id, n, extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Server::start(&self.data_dir(id), &args)
     }
@@ -324,6 +348,34 @@ pub const RAFT_FAST: &[&str] = &[
     "--driver-option",
     "heartbeat-ms=30",
 ];
+
+/// [`RAFT_FAST`] for a node that joins an existing cluster (no bootstrap).
+pub const RAFT_FAST_JOINER: &[&str] = &[
+    "--driver",
+    "raft",
+    "--driver-option",
+    "election-timeout-ms=300",
+    "--driver-option",
+    "heartbeat-ms=30",
+];
+
+/// `tsohost ARGS` with the cluster's admin token; panics with its output
+/// unless it succeeds.
+pub fn cli(spec: &ClusterSpec, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--admin-token-file")
+        .arg(spec.dir.path().join("admin-token"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tsohost {args:?} failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
 
 /// Clients that spread load over a cluster as a real client would: each
 /// sends to the node it last found serving, follows 307s to the leader, and

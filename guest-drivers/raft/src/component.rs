@@ -60,22 +60,16 @@ impl Guest for Component {
         }
     }
 
-    fn change_membership(request: u64, _members: Vec<Peer>) {
-        complete(
-            request,
-            Err(DriverError::Internal(
-                "change-membership: not implemented yet".into(),
-            )),
-        );
+    fn change_membership(request: u64, members: Vec<Peer>) {
+        if let Err(e) = with_driver(|d| d.change_membership(request, &members)) {
+            complete(request, Err(e));
+        }
     }
 
-    fn transfer_leadership(request: u64, _to: Option<NodeId>) {
-        complete(
-            request,
-            Err(DriverError::Internal(
-                "transfer-leadership: not implemented yet".into(),
-            )),
-        );
+    fn transfer_leadership(request: u64, to: Option<NodeId>) {
+        if let Err(e) = with_driver(|d| d.transfer_leadership(request, to)) {
+            complete(request, Err(e));
+        }
     }
 }
 

@@ -3,8 +3,11 @@
 //!
 //! Every export follows one pattern: move the executor's clock to the
 //! host's, hand the event to openraft (spawn a task or complete a call), run
-//! the executor until idle, send what was queued (one payload per peer), and
-//! report leadership if it changed or the lease grew.
+//! the executor until idle, report leadership and membership if they
+//! changed, and only then send what was queued (one payload per peer).
+//! Reporting first means that whatever narrows what this node may serve (a
+//! hand-over, a lease that a membership change shortened) reaches the host
+//! before any message of the same call can help another node lead.
 //!
 //! # The leader lease
 //!
@@ -21,11 +24,12 @@
 //!    0.10.0-alpha.37, `Engine::handle_vote_req` and `handle_pre_vote_req`):
 //!    while its stored vote is *committed* (it follows an established
 //!    leader) and that vote's lease has not expired, a node rejects every
-//!    vote and pre-vote request that is not an authorized leadership
-//!    transfer; receiving an append-entries from the leader renews the lease
-//!    to `R_f + E_max` (`VoteHandler::update_vote`, `leader_lease =
+//!    vote and pre-vote request that is not a leadership-transfer election;
+//!    receiving an append-entries from the leader renews the lease to
+//!    `R_f + E_max` (`VoteHandler::update_vote`, `leader_lease =
 //!    election_timeout_max`). The leader itself refuses votes while its own
-//!    quorum-ack lease is valid. This driver never requests a transfer.
+//!    quorum-ack lease is valid. Transfer elections bypass both rules; only
+//!    a hand-over by this driver starts one, and it is covered below.
 //! 2. A new leader needs the votes of a quorum, which shares a voter with
 //!    the acknowledging quorum; that voter grants nothing before
 //!    `R_f + E_max >= A + 2E` on its clock.
@@ -33,15 +37,85 @@
 //!    instance would forget it, so this driver drops vote and pre-vote
 //!    requests for `E_max` after an instance starts when its stored vote is
 //!    committed (it may have acknowledged a leader just before the restart).
+//!    It lets transfer-election votes through: the live rule does not apply
+//!    the lease to them either, so there is nothing to stand in for.
 //! 4. The new leader serves only after being elected, so after `A + 2E`,
 //!    while the old lease ended at `A + ¾E`. The gap `1¼E` absorbs clock
 //!    rate differences between hosts over one lease, the rounding of the
 //!    virtual clock to host milliseconds (`A` is rounded down), and the
 //!    sub-millisecond [`MICRO_SLEEP`](tsohost_guest_sdk::runtime::MICRO_SLEEP)
 //!    jumps the executor makes ahead of the host's clock.
+//! 5. "A quorum" is one of the configuration the leader has in effect. When
+//!    a membership change takes effect on the leader (joint, then uniform,
+//!    each on append), openraft recomputes `last_quorum_acked` against the
+//!    new configuration, and it can move back; a lone voter's unbounded
+//!    lease becomes bounded. The driver reports every change of the lease,
+//!    shrinks included (the host adopts the latest report), in the call
+//!    that appended the entry, before the entry is sent: once any other node
+//!    can know a configuration, every lease the host holds is backed by a
+//!    quorum of it (of both halves while joint).
 //!
 //! It assumes every node runs with the same `election-timeout-ms` and that
 //! host clocks advance at nearly the same rate (not that they agree).
+//!
+//! # Handing leadership over
+//!
+//! openraft's transfer (`trigger().transfer_leader(to)`, verified in
+//! 0.10.0-alpha.37, `LeaderHandler::transfer_leader` and
+//! `RaftMsg::HandleTransferLeader`): the leader stops proposing and
+//! heartbeating, drops its own vote lease and sends every other voter a
+//! `TransferLeader` with its vote and last log id. A receiver whose vote is
+//! still that leader's drops its follower lease; the target also waits (at
+//! most `E`) until its log reaches the leader's, then campaigns with
+//! `leadership_transfer` set, and voters grant that despite any lease. The
+//! old leader steps down when it sees the new vote; until it hears of a
+//! newer leader it stays an openraft leader that proposes nothing.
+//!
+//! Because that election ignores leases, the driver marks the epoch `e` as
+//! handed over and reports `follower` with no lease and no leader *before*
+//! it asks openraft to transfer, in the same host call, so before any
+//! `TransferLeader` exists; it never reports `e` as leading again and
+//! refuses requests under it with `not-leader`. Why no two nodes serve:
+//! - Only a `TransferLeader` from the leader `L` of `e` makes a node drop its
+//!   lease or campaign with the flag (the receiver checks that its vote is
+//!   still `L`'s), and `L` sends it after its host stopped serving. Every
+//!   election the hand-over enables (the target's, or any other once leases
+//!   are dropped) happens causally after `L` stopped serving.
+//! - A flagged vote request from `T` carries term `e.term + 1` (`T` still had
+//!   `L`'s vote). A voter that acknowledged a newer leader `X` holds `X`'s
+//!   committed vote, whose term is at least `e.term + 1`, which `T`'s vote
+//!   does not exceed unless `T` is `X`, so it refuses; a quorum of such
+//!   voters backs `X`'s lease. A late or duplicated transfer therefore
+//!   unseats only the leadership that authorized it.
+//!
+//! A leader removed from the voters hands over the same way (to the most
+//! up-to-date voter) once the configuration that removes it is committed,
+//! then reverts to a learner. openraft would do this on its own
+//! (`removed_leader_step_down`, default after 150 ms) without telling the
+//! host first, so the driver disables that ([`Settings::raft_config`]).
+//!
+//! # Membership
+//!
+//! Peer addresses live in the membership config as `BasicNode`s, so every
+//! node learns them from the log. The driver reports the effective
+//! membership (voters and learners, both halves of a joint configuration):
+//! the leader replicates to exactly it, before it is committed. A node that
+//! knows none (a new node before a leader reaches it) reports nothing.
+//!
+//! `change-membership` on the leader: drop learners not in `members` (left
+//! by an earlier request whose new node never caught up) and add the new
+//! nodes as learners, wait until each has replicated the entry that added
+//! it ([`Settings::catch_up_budget`]), then replace the voter set
+//! (`change_membership(ReplaceAllVoters, retain = false)`: joint, then
+//! uniform; removed voters leave the membership). Each step is skipped when
+//! there is nothing to do and retried, like a write, while this node leads
+//! under the same epoch and openraft answers "in progress" or "own entry not
+//! committed yet". It completes once the final membership is committed.
+//!
+//! A node started with empty storage and without `bootstrap` is an openraft
+//! learner that knows no membership: it never campaigns, and it accepts
+//! append-entries and snapshots from any leader (whose vote beats its empty
+//! one), from which it learns the membership once the leader has added it.
 //!
 //! # Requests
 //!
@@ -56,28 +130,33 @@
 //!   quorum has acknowledged it; the write is retried while this node still
 //!   leads under the same epoch.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::AsyncRuntime;
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
-use openraft::{BasicNode, Instant, ReadPolicy, ServerState};
+use openraft::errors::{ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError};
+use openraft::metrics::WaitError;
+use openraft::raft::{
+    AppendEntriesRequest, ClientWriteResponse, TransferLeaderRequest, VoteRequest,
+};
+use openraft::{
+    AsyncRuntime, BasicNode, ChangeMembers, Instant, RaftMetrics, ReadPolicy, ServerState,
+};
 use tsohost_guest_sdk::port::Host;
 use tsohost_guest_sdk::rules::{check_epoch, check_range};
 use tsohost_guest_sdk::runtime::rpc::{Incoming, Rpc};
 use tsohost_guest_sdk::runtime::{Executor, GuestInstant, GuestRuntime};
-use tsohost_guest_sdk::{Config, DriverError, Epoch, Leadership, LogLevel, NodeId, Role};
+use tsohost_guest_sdk::{Config, DriverError, Epoch, Leadership, LogLevel, NodeId, Peer, Role};
 
 use crate::network::{Kind, Network, encode};
 use crate::settings::Settings;
 use crate::store::{LogStore, SmState, StateMachine, Storage};
 use crate::types::{
-    Applied, Command, Raft, SnapshotMeta, TypeConfig, Vote, epoch_of, pair, unpair,
+    Applied, Command, LogId, Raft, SnapshotMeta, TypeConfig, Vote, epoch_of, pair, unpair,
 };
 
 /// One instance of the raft driver on one node.
@@ -92,11 +171,34 @@ pub struct RaftDriver {
     floor: u64,
     /// Vote requests are dropped before this host time (lease point 3).
     refuse_votes_until_ms: u64,
+    /// The epoch whose leadership this node handed over; while openraft
+    /// still leads in it, the driver reports and answers as a non-leader.
+    /// Shared with the tasks that must stop retrying then.
+    handed_over: Rc<Cell<Option<Epoch>>>,
+    /// Started without peers: a single-node cluster, which reports no
+    /// membership while it is its only member, as single-node drivers do.
+    peerless: bool,
     reported: Option<Leadership>,
+    reported_members: Vec<Peer>,
 }
 
 fn storage_err(e: std::io::Error) -> DriverError {
     DriverError::Storage(e.to_string())
+}
+
+/// `peers` as openraft nodes, refusing a node listed twice; `field` names
+/// the argument in the error.
+fn node_map(peers: &[Peer], field: &str) -> Result<BTreeMap<NodeId, BasicNode>, DriverError> {
+    let mut nodes = BTreeMap::new();
+    for p in peers {
+        if nodes.insert(p.id, BasicNode::new(&p.address)).is_some() {
+            return Err(DriverError::InvalidConfig(format!(
+                "{field}: node {} is listed twice",
+                p.id
+            )));
+        }
+    }
+    Ok(nodes)
 }
 
 impl RaftDriver {
@@ -104,15 +206,7 @@ impl RaftDriver {
     pub fn init(host: Rc<dyn Host>, cfg: &Config) -> Result<Self, DriverError> {
         let settings = Settings::from_config(cfg)?;
         let node = cfg.node_id;
-        let mut members: BTreeMap<NodeId, BasicNode> = BTreeMap::new();
-        for p in &cfg.peers {
-            if members.insert(p.id, BasicNode::new(&p.address)).is_some() {
-                return Err(DriverError::InvalidConfig(format!(
-                    "peers: node {} is listed twice",
-                    p.id
-                )));
-            }
-        }
+        let mut members = node_map(&cfg.peers, "peers")?;
         if members.is_empty() {
             members.insert(node, BasicNode::new("self"));
         }
@@ -157,7 +251,7 @@ impl RaftDriver {
             .ok_or_else(|| DriverError::Internal("openraft did not start without waiting".into()))?
             .map_err(|e| DriverError::Internal(format!("openraft failed to start: {e}")))?;
 
-        if cfg.bootstrap && pristine {
+        if pristine && cfg.bootstrap {
             let raft = raft.clone();
             let host = host.clone();
             exec.spawn(async move {
@@ -165,6 +259,13 @@ impl RaftDriver {
                     host.log(LogLevel::Error, &format!("bootstrap failed: {e}"));
                 }
             });
+        } else if pristine {
+            host.log(
+                LogLevel::Info,
+                "no raft state and not bootstrapping: waiting for a leader to replicate to this \
+                 node (the bootstrapping node of a new cluster, or the leader after \
+                 change-membership added it)",
+            );
         }
 
         let mut driver = RaftDriver {
@@ -177,7 +278,10 @@ impl RaftDriver {
             node,
             floor: cfg.floor,
             refuse_votes_until_ms,
+            handed_over: Rc::default(),
+            peerless: cfg.peers.is_empty(),
             reported: None,
+            reported_members: Vec::new(),
         };
         driver.settle();
         Ok(driver)
@@ -210,22 +314,22 @@ impl RaftDriver {
     /// `load-high-water`, answered through `host.completed`.
     pub fn load_high_water(&mut self, request: u64) {
         self.exec.advance_to_ms(self.host.now_ms());
-        match self.leading_epoch() {
+        match self.lead() {
             Err(e) => self.host.completed(request, Err(e)),
-            Ok(epoch) => {
-                let (raft, state, host) =
-                    (self.raft.clone(), self.state.clone(), self.host.clone());
+            Ok(lead) => {
+                let (state, host) = (self.state.clone(), self.host.clone());
                 let (floor, retry) = (self.floor, self.retry_policy());
                 self.exec.spawn(async move {
-                    let outcome = match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    let read = lead.raft.ensure_linearizable(ReadPolicy::ReadIndex).await;
+                    let outcome = match read {
                         Ok(_) => {
                             let hw = state.borrow().high_water;
                             if floor > hw {
                                 let cmd = Command::Persist {
                                     at_least: floor,
-                                    epoch: pair(epoch),
+                                    epoch: pair(lead.epoch),
                                 };
-                                write(&raft, cmd, epoch, retry).await
+                                write(&lead, cmd, retry).await
                             } else {
                                 Ok(hw)
                             }
@@ -249,28 +353,28 @@ impl RaftDriver {
     pub fn persist_high_water(&mut self, request: u64, at_least: u64, epoch: Epoch) {
         self.exec.advance_to_ms(self.host.now_ms());
         let checked = check_range(at_least).and_then(|()| {
-            let mine = self.leading_epoch()?;
+            let lead = self.lead()?;
             let applied = unpair(self.state.borrow().highest_epoch);
-            check_epoch(epoch, mine.max(applied))?;
-            if epoch > mine {
+            check_epoch(epoch, lead.epoch.max(applied))?;
+            if epoch > lead.epoch {
                 return Err(DriverError::Internal(format!(
                     "persist carries epoch {}.{}, newer than this leader's {}.{}",
-                    epoch.hi, epoch.lo, mine.hi, mine.lo
+                    epoch.hi, epoch.lo, lead.epoch.hi, lead.epoch.lo
                 )));
             }
-            Ok(mine)
+            Ok(lead)
         });
         match checked {
             Err(e) => self.host.completed(request, Err(e)),
-            Ok(mine) => {
-                let (raft, host) = (self.raft.clone(), self.host.clone());
+            Ok(lead) => {
+                let host = self.host.clone();
                 let (floor, retry) = (self.floor, self.retry_policy());
                 let cmd = Command::Persist {
                     at_least,
                     epoch: pair(epoch),
                 };
                 self.exec.spawn(async move {
-                    let outcome = write(&raft, cmd, mine, retry).await;
+                    let outcome = write(&lead, cmd, retry).await;
                     host.completed(request, outcome.map(|hw| hw.max(floor)));
                 });
             }
@@ -278,15 +382,176 @@ impl RaftDriver {
         self.settle();
     }
 
-    /// The epoch this node leads under, or `not-leader`.
-    fn leading_epoch(&self) -> Result<Epoch, DriverError> {
+    /// `change-membership`, answered through `host.completed` (see
+    /// "Membership" in the module docs).
+    pub fn change_membership(&mut self, request: u64, members: &[Peer]) {
+        self.exec.advance_to_ms(self.host.now_ms());
+        match self.check_members(members) {
+            Err(e) => self.host.completed(request, Err(e)),
+            Ok((lead, target)) => {
+                let host = self.host.clone();
+                let (retry, catch_up) = (self.retry_policy(), self.settings.catch_up_budget());
+                self.exec.spawn(async move {
+                    let outcome = change_members(&lead, target, retry, catch_up).await;
+                    host.completed(request, outcome);
+                });
+            }
+        }
+        self.settle();
+    }
+
+    /// `transfer-leadership`, answered through `host.completed` with the new
+    /// leader (see "Handing leadership over" in the module docs).
+    pub fn transfer_leadership(&mut self, request: u64, to: Option<NodeId>) {
+        self.exec.advance_to_ms(self.host.now_ms());
+        match self.successor(to) {
+            Err(e) => self.host.completed(request, Err(e)),
+            Ok((epoch, target)) => {
+                self.hand_over(epoch, target);
+                let (raft, host) = (self.raft.clone(), self.host.clone());
+                let (me, budget) = (self.node, self.settings.handover_budget());
+                self.exec.spawn(async move {
+                    let outcome = await_successor(&raft, me, epoch, target, budget).await;
+                    host.completed(request, outcome);
+                });
+            }
+        }
+        self.settle();
+    }
+
+    /// The leadership this node holds and has not handed over, or
+    /// `not-leader`.
+    fn lead(&self) -> Result<Lead, DriverError> {
+        let epoch = leading(&self.raft, self.handed_over.get())?;
+        Ok(Lead {
+            raft: self.raft.clone(),
+            handed_over: self.handed_over.clone(),
+            epoch,
+        })
+    }
+
+    /// Validate a `change-membership` request: the leadership it runs under
+    /// and the target membership.
+    fn check_members(
+        &self,
+        members: &[Peer],
+    ) -> Result<(Lead, BTreeMap<NodeId, BasicNode>), DriverError> {
+        let target = node_map(members, "members")?;
+        if target.is_empty() {
+            return Err(DriverError::InvalidConfig(
+                "members: empty; a cluster needs at least one voter".into(),
+            ));
+        }
+        let lead = self.lead()?;
         let m = self.raft.metrics();
         let m = m.borrow_watched();
-        if m.state == ServerState::Leader {
-            Ok(epoch_of(m.vote.leader_id()))
-        } else {
-            Err(DriverError::NotLeader(m.current_leader))
+        let known = m.membership_config.membership();
+        for (id, node) in &target {
+            if let Some(old) = known.get_node(id)
+                && old != node
+            {
+                return Err(DriverError::InvalidConfig(format!(
+                    "members: node {id} is a member at address `{}`, not `{}`; a member's address \
+                     cannot change (remove the node, then add it under a new id)",
+                    old.addr, node.addr
+                )));
+            }
         }
+        Ok((lead, target))
+    }
+
+    /// The epoch this node leads under and the voter to hand it to: `to`,
+    /// or with `None` the most up-to-date other voter.
+    fn successor(&self, to: Option<NodeId>) -> Result<(Epoch, NodeId), DriverError> {
+        let lead = self.lead()?;
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let others: BTreeSet<NodeId> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|&v| v != self.node)
+            .collect();
+        let target = match to {
+            Some(t) if t == self.node => {
+                return Err(DriverError::InvalidConfig(format!(
+                    "to: node {t} is this node, which already leads"
+                )));
+            }
+            Some(t) if !others.contains(&t) => {
+                return Err(DriverError::InvalidConfig(format!(
+                    "to: node {t} is not a voter; the other voters are {others:?}"
+                )));
+            }
+            Some(t) => Some(t),
+            None => most_up_to_date(&m, &others),
+        };
+        target.map(|t| (lead.epoch, t)).ok_or_else(|| {
+            DriverError::InvalidConfig(
+                "this node is the only voter: there is nobody to hand leadership to".into(),
+            )
+        })
+    }
+
+    /// Hand the leadership of `epoch` over to `to`: report it first, then
+    /// let openraft transfer (see "Handing leadership over").
+    fn hand_over(&mut self, epoch: Epoch, to: NodeId) {
+        self.handed_over.set(Some(epoch));
+        self.report();
+        self.host.log(
+            LogLevel::Info,
+            &format!(
+                "handing the leadership of epoch {}.{} over to node {to}",
+                epoch.hi, epoch.lo
+            ),
+        );
+        let (raft, host) = (self.raft.clone(), self.host.clone());
+        self.exec.spawn(async move {
+            if let Err(e) = raft.trigger().transfer_leader(to).await {
+                host.log(LogLevel::Error, &format!("leadership transfer failed: {e}"));
+            }
+        });
+    }
+
+    /// A leader that a committed configuration removed from the voters
+    /// hands over, then reverts to a learner should no successor reach it
+    /// (it is no longer in the successor's configuration), as openraft's
+    /// disabled step-down would. Returns whether it did.
+    fn step_down_if_removed(&mut self) -> bool {
+        let (epoch, to, vote, membership_log_id) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            let epoch = epoch_of(m.vote.leader_id());
+            let removed = m.state == ServerState::Leader
+                && self.handed_over.get() != Some(epoch)
+                && !m.membership_config.voter_ids().any(|v| v == self.node)
+                && m.committed_membership_config == m.membership_config;
+            if !removed {
+                return false;
+            }
+            let voters = m.membership_config.voter_ids().collect();
+            let Some(to) = most_up_to_date(&m, &voters) else {
+                return false;
+            };
+            (epoch, to, m.vote, *m.membership_config.log_id())
+        };
+        self.hand_over(epoch, to);
+        let (raft, host) = (self.raft.clone(), self.host.clone());
+        let wait = Duration::from_millis(self.settings.heartbeat_ms);
+        self.exec.spawn(async move {
+            GuestRuntime::sleep(wait).await;
+            let trigger = raft.trigger();
+            if let Err(e) = trigger
+                .refresh_server_state(Some(vote), membership_log_id)
+                .await
+            {
+                host.log(
+                    LogLevel::Error,
+                    &format!("reverting to learner failed: {e}"),
+                );
+            }
+        });
+        true
     }
 
     fn retry_policy(&self) -> Retry {
@@ -311,6 +576,7 @@ impl RaftDriver {
         };
         if matches!(kind, Kind::Vote | Kind::PreVote)
             && self.exec.now_ms() < self.refuse_votes_until_ms
+            && !is_transfer_vote(kind, &req.body)
         {
             self.host.log(
                 LogLevel::Debug,
@@ -329,15 +595,19 @@ impl RaftDriver {
         });
     }
 
-    /// Run until idle, send, report. Returns the next timer, in host ms.
+    /// Run until idle, report, send. Returns the next timer, in host ms.
     fn settle(&mut self) -> Option<u64> {
-        let next = self.exec.run_until_idle();
-        self.rpc.flush(&*self.host);
+        let mut next = self.exec.run_until_idle();
+        if self.step_down_if_removed() {
+            next = self.exec.run_until_idle();
+        }
         self.report();
+        self.rpc.flush(&*self.host);
         next
     }
 
-    /// The leadership openraft currently believes in, with the lease.
+    /// The leadership openraft currently believes in, with the lease, as the
+    /// host must see it (a handed-over leadership is not leading).
     pub fn leadership(&self) -> Leadership {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
@@ -348,19 +618,20 @@ impl RaftDriver {
                 .log(LogLevel::Error, &format!("openraft stopped: {fatal}"));
             panic!("openraft stopped: {fatal}");
         }
+        let epoch = epoch_of(m.vote.leader_id());
         let role = match m.state {
-            ServerState::Leader => Role::Leader,
+            ServerState::Leader if self.handed_over.get() != Some(epoch) => Role::Leader,
             ServerState::Candidate => Role::Candidate,
             _ => Role::Follower,
         };
+        // A node that does not lead never names itself (a handed-over or
+        // removed leader keeps its own vote until it hears a successor).
+        let leader = m
+            .current_leader
+            .filter(|&l| role == Role::Leader || l != self.node);
         let lease_until_ms = if role != Role::Leader {
             0
-        } else if m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .all(|v| v == self.node)
-        {
+        } else if m.membership_config.voter_ids().all(|v| v == self.node) {
             // The only voter: nobody else can ever be elected.
             u64::MAX
         } else {
@@ -371,28 +642,40 @@ impl RaftDriver {
         };
         Leadership {
             role,
-            leader: m.current_leader,
-            epoch: epoch_of(m.vote.leader_id()),
+            leader,
+            epoch,
             lease_until_ms,
         }
     }
 
-    /// Report on every change of role, leader or epoch, and whenever the
-    /// lease grows.
+    /// The effective membership, with addresses, in id order.
+    pub fn members(&self) -> Vec<Peer> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config
+            .nodes()
+            .map(|(&id, node)| Peer {
+                id,
+                address: node.addr.clone(),
+            })
+            .collect()
+    }
+
+    /// Report leadership on every change: of role, leader or epoch, and of
+    /// the lease, which grows with each quorum acknowledgement and can
+    /// shrink when a membership change takes effect (lease point 5). Report
+    /// the membership when it changes, once there is one.
     fn report(&mut self) {
         let now = self.leadership();
-        let changed = match self.reported {
-            None => true,
-            Some(r) => {
-                r.role != now.role
-                    || r.leader != now.leader
-                    || r.epoch != now.epoch
-                    || now.lease_until_ms > r.lease_until_ms
-            }
-        };
-        if changed {
+        if self.reported != Some(now) {
             self.host.report_leadership(now);
             self.reported = Some(now);
+        }
+        let members = self.members();
+        let alone = self.peerless && members.iter().all(|p| p.id == self.node);
+        if !members.is_empty() && !alone && members != self.reported_members {
+            self.host.report_membership(&members);
+            self.reported_members = members;
         }
     }
 
@@ -407,44 +690,265 @@ impl RaftDriver {
     }
 }
 
-/// How long and how often a write is retried while this node leads but
-/// openraft refuses it (a new leader before its first quorum ack).
+/// The epoch `raft` leads under, unless its leadership was `handed_over`;
+/// otherwise `not-leader` with the leader this node knows of.
+fn leading(raft: &Raft, handed_over: Option<Epoch>) -> Result<Epoch, DriverError> {
+    let m = raft.metrics();
+    let m = m.borrow_watched();
+    let epoch = epoch_of(m.vote.leader_id());
+    if m.state == ServerState::Leader && handed_over != Some(epoch) {
+        Ok(epoch)
+    } else {
+        Err(DriverError::NotLeader(
+            m.current_leader.filter(|&l| l != m.id),
+        ))
+    }
+}
+
+/// The leadership a request runs under; its task gives up once this node no
+/// longer leads in `epoch`.
+struct Lead {
+    raft: Raft,
+    handed_over: Rc<Cell<Option<Epoch>>>,
+    epoch: Epoch,
+}
+
+impl Lead {
+    /// Ok while this node still leads in the request's epoch.
+    fn check(&self) -> Result<(), DriverError> {
+        match leading(&self.raft, self.handed_over.get())? {
+            e if e == self.epoch => Ok(()),
+            _ => Err(DriverError::NotLeader(None)),
+        }
+    }
+}
+
+/// Among `voters`, the one whose log matches the leader's furthest (the
+/// lowest id among equals): it needs the least catching up to campaign.
+fn most_up_to_date(m: &RaftMetrics<TypeConfig>, voters: &BTreeSet<NodeId>) -> Option<NodeId> {
+    let matched = |id: &NodeId| {
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(id).cloned().flatten())
+    };
+    // `max_by_key` keeps the last of equal keys.
+    voters.iter().rev().max_by_key(|id| matched(id)).copied()
+}
+
+/// Whether `body` is a vote request of a leadership-transfer election.
+fn is_transfer_vote(kind: Kind, body: &[u8]) -> bool {
+    kind == Kind::Vote
+        && postcard::from_bytes::<VoteRequest<TypeConfig>>(body)
+            .is_ok_and(|r| r.leadership_transfer)
+}
+
+/// How long and how often a proposal is retried while this node leads but
+/// openraft refuses it for now (a new leader before its first quorum ack,
+/// a membership change still in progress).
 #[derive(Debug, Clone, Copy)]
 struct Retry {
     pause: Duration,
     budget: Duration,
 }
 
-/// Write `cmd` through the log as leader under `epoch`; the high water after
-/// it applied.
-async fn write(raft: &Raft, cmd: Command, epoch: Epoch, retry: Retry) -> Result<u64, DriverError> {
+type Proposed =
+    Result<ClientWriteResponse<TypeConfig>, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>;
+
+/// Propose through `op` until openraft accepts and commits it, while this
+/// node leads under `lead` and the budget lasts.
+async fn propose<F, Fut>(
+    lead: &Lead,
+    retry: Retry,
+    mut op: F,
+) -> Result<ClientWriteResponse<TypeConfig>, DriverError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Proposed>,
+{
     let give_up = GuestInstant::now() + retry.budget;
     loop {
-        let forward = match raft.client_write(cmd).await {
-            Ok(resp) => {
-                return match resp.data {
-                    Applied::HighWater(hw) => Ok(hw),
-                    Applied::Fenced(newer) => Err(DriverError::Fenced(unpair(newer))),
-                };
-            }
-            Err(RaftError::APIError(
-                ClientWriteError::ForwardToLeader(f) | ClientWriteError::LogEntryDiscarded(f),
-            )) => f,
-            Err(RaftError::APIError(e)) => return Err(DriverError::Internal(e.to_string())),
+        let e = match op().await {
+            Ok(resp) => return Ok(resp),
             Err(RaftError::Fatal(f)) => return Err(DriverError::Internal(f.to_string())),
+            Err(RaftError::APIError(e)) => e,
         };
-        let still_leading = {
-            let m = raft.metrics();
-            let m = m.borrow_watched();
-            m.state == ServerState::Leader && epoch_of(m.vote.leader_id()) == epoch
-        };
-        if !still_leading || GuestInstant::now() >= give_up {
-            let leader = forward
-                .leader_id
-                .or_else(|| raft.metrics().borrow_watched().current_leader);
-            return Err(DriverError::NotLeader(leader.filter(|_| !still_leading)));
+        let not_yet = matches!(
+            e,
+            ClientWriteError::ForwardToLeader(_) | ClientWriteError::LogEntryDiscarded(_)
+        );
+        let busy = matches!(
+            e,
+            ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_)
+                    | ChangeMembershipError::UncommittedLeaderLog(_)
+            )
+        );
+        if !not_yet && !busy {
+            return Err(DriverError::Internal(e.to_string()));
+        }
+        lead.check()?;
+        if GuestInstant::now() >= give_up {
+            return Err(if not_yet {
+                DriverError::NotLeader(None)
+            } else {
+                DriverError::Internal(format!(
+                    "gave up after {} ms: {e}",
+                    retry.budget.as_millis()
+                ))
+            });
         }
         GuestRuntime::sleep(retry.pause).await;
+    }
+}
+
+/// Write `cmd` through the log as leader under `lead`; the high water after
+/// it applied.
+async fn write(lead: &Lead, cmd: Command, retry: Retry) -> Result<u64, DriverError> {
+    let resp = propose(lead, retry, || lead.raft.client_write(cmd)).await?;
+    match resp.data {
+        Applied::HighWater(hw) => Ok(hw),
+        Applied::Fenced(newer) => Err(DriverError::Fenced(unpair(newer))),
+    }
+}
+
+/// Make `target` the voting membership (see "Membership" in the module
+/// docs); completes with 0.
+async fn change_members(
+    lead: &Lead,
+    target: BTreeMap<NodeId, BasicNode>,
+    retry: Retry,
+    catch_up: Duration,
+) -> Result<u64, DriverError> {
+    let raft = &lead.raft;
+    let known = raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .clone();
+    let leftover: BTreeSet<NodeId> = known
+        .learner_ids()
+        .filter(|id| !target.contains_key(id))
+        .collect();
+    if !leftover.is_empty() {
+        let change = || raft.change_membership(ChangeMembers::RemoveNodes(leftover.clone()), false);
+        propose(lead, retry, change).await?;
+    }
+    let new: BTreeMap<NodeId, BasicNode> = target
+        .iter()
+        .filter(|(id, _)| known.get_node(id).is_none())
+        .map(|(id, node)| (*id, node.clone()))
+        .collect();
+    if !new.is_empty() {
+        let change = || raft.change_membership(ChangeMembers::AddNodes(new.clone()), true);
+        let added = propose(lead, retry, change).await?;
+        await_caught_up(lead, &new, added.log_id, catch_up).await?;
+    }
+    let voters: BTreeSet<NodeId> = target.keys().copied().collect();
+    let joint = raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .get_joint_config()
+        .clone();
+    if joint != [voters.clone()] {
+        let change =
+            || raft.change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false);
+        propose(lead, retry, change).await?;
+    }
+    // Each step waited for its own entry; a request that found nothing to
+    // do still answers only once the membership it found is committed.
+    let committed = raft
+        .wait(Some(retry.budget))
+        .metrics(
+            |m| m.committed_membership_config == m.membership_config,
+            "membership committed",
+        )
+        .await;
+    match committed {
+        Ok(_) => Ok(0),
+        Err(_) => {
+            lead.check()?;
+            Err(DriverError::Internal(format!(
+                "the membership was not committed within {} ms",
+                retry.budget.as_millis()
+            )))
+        }
+    }
+}
+
+/// Wait until every node of `new` has replicated the log up to `entry`.
+async fn await_caught_up(
+    lead: &Lead,
+    new: &BTreeMap<NodeId, BasicNode>,
+    entry: LogId,
+    budget: Duration,
+) -> Result<(), DriverError> {
+    let behind = |m: &RaftMetrics<TypeConfig>| -> Vec<NodeId> {
+        let matched = |id: &NodeId| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+        };
+        new.keys()
+            .copied()
+            .filter(|id| matched(id).is_none_or(|at| at < entry))
+            .collect()
+    };
+    let waited = lead
+        .raft
+        .wait(Some(budget))
+        .metrics(
+            |m| m.state != ServerState::Leader || behind(m).is_empty(),
+            "new learners caught up",
+        )
+        .await;
+    lead.check()?;
+    let behind = match waited {
+        Ok(m) => behind(&m),
+        Err(_) => behind(&lead.raft.metrics().borrow_watched()),
+    };
+    if behind.is_empty() {
+        Ok(())
+    } else {
+        Err(DriverError::Internal(format!(
+            "node(s) {behind:?} did not replicate the log within {} ms of being added; they stay \
+             learners and the voters are unchanged: are they running and reachable?",
+            budget.as_millis()
+        )))
+    }
+}
+
+/// Wait until this node, having handed over the leadership of `epoch` to
+/// `to`, follows a newer leader; that leader's id.
+async fn await_successor(
+    raft: &Raft,
+    me: NodeId,
+    epoch: Epoch,
+    to: NodeId,
+    budget: Duration,
+) -> Result<u64, DriverError> {
+    let successor = |m: &RaftMetrics<TypeConfig>| {
+        let newer = m.vote.is_committed() && epoch_of(m.vote.leader_id()) > epoch;
+        m.current_leader.filter(|&l| newer && l != me)
+    };
+    match raft
+        .wait(Some(budget))
+        .metrics(|m| successor(m).is_some(), "a successor leads")
+        .await
+    {
+        Ok(m) => successor(&m).ok_or_else(|| DriverError::Internal("successor vanished".into())),
+        Err(WaitError::Timeout(..)) => Err(DriverError::Internal(format!(
+            "no leader emerged within {} ms after this node handed the leadership of epoch {}.{} \
+             to node {to} (down, or too far behind to campaign?); this node no longer leads in \
+             that epoch, and the voters elect a leader once their leases lapse",
+            budget.as_millis(),
+            epoch.hi,
+            epoch.lo
+        ))),
+        Err(WaitError::ShuttingDown) => Err(DriverError::Internal(
+            "openraft stopped while handing leadership over".into(),
+        )),
     }
 }
 
@@ -481,5 +985,16 @@ async fn handle(raft: &Raft, kind: Kind, body: &[u8]) -> Vec<u8> {
             }
             Err(e) => bad(e),
         },
+        Kind::TransferLeader => {
+            match postcard::from_bytes::<TransferLeaderRequest<TypeConfig>>(body) {
+                Ok(req) => encode(
+                    &raft
+                        .handle_transfer_leader(req)
+                        .await
+                        .map_err(|e| e.to_string()),
+                ),
+                Err(e) => bad(e),
+            }
+        }
     }
 }

@@ -15,7 +15,8 @@ use openraft::errors::{
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend};
 use serde::Serialize;
@@ -40,6 +41,8 @@ pub enum Kind {
     PreVote = 3,
     /// `(Vote, SnapshotMeta, SmState)` → `SnapshotResponse`.
     Snapshot = 4,
+    /// `TransferLeaderRequest` → `TransferLeaderResponse`.
+    TransferLeader = 5,
 }
 
 impl Kind {
@@ -50,6 +53,7 @@ impl Kind {
             2 => Kind::Vote,
             3 => Kind::PreVote,
             4 => Kind::Snapshot,
+            5 => Kind::TransferLeader,
             _ => return None,
         })
     }
@@ -161,6 +165,17 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         self.call(Kind::PreVote, &rpc, ttl)
             .await
             .map_err(|e| self.rpc_error(RPCTypes::Vote, ttl, e))
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.hard_ttl();
+        self.call(Kind::TransferLeader, &req, ttl)
+            .await
+            .map_err(|e| self.rpc_error(RPCTypes::TransferLeader, ttl, e))
     }
 
     async fn full_snapshot(

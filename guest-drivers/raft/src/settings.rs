@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use openraft::{Config as RaftConfig, SnapshotPolicy};
+use openraft::{Config as RaftConfig, SnapshotPolicy, StepDownPolicy};
 use tsohost_guest_sdk::{Config, DriverError, rules};
 
 /// Every option this driver knows; anything else is `invalid-config`.
@@ -88,6 +88,23 @@ impl Settings {
         Duration::from_millis(self.election_timeout_ms * 3 / 4)
     }
 
+    /// How long a leader that handed leadership over waits for a successor
+    /// before `transfer-leadership` fails: two of the longest election
+    /// timeouts, time for the target's transfer election and, should it
+    /// fail, for one ordinary election once the followers' leases lapse.
+    pub fn handover_budget(&self) -> Duration {
+        Duration::from_millis(2 * self.election_timeout_max_ms())
+    }
+
+    /// How long `change-membership` waits for new nodes, added as learners,
+    /// to replicate the log before it makes them voters. The log a learner
+    /// needs is bounded by snapshots, so this is ample for a node that runs
+    /// and is reachable; one that is not stays a learner and the request
+    /// fails rather than making an unreachable voter part of every quorum.
+    pub fn catch_up_budget(&self) -> Duration {
+        Duration::from_millis(5 * self.election_timeout_max_ms())
+    }
+
     /// The openraft configuration.
     pub fn raft_config(&self) -> Result<RaftConfig, DriverError> {
         RaftConfig {
@@ -103,6 +120,12 @@ impl Settings {
             // A node that cannot win (partitioned, stale) does not inflate
             // the term and disturb a healthy leader.
             enable_pre_vote: Some(true),
+            // openraft would make a leader removed from the membership hand
+            // leadership over on its own, behind the driver's back, and the
+            // handed-over election ignores leases: the driver does it
+            // itself, after telling the host to stop serving (see
+            // `crate::core`, "Handing leadership over").
+            removed_leader_step_down: StepDownPolicy::Never,
             ..Default::default()
         }
         .validate()

@@ -1,10 +1,12 @@
-//! Deterministic simulation of a 3-node cluster of the raft driver core:
-//! in-memory storage and network, one virtual clock, 1 ms message latency.
+//! Deterministic simulation of a cluster of the raft driver core (3 nodes,
+//! more when a test adds some): in-memory storage and network, one virtual
+//! clock, 1 ms message latency.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use tsohost_driver_raft::core::RaftDriver;
+use tsohost_guest_sdk::frame::{self, Frame};
 use tsohost_guest_sdk::sim::{MemStorage, SimClock, SimHost};
 use tsohost_guest_sdk::{Config, DriverError, Epoch, Leadership, Peer, Role};
 
@@ -29,6 +31,17 @@ struct Cluster {
     options: Vec<(String, String)>,
     next_request: u64,
     instances: u64,
+    /// Request frames delivered, by `(from, to)`.
+    requests: BTreeMap<(u64, u64), u64>,
+}
+
+fn peers(ids: &[u64]) -> Vec<Peer> {
+    ids.iter()
+        .map(|&p| Peer {
+            id: p,
+            address: format!("node-{p}"),
+        })
+        .collect()
 }
 
 fn config(
@@ -40,13 +53,7 @@ fn config(
 ) -> Config {
     Config {
         node_id: id,
-        peers: ids
-            .iter()
-            .map(|&p| Peer {
-                id: p,
-                address: format!("node-{p}"),
-            })
-            .collect(),
+        peers: peers(ids),
         bootstrap,
         floor: 0,
         seed,
@@ -69,6 +76,7 @@ impl Cluster {
                 .collect(),
             next_request: 1,
             instances: 0,
+            requests: BTreeMap::new(),
         };
         c.clock.set(1_000);
         for id in c.ids.clone() {
@@ -106,6 +114,14 @@ impl Cluster {
         self.collect(id);
     }
 
+    /// A node with empty storage that was not bootstrapped, started with
+    /// the current members and itself as peers (the host's `--peers`).
+    fn add_node(&mut self, id: u64) {
+        self.ids.push(id);
+        self.storages.insert(id, MemStorage::default());
+        self.start(id, false);
+    }
+
     /// Drop the instance, keep the storage.
     fn kill(&mut self, id: u64) {
         let node = self.nodes.get_mut(&id).unwrap();
@@ -136,6 +152,12 @@ impl Cluster {
                 continue;
             }
             if let Some(d) = self.nodes.get_mut(&to).and_then(|n| n.driver.as_mut()) {
+                let frames = frame::decode(&payload).unwrap_or_default();
+                let requests = frames
+                    .iter()
+                    .filter(|f| matches!(f, Frame::Request { .. }))
+                    .count() as u64;
+                *self.requests.entry((from, to)).or_default() += requests;
                 d.on_message(from, &payload);
                 self.collect(to);
             }
@@ -227,16 +249,61 @@ impl Cluster {
         self.wait(id, req)
     }
 
-    /// No two leaderships (epochs) ever had overlapping serving intervals:
-    /// a leadership serves from a report until its lease.
+    fn change(&mut self, id: u64, members: &[Peer]) -> Result<u64, DriverError> {
+        let req = self.request(id, |d, r| d.change_membership(r, members));
+        self.wait(id, req)
+    }
+
+    fn change_to(&mut self, id: u64, members: &[u64]) -> Result<u64, DriverError> {
+        self.change(id, &peers(members))
+    }
+
+    fn transfer(&mut self, id: u64, to: Option<u64>) -> Result<u64, DriverError> {
+        let req = self.request(id, |d, r| d.transfer_leadership(r, to));
+        self.wait(id, req)
+    }
+
+    /// The ids of the membership `id` reported last.
+    fn member_ids(&self, id: u64) -> Option<Vec<u64>> {
+        let members = self.nodes[&id].host.last_membership()?;
+        for p in &members {
+            assert_eq!(
+                p.address,
+                format!("node-{}", p.id),
+                "address of node {}",
+                p.id
+            );
+        }
+        Some(members.iter().map(|p| p.id).collect())
+    }
+
+    fn high_water(&self, id: u64) -> u64 {
+        self.nodes[&id].driver.as_ref().unwrap().state().high_water
+    }
+
+    /// Request frames `from` has delivered to `to` so far.
+    fn requests(&self, from: u64, to: u64) -> u64 {
+        self.requests.get(&(from, to)).copied().unwrap_or(0)
+    }
+
+    /// No two leaderships (epochs) ever served at the same instant, and a
+    /// newer one serves only after every older one stopped. This models the
+    /// host: each report replaces the previous one, and a node serves from a
+    /// `leader` report until its lease or its next report, whichever comes
+    /// first (it stops at once on a report that is not `leader`, and adopts
+    /// the lease of the latest one).
     fn assert_single_serving_leader(&self) {
         let mut intervals: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
         for n in self.nodes.values() {
-            for &(at, r) in &n.reports {
-                if r.role == Role::Leader && r.lease_until_ms > at {
-                    let e = intervals.entry((r.epoch.hi, r.epoch.lo)).or_insert((at, 0));
+            for (i, &(at, r)) in n.reports.iter().enumerate() {
+                let next = n.reports.get(i + 1).map_or(u64::MAX, |(t, _)| *t);
+                let end = r.lease_until_ms.min(next);
+                if r.role == Role::Leader && end > at {
+                    let e = intervals
+                        .entry((r.epoch.hi, r.epoch.lo))
+                        .or_insert((at, end));
                     e.0 = e.0.min(at);
-                    e.1 = e.1.max(r.lease_until_ms);
+                    e.1 = e.1.max(end);
                 }
             }
         }
@@ -244,7 +311,7 @@ impl Cluster {
         for w in list.windows(2) {
             let ((e1, (_, end1)), (e2, (start2, _))) = (w[0], w[1]);
             assert!(
-                end1 < start2 || end1 == u64::MAX && e1 == e2,
+                end1 < start2,
                 "leadership {e1:?} serves until {end1}, {e2:?} from {start2}"
             );
         }
@@ -476,7 +543,8 @@ fn runs_are_deterministic() {
         let (l, r) = c.wait_leader();
         c.persist(l, 1, r.epoch).unwrap();
         c.kill(l);
-        c.wait_leader();
+        let (l, _) = c.wait_leader();
+        c.transfer(l, None).unwrap();
         c.run_for(500);
         c.ids
             .iter()
@@ -484,4 +552,328 @@ fn runs_are_deterministic() {
             .collect::<Vec<_>>()
     };
     assert_eq!(run(), run());
+}
+
+/// The other nodes of the original three, in id order.
+fn others(c: &Cluster, id: u64) -> Vec<u64> {
+    c.ids
+        .iter()
+        .copied()
+        .filter(|&i| i != id && i <= 3)
+        .collect()
+}
+
+#[test]
+fn reports_the_membership_once_known_and_only_on_change() {
+    let mut c = Cluster::new(&[]);
+    let (leader, r) = c.wait_leader();
+    assert_eq!(c.persist(leader, 1, r.epoch), Ok(1));
+    c.run_for(2_000);
+    for id in [1, 2, 3] {
+        assert_eq!(
+            *c.nodes[&id].host.memberships.borrow(),
+            vec![peers(&[1, 2, 3])],
+            "node {id}"
+        );
+    }
+}
+
+#[test]
+fn a_new_node_joins_catches_up_from_a_snapshot_and_can_lead() {
+    let mut c = Cluster::new(&[("snapshot-every", "10")]);
+    let (leader, r) = c.wait_leader();
+    for i in 1..=30 {
+        assert_eq!(c.persist(leader, i * 10, r.epoch), Ok(i * 10));
+    }
+    c.run_for(200);
+    assert!(c.storages[&leader].count_prefix(b"log/") < 30, "log purged");
+
+    // Empty storage, no bootstrap: it starts and waits, reporting no
+    // membership and never campaigning.
+    c.add_node(4);
+    assert_eq!(c.member_ids(4), None);
+    c.run_for(3_000);
+    assert_eq!(c.member_ids(4), None);
+    assert_eq!(
+        c.last_report(4).map(|r| (r.role, r.leader)),
+        Some((Role::Follower, None))
+    );
+    assert_eq!(
+        c.serving_leader(),
+        Some((leader, c.last_report(leader).unwrap()))
+    );
+    assert_eq!((1..=3).map(|id| c.requests(4, id)).sum::<u64>(), 0);
+
+    assert_eq!(c.change_to(leader, &[1, 2, 3, 4]), Ok(0));
+    assert_eq!(c.member_ids(leader), Some(vec![1, 2, 3, 4]));
+    assert_eq!(c.persist(leader, 1_000, r.epoch), Ok(1_000));
+    c.run_until(1_000, |c| {
+        c.high_water(4) == 1_000 && c.member_ids(4) == Some(vec![1, 2, 3, 4])
+    });
+    let first_entry = [b"log/".as_slice(), &1u64.to_be_bytes()].concat();
+    assert_eq!(
+        c.storages[&4].count_prefix(&first_entry),
+        0,
+        "node 4 started from the leader's snapshot, not from the first entry"
+    );
+
+    // The same membership again changes nothing and reports nothing.
+    let reported = c.nodes[&leader].host.memberships.borrow().len();
+    assert_eq!(c.change_to(leader, &[4, 3, 2, 1]), Ok(0));
+    assert_eq!(c.nodes[&leader].host.memberships.borrow().len(), reported);
+
+    // A voter now: it can lead, above everything persisted before it joined.
+    assert_eq!(c.transfer(leader, Some(4)), Ok(4));
+    let (new, r4) = c.wait_leader();
+    assert_eq!(new, 4);
+    assert!(r4.epoch > r.epoch);
+    assert_eq!(c.load(4), Ok(1_000));
+    assert_eq!(c.persist(4, 1_100, r4.epoch), Ok(1_100));
+    c.run_for(1_000);
+    c.assert_single_serving_leader();
+}
+
+#[test]
+fn a_removed_follower_is_no_longer_contacted_nor_counted() {
+    let mut c = Cluster::new(&[]);
+    let (leader, r) = c.wait_leader();
+    let [keep, gone] = others(&c, leader)[..] else {
+        unreachable!()
+    };
+    assert_eq!(c.persist(leader, 10, r.epoch), Ok(10));
+    let mut remaining = vec![leader, keep];
+    remaining.sort();
+    assert_eq!(c.change_to(leader, &remaining), Ok(0));
+    assert_eq!(c.member_ids(leader), Some(remaining.clone()));
+    c.run_until(1_000, |c| c.member_ids(keep) == Some(remaining.clone()));
+    assert_eq!(c.persist(leader, 20, r.epoch), Ok(20));
+
+    // Nobody sends it requests any more (no replication, no votes).
+    c.run_for(300);
+    let sent = (c.requests(leader, gone), c.requests(keep, gone));
+    assert!(sent.0 > 0);
+    c.run_for(3_000);
+    assert_eq!((c.requests(leader, gone), c.requests(keep, gone)), sent);
+
+    // The leader and `keep` are the whole quorum: cut `keep` off and the
+    // lease lapses, although `gone` is alive and connected.
+    c.isolated.insert(keep);
+    c.run_for(2_000);
+    assert_eq!(c.serving_leader(), None);
+    c.isolated.clear();
+    let (back, _) = c.wait_leader();
+    assert_ne!(back, gone);
+    assert!(
+        c.nodes[&gone]
+            .reports
+            .iter()
+            .all(|(_, rep)| rep.role != Role::Leader || rep.epoch < r.epoch)
+    );
+    c.assert_single_serving_leader();
+}
+
+#[test]
+fn removing_the_leader_hands_leadership_over() {
+    let mut c = Cluster::new(&[]);
+    let (old, r) = c.wait_leader();
+    assert_eq!(c.persist(old, 10, r.epoch), Ok(10));
+    let rest = others(&c, old);
+    assert_eq!(c.change_to(old, &rest), Ok(0));
+
+    let (new, nr) = c.wait_leader();
+    assert!(rest.contains(&new));
+    assert!(nr.epoch > r.epoch, "{nr:?} vs {r:?}");
+    let stepped = c.last_report(old).unwrap();
+    assert_eq!((stepped.role, stepped.lease_until_ms), (Role::Follower, 0));
+    assert!(
+        c.nodes[&old]
+            .host
+            .logs
+            .borrow()
+            .iter()
+            .any(|(_, line)| line.contains(&format!("over to node {new}"))),
+        "the driver, not openraft, handed over"
+    );
+    assert!(matches!(
+        c.persist(old, 30, r.epoch),
+        Err(DriverError::NotLeader(_))
+    ));
+    c.run_until(1_000, |c| {
+        rest.iter()
+            .all(|&id| c.member_ids(id) == Some(rest.clone()))
+    });
+    assert!(c.load(new).unwrap() >= 10);
+    assert_eq!(c.persist(new, 20, nr.epoch), Ok(20));
+
+    // The removed node never leads again.
+    c.run_for(5_000);
+    assert!(
+        c.nodes[&old]
+            .reports
+            .iter()
+            .all(|(_, rep)| rep.role != Role::Leader || rep.epoch == r.epoch)
+    );
+    assert_eq!(c.serving_leader().map(|l| l.0), Some(new));
+    c.assert_single_serving_leader();
+}
+
+#[test]
+fn transfers_leadership_to_a_named_node_and_to_the_most_up_to_date() {
+    let mut c = Cluster::new(&[]);
+    let (first, r1) = c.wait_leader();
+    assert_eq!(c.persist(first, 100, r1.epoch), Ok(100));
+    let named = *others(&c, first).last().unwrap();
+
+    let handed_at = c.clock.now();
+    assert_eq!(c.transfer(first, Some(named)), Ok(named));
+    // It stopped serving in the very call that handed over.
+    let (at, stepped) = *c.nodes[&first]
+        .reports
+        .iter()
+        .find(|(at, rep)| *at >= handed_at && rep.role != Role::Leader)
+        .unwrap();
+    assert_eq!(at, handed_at);
+    assert_eq!(
+        (stepped.leader, stepped.epoch, stepped.lease_until_ms),
+        (None, r1.epoch, 0)
+    );
+    let (second, r2) = c.wait_leader();
+    assert_eq!(second, named);
+    assert!(r2.epoch > r1.epoch);
+    assert_eq!(c.last_report(first).unwrap().leader, Some(named));
+    assert_eq!(c.load(second), Ok(100));
+    assert_eq!(c.persist(second, 200, r2.epoch), Ok(200));
+    assert_eq!(
+        c.persist(first, 300, r1.epoch),
+        Err(DriverError::NotLeader(Some(second)))
+    );
+
+    // With `none`: the voter whose log is furthest along, here the one
+    // that was not cut off while the leader wrote.
+    let [a, b] = others(&c, second)[..] else {
+        unreachable!()
+    };
+    c.isolated.insert(a);
+    assert_eq!(c.persist(second, 300, r2.epoch), Ok(300));
+    assert_eq!(c.transfer(second, None), Ok(b));
+    let (third, r3) = c.wait_leader();
+    assert_eq!(third, b);
+    assert!(r3.epoch > r2.epoch);
+    assert_eq!(c.persist(third, 400, r3.epoch), Ok(400));
+    c.isolated.clear();
+    c.run_for(3_000);
+    assert_eq!(c.serving_leader().map(|l| l.0), Some(third));
+    c.assert_single_serving_leader();
+}
+
+#[test]
+fn a_transfer_completes_with_whoever_takes_over_or_fails_if_nobody_can() {
+    let mut c = Cluster::new(&[]);
+    let (first, r1) = c.wait_leader();
+    let [a, b] = others(&c, first)[..] else {
+        unreachable!()
+    };
+    // The target is down and the other voter cut off: nobody can take over.
+    c.kill(a);
+    c.isolated.insert(b);
+    let outcome = c.transfer(first, Some(a));
+    assert!(
+        matches!(&outcome, Err(DriverError::Internal(m)) if m.contains("no leader emerged")),
+        "{outcome:?}"
+    );
+    assert_eq!(c.last_report(first).unwrap().role, Role::Follower);
+    // The handed-over leadership never serves again; the others elect.
+    c.start(a, false);
+    c.isolated.clear();
+    let (second, r2) = c.wait_leader();
+    assert_ne!(second, first);
+    assert!(r2.epoch > r1.epoch);
+
+    // The target is down but another voter is up: the transfer message
+    // dropped that voter's lease, it campaigns once the silent leader's
+    // heartbeats stop, and the request completes with it.
+    let [x, y] = others(&c, second)[..] else {
+        unreachable!()
+    };
+    c.kill(x);
+    assert_eq!(c.transfer(second, Some(x)), Ok(y));
+    let (third, r3) = c.wait_leader();
+    assert_eq!(third, y);
+    assert!(r3.epoch > r2.epoch);
+    c.assert_single_serving_leader();
+}
+
+#[test]
+fn membership_and_transfer_requests_are_checked() {
+    let mut c = Cluster::new(&[]);
+    let (leader, r) = c.wait_leader();
+    let follower = others(&c, leader)[0];
+    let not_leader = Err(DriverError::NotLeader(Some(leader)));
+    assert_eq!(c.change_to(follower, &[1, 2, 3]), not_leader);
+    assert_eq!(c.transfer(follower, None), not_leader);
+
+    let invalid = |outcome: Result<u64, DriverError>, needle: &str| match outcome {
+        Err(DriverError::InvalidConfig(m)) => assert!(m.contains(needle), "{m}"),
+        other => panic!("{other:?}"),
+    };
+    invalid(c.change_to(leader, &[]), "empty");
+    invalid(c.change_to(leader, &[1, 2, 2]), "twice");
+    let mut moved = peers(&[1, 2, 3]);
+    moved[follower as usize - 1].address = "elsewhere".into();
+    invalid(c.change(leader, &moved), "address");
+    invalid(c.transfer(leader, Some(leader)), "already leads");
+    invalid(c.transfer(leader, Some(9)), "not a voter");
+
+    // Nothing changed.
+    c.run_for(1_000);
+    assert_eq!(
+        c.serving_leader().map(|l| (l.0, l.1.epoch)),
+        Some((leader, r.epoch))
+    );
+    assert_eq!(c.member_ids(leader), Some(vec![1, 2, 3]));
+    assert_eq!(c.change_to(leader, &[1, 2, 3]), Ok(0));
+}
+
+#[test]
+fn a_single_voter_has_nobody_to_hand_over_to() {
+    let host = Rc::new(SimHost::new(1, MemStorage::default(), SimClock::default()));
+    let mut d = RaftDriver::init(host.clone(), &config(1, &[1], true, 0, &[])).unwrap();
+    for t in 1..3_000 {
+        host.clock.set(t);
+        d.on_tick(t);
+    }
+    d.transfer_leadership(1, None);
+    d.transfer_leadership(2, Some(2));
+    d.change_membership(3, &peers(&[1]));
+    d.change_membership(4, &[]);
+    for t in 3_000..3_100 {
+        host.clock.set(t);
+        d.on_tick(t);
+    }
+    assert!(matches!(
+        host.take_completion(1),
+        Some(Err(DriverError::InvalidConfig(m))) if m.contains("only voter")
+    ));
+    assert!(matches!(
+        host.take_completion(2),
+        Some(Err(DriverError::InvalidConfig(m))) if m.contains("not a voter")
+    ));
+    assert_eq!(host.take_completion(3), Some(Ok(0)));
+    assert!(matches!(
+        host.take_completion(4),
+        Some(Err(DriverError::InvalidConfig(_)))
+    ));
+    let r = host.last_report().unwrap();
+    assert_eq!((r.role, r.lease_until_ms), (Role::Leader, u64::MAX));
+    assert_eq!(host.last_membership(), Some(peers(&[1])));
+
+    // Started without peers it is a single-node driver: no membership.
+    let host = Rc::new(SimHost::new(1, MemStorage::default(), SimClock::default()));
+    let mut d = RaftDriver::init(host.clone(), &config(1, &[], true, 0, &[])).unwrap();
+    for t in 1..3_000 {
+        host.clock.set(t);
+        d.on_tick(t);
+    }
+    assert_eq!(host.last_report().map(|r| r.role), Some(Role::Leader));
+    assert_eq!(host.last_membership(), None);
 }

@@ -33,6 +33,8 @@ pub const QUEUE: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a removed member stays connected.
+pub const LINGER: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -98,6 +100,8 @@ struct Shared {
     /// Every member's peer address (this node's included): whom to dial,
     /// and whom to accept.
     members: Mutex<BTreeMap<u64, String>>,
+    /// Members removed less than [`LINGER`] ago: still dialed and accepted.
+    lingering: Mutex<BTreeMap<u64, (String, tokio::time::Instant)>>,
     /// Outbound queue per peer, with the address its dial loop uses.
     queues: Mutex<HashMap<u64, Outbound>>,
     /// Public URLs peers told us in their handshakes.
@@ -125,6 +129,7 @@ impl Network {
             secret: cfg.secret,
             advertise_url: cfg.advertise_url,
             members: Mutex::new(BTreeMap::new()),
+            lingering: Mutex::new(BTreeMap::new()),
             queues: Mutex::new(HashMap::new()),
             urls: Mutex::new(HashMap::new()),
             faults: faults.clone(),
@@ -137,12 +142,25 @@ impl Network {
     }
 
     /// Connect to exactly `members` (this node's entry is ignored): dial new
-    /// ones, stop dialing removed ones, redial moved ones; accept only
-    /// members.
-    pub fn set_members(&self, members: BTreeMap<u64, String>) {
+    /// ones, redial moved ones; accept only members. A removed member stays
+    /// connected for [`LINGER`]: a leader that removes itself must still
+    /// commit the change and hand over, and a removed node must still learn
+    /// that it was removed.
+    pub fn set_members(self: &Arc<Self>, members: BTreeMap<u64, String>) {
         let shared = &self.shared;
+        let previous = std::mem::replace(&mut *shared.members.lock().unwrap(), members.clone());
+        let mut lingering = shared.lingering.lock().unwrap();
+        let until = tokio::time::Instant::now() + LINGER;
+        for (id, addr) in previous {
+            if !members.contains_key(&id) && id != shared.node_id {
+                lingering.insert(id, (addr, until));
+            }
+        }
+        lingering.retain(|id, _| !members.contains_key(id));
         let mut queues = shared.queues.lock().unwrap();
-        queues.retain(|id, (addr, _)| members.get(id) == Some(addr));
+        queues.retain(|id, (addr, _)| {
+            members.get(id) == Some(addr) || lingering.get(id).is_some_and(|(a, _)| a == addr)
+        });
         for (&peer, addr) in &members {
             if peer == shared.node_id || queues.contains_key(&peer) {
                 continue;
@@ -151,7 +169,25 @@ impl Network {
             queues.insert(peer, (addr.clone(), tx));
             tokio::spawn(dial_loop(shared.clone(), peer, addr.clone(), rx));
         }
-        *shared.members.lock().unwrap() = members;
+        if !lingering.is_empty() {
+            let network = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LINGER).await;
+                network.forget_lingering();
+            });
+        }
+    }
+
+    /// Drop the connections of removed members whose linger has passed.
+    fn forget_lingering(&self) {
+        let shared = &self.shared;
+        let members = shared.members.lock().unwrap().clone();
+        let mut lingering = shared.lingering.lock().unwrap();
+        let now = tokio::time::Instant::now();
+        lingering.retain(|_, (_, until)| *until > now);
+        shared.queues.lock().unwrap().retain(|id, (addr, _)| {
+            members.get(id) == Some(addr) || lingering.get(id).is_some_and(|(a, _)| a == addr)
+        });
     }
 
     /// Every member's peer address, this node's included.
@@ -312,7 +348,9 @@ async fn accept(
     stream.set_nodelay(true)?;
     let (dialer, nonce_d) = read_greeting(&mut stream).await?;
     let url = read_url(&mut stream).await?;
-    if dialer == cfg.node_id || !cfg.members.lock().unwrap().contains_key(&dialer) {
+    let known = cfg.members.lock().unwrap().contains_key(&dialer)
+        || cfg.lingering.lock().unwrap().contains_key(&dialer);
+    if dialer == cfg.node_id || !known {
         return Err(PeerError::Handshake(format!(
             "node {dialer} is not a member of this cluster"
         )));
