@@ -137,16 +137,13 @@ async fn refused_components_leave_the_old_driver_serving() {
     assert_eq!(metric(&server.url, "tsohost_driver_swaps_total").await, 1);
 }
 
-/// Rolling upgrade of a 3-node raft cluster, one node at a time, leader
+/// Rolling upgrade of a 3-node cluster, one node at a time, leader
 /// included, while clients run against the cluster.
-#[tokio::test(flavor = "multi_thread")]
-async fn rolling_upgrade_of_a_raft_cluster() {
+async fn rolling_upgrade(driver: &support::Replicated) {
     let spec = support::ClusterSpec::new(3);
-    let _nodes: Vec<_> = (1..=3)
-        .map(|id| spec.start(id, support::RAFT_FAST))
-        .collect();
+    let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, driver.founder)).collect();
     support::serving_node(&spec.urls, Duration::from_secs(30)).await;
-    let new_build = std::fs::read(guest("tsohost_driver_raft.wasm")).unwrap();
+    let new_build = std::fs::read(guest(driver.component)).unwrap();
     let history = History::default();
     let stop = Arc::new(AtomicBool::new(false));
     let clients = support::spawn_cluster_clients(&spec.urls, 8, 1, history.clone(), stop.clone());
@@ -154,7 +151,7 @@ async fn rolling_upgrade_of_a_raft_cluster() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let a = swap(url, new_build.clone(), Some(ADMIN_TOKEN)).await;
         assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-        assert_eq!(json(&a)["driver"]["name"], "raft");
+        assert_eq!(json(&a)["driver"]["name"], driver.founder[1]);
         support::serving_node(&spec.urls, Duration::from_secs(30)).await;
     }
     let served = history.len();
@@ -168,4 +165,14 @@ async fn rolling_upgrade_of_a_raft_cluster() {
     for url in &spec.urls {
         assert_eq!(metric(url, "tsohost_driver_swaps_total").await, 1);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_upgrade_of_a_raft_cluster() {
+    rolling_upgrade(&support::RAFT).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_upgrade_of_a_paxos_cluster() {
+    rolling_upgrade(&support::PAXOS).await
 }

@@ -373,15 +373,24 @@ async fn cluster(action: ClusterCmd, url: &str, token_file: Option<PathBuf>) -> 
     let token_file = token_file.context("--admin-token-file is required")?;
     let token = String::from_utf8(read_secret_file(&token_file, "--admin-token-file")?)
         .context("--admin-token-file: the token is not text")?;
-    let answer = client::once(url, Method::GET, "/v1/status", Bytes::new()).await?;
-    let status: serde_json::Value = serde_json::from_slice(&answer.body)
-        .with_context(|| format!("{url} answered something that is not JSON"))?;
+    // A node that just started or lost its leader learns the next within an
+    // election; wait that long rather than fail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let answer = client::once(url, Method::GET, "/v1/status", Bytes::new()).await?;
+        let status: serde_json::Value = serde_json::from_slice(&answer.body)
+            .with_context(|| format!("{url} answered something that is not JSON"))?;
+        if status["leadership"]["leader"].is_u64() || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let members = status["members"]
         .as_array()
         .with_context(|| format!("{url} is not part of a cluster"))?;
     let leader = status["leadership"]["leader"]
         .as_u64()
-        .with_context(|| format!("{url} knows no leader; retry in a moment"))?;
+        .with_context(|| format!("{url} has known no leader for 10 s; is a majority up?"))?;
     let leader_url = if leader == status["node_id"].as_u64().unwrap_or(0) {
         url.to_string()
     } else {

@@ -337,27 +337,65 @@ pub fn spawn_clients(
     spawn_cluster_clients(&[url.to_string()], clients, count, history, stop)
 }
 
-/// `serve` flags of a raft node with short timeouts, so that cluster tests
-/// are quick; the lease argument only needs every node to use the same.
-pub const RAFT_FAST: &[&str] = &[
-    "--driver",
-    "raft",
-    "--bootstrap",
-    "--driver-option",
-    "election-timeout-ms=300",
-    "--driver-option",
-    "heartbeat-ms=30",
-];
+/// How the cluster tests run a replicated driver: `serve` flags with short
+/// timeouts so that the tests are quick (the lease arguments only need every
+/// node to use the same), and the component a swap uploads.
+pub struct Replicated {
+    /// Flags of a node of the first membership (bootstraps).
+    pub founder: &'static [&'static str],
+    /// Flags of a node that joins later (does not bootstrap).
+    pub joiner: &'static [&'static str],
+    /// The driver's component in the guest build, for swaps.
+    pub component: &'static str,
+    /// Whether `transfer-leadership` makes the named node the leader (raft),
+    /// or only steps down in its favour (paxos: omnipaxos elects whoever
+    /// wins, usually but not always the named node).
+    pub exact_transfer: bool,
+}
 
-/// [`RAFT_FAST`] for a node that joins an existing cluster (no bootstrap).
-pub const RAFT_FAST_JOINER: &[&str] = &[
-    "--driver",
-    "raft",
-    "--driver-option",
-    "election-timeout-ms=300",
-    "--driver-option",
-    "heartbeat-ms=30",
-];
+pub const RAFT: Replicated = Replicated {
+    founder: &[
+        "--driver",
+        "raft",
+        "--bootstrap",
+        "--driver-option",
+        "election-timeout-ms=300",
+        "--driver-option",
+        "heartbeat-ms=30",
+    ],
+    joiner: &[
+        "--driver",
+        "raft",
+        "--driver-option",
+        "election-timeout-ms=300",
+        "--driver-option",
+        "heartbeat-ms=30",
+    ],
+    component: "tsohost_driver_raft.wasm",
+    exact_transfer: true,
+};
+
+pub const PAXOS: Replicated = Replicated {
+    founder: &[
+        "--driver",
+        "paxos",
+        "--bootstrap",
+        "--driver-option",
+        "election-timeout-ms=300",
+        "--driver-option",
+        "heartbeat-ms=30",
+    ],
+    joiner: &[
+        "--driver",
+        "paxos",
+        "--driver-option",
+        "election-timeout-ms=300",
+        "--driver-option",
+        "heartbeat-ms=30",
+    ],
+    component: "tsohost_driver_paxos.wasm",
+    exact_transfer: false,
+};
 
 /// `tsohost ARGS` with the cluster's admin token; panics with its output
 /// unless it succeeds.

@@ -6,6 +6,10 @@
 //! the real host does), a clock shared by a simulated cluster, and queues of
 //! everything the driver emitted (messages, leadership reports, completions,
 //! logs) for the test to route and check.
+//!
+//! [`cluster`] builds a deterministic simulated cluster of driver instances
+//! on these hosts, with the single-serving-leader check every replicated
+//! driver must pass.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -13,6 +17,8 @@ use std::rc::Rc;
 
 use crate::port::Host;
 use crate::{DriverError, Leadership, LogLevel, NodeId, Peer};
+
+pub mod cluster;
 
 /// A node's key-value storage; clones share it.
 #[derive(Debug, Clone, Default)]

@@ -14,14 +14,21 @@ const RAFT: &[u8] = include_bytes!(concat!(
     "/tsohost_driver_raft.wasm"
 ));
 
+/// `paxos`: omnipaxos in a guest; a replicated log, leader leases.
+const PAXOS: &[u8] = include_bytes!(concat!(
+    env!("TSOHOST_GUEST_DIR"),
+    "/tsohost_driver_paxos.wasm"
+));
+
 /// Names accepted by `--driver`, besides a path.
-pub const NAMES: &[&str] = &["file", "raft"];
+pub const NAMES: &[&str] = &["file", "raft", "paxos"];
 
 /// The built-in driver called `name`.
 pub fn builtin(name: &str) -> Option<DriverSource> {
     let bytes = match name {
         "file" => FILE,
         "raft" => RAFT,
+        "paxos" => PAXOS,
         _ => return None,
     };
     let name = NAMES.iter().find(|n| **n == name)?;
