@@ -138,7 +138,7 @@ enum ClusterCmd {
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
-    /// A built-in driver (file) or the path of a driver component (.wasm).
+    /// A built-in driver (file, raft, paxos) or the path of a driver component (.wasm).
     #[arg(long, env = "TSOHOST_DRIVER", default_value = "file")]
     driver: String,
     /// A driver-specific setting, KEY=VALUE; repeatable.
