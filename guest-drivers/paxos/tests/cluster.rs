@@ -5,9 +5,11 @@
 use std::rc::Rc;
 
 use tsohost_driver_paxos::core::PaxosDriver;
-use tsohost_guest_sdk::sim::cluster::{DriverFns, SimCluster, config, options, serving_interval};
+use tsohost_guest_sdk::sim::cluster::{
+    DriverFns, SimCluster, config, options, peers, serving_interval,
+};
 use tsohost_guest_sdk::sim::{MemStorage, SimClock, SimHost};
-use tsohost_guest_sdk::{DriverError, NodeId, Peer, Role};
+use tsohost_guest_sdk::{DriverError, NodeId, Role};
 
 type Cluster = SimCluster<PaxosDriver>;
 
@@ -17,19 +19,12 @@ const FNS: DriverFns<PaxosDriver> = DriverFns {
     on_tick: PaxosDriver::on_tick,
     load: PaxosDriver::load_high_water,
     persist: PaxosDriver::persist_high_water,
+    change_membership: |d, r, members| d.change_membership(r, members.to_vec()),
+    transfer_leadership: PaxosDriver::transfer_leadership,
 };
 
 fn new_cluster(opts: &[(&str, &str)]) -> Cluster {
     SimCluster::new(FNS, &[1, 2, 3], opts)
-}
-
-fn peers(ids: &[NodeId]) -> Vec<Peer> {
-    ids.iter()
-        .map(|&id| Peer {
-            id,
-            address: format!("node-{id}"),
-        })
-        .collect()
 }
 
 fn high_water(c: &Cluster, id: NodeId) -> u64 {

@@ -1,326 +1,50 @@
 //! Deterministic simulation of a cluster of the raft driver core (3 nodes,
-//! more when a test adds some): in-memory storage and network, one virtual
-//! clock, 1 ms message latency.
+//! more when a test adds some), on the SDK's simulated cluster
+//! (`tsohost_guest_sdk::sim::cluster`): in-memory storage and network, one
+//! virtual clock, 1 ms message latency.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use tsohost_driver_raft::core::RaftDriver;
-use tsohost_guest_sdk::frame::{self, Frame};
+use tsohost_guest_sdk::sim::cluster::{
+    DriverFns, SimCluster, config, options, peers, request_frames,
+};
 use tsohost_guest_sdk::sim::{MemStorage, SimClock, SimHost};
-use tsohost_guest_sdk::{Config, DriverError, Epoch, Leadership, Peer, Role};
+use tsohost_guest_sdk::{DriverError, NodeId, Role};
 
-const LATENCY_MS: u64 = 1;
+type Cluster = SimCluster<RaftDriver>;
 
-struct Node {
-    host: Rc<SimHost>,
-    driver: Option<RaftDriver>,
-    next_tick: u64,
-    /// Reports of every instance of this node, in order.
-    reports: Vec<(u64, Leadership)>,
+const FNS: DriverFns<RaftDriver> = DriverFns {
+    init: |host, cfg| RaftDriver::init(host, cfg),
+    on_message: RaftDriver::on_message,
+    on_tick: RaftDriver::on_tick,
+    load: RaftDriver::load_high_water,
+    persist: RaftDriver::persist_high_water,
+    change_membership: RaftDriver::change_membership,
+    transfer_leadership: RaftDriver::transfer_leadership,
+};
+
+/// Nodes 1, 2 and 3 (1 bootstraps), counting the request frames each node
+/// delivers to each other.
+fn new_cluster(opts: &[(&str, &str)]) -> Cluster {
+    let mut c = SimCluster::new(FNS, &[1, 2, 3], opts);
+    c.count_message = request_frames;
+    c
 }
 
-struct Cluster {
-    clock: SimClock,
-    ids: Vec<u64>,
-    storages: BTreeMap<u64, MemStorage>,
-    nodes: BTreeMap<u64, Node>,
-    in_flight: Vec<(u64, u64, u64, Vec<u8>)>,
-    /// Nodes cut off from everyone (messages to and from them are lost).
-    isolated: BTreeSet<u64>,
-    options: Vec<(String, String)>,
-    next_request: u64,
-    instances: u64,
-    /// Request frames delivered, by `(from, to)`.
-    requests: BTreeMap<(u64, u64), u64>,
+/// The high water node `id`'s live instance has applied.
+fn high_water(c: &Cluster, id: NodeId) -> u64 {
+    c.driver(id).state().high_water
 }
 
-fn peers(ids: &[u64]) -> Vec<Peer> {
-    ids.iter()
-        .map(|&p| Peer {
-            id: p,
-            address: format!("node-{p}"),
-        })
-        .collect()
-}
-
-fn config(
-    id: u64,
-    ids: &[u64],
-    bootstrap: bool,
-    seed: u64,
-    options: &[(String, String)],
-) -> Config {
-    Config {
-        node_id: id,
-        peers: peers(ids),
-        bootstrap,
-        floor: 0,
-        seed,
-        options: options.to_vec(),
-    }
-}
-
-impl Cluster {
-    fn new(options: &[(&str, &str)]) -> Self {
-        let mut c = Cluster {
-            clock: SimClock::default(),
-            ids: vec![1, 2, 3],
-            storages: BTreeMap::new(),
-            nodes: BTreeMap::new(),
-            in_flight: Vec::new(),
-            isolated: BTreeSet::new(),
-            options: options
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            next_request: 1,
-            instances: 0,
-            requests: BTreeMap::new(),
-        };
-        c.clock.set(1_000);
-        for id in c.ids.clone() {
-            c.storages.insert(id, MemStorage::default());
-            c.start(id, id == 1);
-        }
-        c
-    }
-
-    fn start(&mut self, id: u64, bootstrap: bool) {
-        self.instances += 1;
-        let host = Rc::new(SimHost::new(
-            id,
-            self.storages[&id].clone(),
-            self.clock.clone(),
-        ));
-        let cfg = config(
-            id,
-            &self.ids,
-            bootstrap,
-            id * 1000 + self.instances,
-            &self.options,
-        );
-        let driver = RaftDriver::init(host.clone(), &cfg).expect("init");
-        let mut node = Node {
-            host,
-            driver: Some(driver),
-            next_tick: self.clock.now(),
-            reports: Vec::new(),
-        };
-        if let Some(old) = self.nodes.remove(&id) {
-            node.reports = old.reports;
-        }
-        self.nodes.insert(id, node);
-        self.collect(id);
-    }
-
-    /// A node with empty storage that was not bootstrapped, started with
-    /// the current members and itself as peers (the host's `--peers`).
-    fn add_node(&mut self, id: u64) {
-        self.ids.push(id);
-        self.storages.insert(id, MemStorage::default());
-        self.start(id, false);
-    }
-
-    /// Drop the instance, keep the storage.
-    fn kill(&mut self, id: u64) {
-        let node = self.nodes.get_mut(&id).unwrap();
-        node.driver = None;
-        node.host.outbox.borrow_mut().clear();
-    }
-
-    fn collect(&mut self, id: u64) {
-        let now = self.clock.now();
-        let node = self.nodes.get_mut(&id).unwrap();
-        for (to, payload) in node.host.outbox.borrow_mut().drain(..) {
-            self.in_flight.push((now + LATENCY_MS, id, to, payload));
-        }
-        node.reports
-            .extend(node.host.reports.borrow_mut().drain(..));
-    }
-
-    /// One millisecond of simulated time.
-    fn step(&mut self) {
-        let now = self.clock.now() + 1;
-        self.clock.set(now);
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
-            .into_iter()
-            .partition(|m| m.0 <= now);
-        self.in_flight = later;
-        for (_, from, to, payload) in due {
-            if self.isolated.contains(&from) || self.isolated.contains(&to) {
-                continue;
-            }
-            if let Some(d) = self.nodes.get_mut(&to).and_then(|n| n.driver.as_mut()) {
-                let frames = frame::decode(&payload).unwrap_or_default();
-                let requests = frames
-                    .iter()
-                    .filter(|f| matches!(f, Frame::Request { .. }))
-                    .count() as u64;
-                *self.requests.entry((from, to)).or_default() += requests;
-                d.on_message(from, &payload);
-                self.collect(to);
-            }
-        }
-        for id in self.ids.clone() {
-            let node = self.nodes.get_mut(&id).unwrap();
-            if node.next_tick <= now
-                && let Some(d) = node.driver.as_mut()
-            {
-                node.next_tick = d.on_tick(now);
-                assert!(
-                    node.next_tick > now,
-                    "next tick {} not after {now}",
-                    node.next_tick
-                );
-                self.collect(id);
-            }
-        }
-    }
-
-    fn run_for(&mut self, ms: u64) {
-        for _ in 0..ms {
-            self.step();
-        }
-    }
-
-    fn run_until(&mut self, max_ms: u64, mut done: impl FnMut(&Cluster) -> bool) {
-        for _ in 0..max_ms {
-            if done(self) {
-                return;
-            }
-            self.step();
-        }
-        assert!(done(self), "condition not reached within {max_ms} ms");
-    }
-
-    fn last_report(&self, id: u64) -> Option<Leadership> {
-        self.nodes[&id].reports.last().map(|(_, r)| *r)
-    }
-
-    /// A live, non-isolated node that leads with a lease valid now.
-    fn serving_leader(&self) -> Option<(u64, Leadership)> {
-        let now = self.clock.now();
-        self.ids.iter().find_map(|&id| {
-            let n = &self.nodes[&id];
-            let r = self.last_report(id)?;
-            (n.driver.is_some()
-                && !self.isolated.contains(&id)
-                && r.role == Role::Leader
-                && r.lease_until_ms > now)
-                .then_some((id, r))
-        })
-    }
-
-    fn wait_leader(&mut self) -> (u64, Leadership) {
-        self.run_until(20_000, |c| c.serving_leader().is_some());
-        self.serving_leader().unwrap()
-    }
-
-    fn request(&mut self, id: u64, f: impl FnOnce(&mut RaftDriver, u64)) -> u64 {
-        let req = self.next_request;
-        self.next_request += 1;
-        f(
-            self.nodes.get_mut(&id).unwrap().driver.as_mut().unwrap(),
-            req,
-        );
-        self.collect(id);
-        req
-    }
-
-    fn wait(&mut self, id: u64, req: u64) -> Result<u64, DriverError> {
-        let host = self.nodes[&id].host.clone();
-        for _ in 0..10_000 {
-            if let Some(outcome) = host.take_completion(req) {
-                return outcome;
-            }
-            self.step();
-        }
-        panic!("request {req} on node {id} not completed");
-    }
-
-    fn persist(&mut self, id: u64, at_least: u64, epoch: Epoch) -> Result<u64, DriverError> {
-        let req = self.request(id, |d, r| d.persist_high_water(r, at_least, epoch));
-        self.wait(id, req)
-    }
-
-    fn load(&mut self, id: u64) -> Result<u64, DriverError> {
-        let req = self.request(id, |d, r| d.load_high_water(r));
-        self.wait(id, req)
-    }
-
-    fn change(&mut self, id: u64, members: &[Peer]) -> Result<u64, DriverError> {
-        let req = self.request(id, |d, r| d.change_membership(r, members));
-        self.wait(id, req)
-    }
-
-    fn change_to(&mut self, id: u64, members: &[u64]) -> Result<u64, DriverError> {
-        self.change(id, &peers(members))
-    }
-
-    fn transfer(&mut self, id: u64, to: Option<u64>) -> Result<u64, DriverError> {
-        let req = self.request(id, |d, r| d.transfer_leadership(r, to));
-        self.wait(id, req)
-    }
-
-    /// The ids of the membership `id` reported last.
-    fn member_ids(&self, id: u64) -> Option<Vec<u64>> {
-        let members = self.nodes[&id].host.last_membership()?;
-        for p in &members {
-            assert_eq!(
-                p.address,
-                format!("node-{}", p.id),
-                "address of node {}",
-                p.id
-            );
-        }
-        Some(members.iter().map(|p| p.id).collect())
-    }
-
-    fn high_water(&self, id: u64) -> u64 {
-        self.nodes[&id].driver.as_ref().unwrap().state().high_water
-    }
-
-    /// Request frames `from` has delivered to `to` so far.
-    fn requests(&self, from: u64, to: u64) -> u64 {
-        self.requests.get(&(from, to)).copied().unwrap_or(0)
-    }
-
-    /// No two leaderships (epochs) ever served at the same instant, and a
-    /// newer one serves only after every older one stopped. This models the
-    /// host: each report replaces the previous one, and a node serves from a
-    /// `leader` report until its lease or its next report, whichever comes
-    /// first (it stops at once on a report that is not `leader`, and adopts
-    /// the lease of the latest one).
-    fn assert_single_serving_leader(&self) {
-        let mut intervals: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
-        for n in self.nodes.values() {
-            for (i, &(at, r)) in n.reports.iter().enumerate() {
-                let next = n.reports.get(i + 1).map_or(u64::MAX, |(t, _)| *t);
-                let end = r.lease_until_ms.min(next);
-                if r.role == Role::Leader && end > at {
-                    let e = intervals
-                        .entry((r.epoch.hi, r.epoch.lo))
-                        .or_insert((at, end));
-                    e.0 = e.0.min(at);
-                    e.1 = e.1.max(end);
-                }
-            }
-        }
-        let list: Vec<_> = intervals.into_iter().collect();
-        for w in list.windows(2) {
-            let ((e1, (_, end1)), (e2, (start2, _))) = (w[0], w[1]);
-            assert!(
-                end1 < start2,
-                "leadership {e1:?} serves until {end1}, {e2:?} from {start2}"
-            );
-        }
-    }
+/// Request frames `from` has delivered to `to` so far.
+fn requests(c: &Cluster, from: NodeId, to: NodeId) -> u64 {
+    c.delivered(from, to)
 }
 
 #[test]
 fn elects_a_leader_with_a_lease_and_persists() {
-    let mut c = Cluster::new(&[]);
+    let mut c = new_cluster(&[]);
     let (leader, report) = c.wait_leader();
     assert_eq!(report.leader, Some(leader));
     assert!(report.epoch.hi >= 1);
@@ -355,12 +79,12 @@ fn elects_a_leader_with_a_lease_and_persists() {
     let after = c.last_report(leader).unwrap();
     assert_eq!(after.epoch, report.epoch);
     assert!(after.lease_until_ms > before + 1_500);
-    c.assert_single_serving_leader();
+    c.assert_single_serving_leader_host_model();
 }
 
 #[test]
 fn fails_over_fences_the_old_epoch_and_rejoins() {
-    let mut c = Cluster::new(&[]);
+    let mut c = new_cluster(&[]);
     let (old, old_report) = c.wait_leader();
     assert_eq!(c.persist(old, 500, old_report.epoch), Ok(500));
     assert_eq!(c.persist(old, 700, old_report.epoch), Ok(700));
@@ -383,17 +107,16 @@ fn fails_over_fences_the_old_epoch_and_rejoins() {
     // The old node restarts from its storage and catches up as a follower.
     c.start(old, false);
     c.run_until(10_000, |c| {
-        c.nodes[&old].driver.as_ref().unwrap().state().high_water == 900
-            && c.last_report(old).is_some_and(|r| r.leader == Some(new))
+        high_water(c, old) == 900 && c.last_report(old).is_some_and(|r| r.leader == Some(new))
     });
     assert_eq!(c.last_report(old).unwrap().role, Role::Follower);
     assert_eq!(c.serving_leader().map(|l| l.0), Some(new));
-    c.assert_single_serving_leader();
+    c.assert_single_serving_leader_host_model();
 }
 
 #[test]
 fn partitioned_leader_lease_expires_before_the_new_one_begins() {
-    let mut c = Cluster::new(&[]);
+    let mut c = new_cluster(&[]);
     let (old, old_report) = c.wait_leader();
     assert_eq!(c.persist(old, 10, old_report.epoch), Ok(10));
     c.isolated.insert(old);
@@ -430,7 +153,7 @@ fn partitioned_leader_lease_expires_before_the_new_one_begins() {
     );
     c.isolated.clear();
     c.run_for(3_000);
-    c.assert_single_serving_leader();
+    c.assert_single_serving_leader_host_model();
     assert_eq!(
         c.serving_leader().map(|l| l.1.epoch),
         Some(new_report.epoch)
@@ -439,7 +162,7 @@ fn partitioned_leader_lease_expires_before_the_new_one_begins() {
 
 #[test]
 fn snapshots_bound_the_log_and_a_node_resumes_from_them() {
-    let mut c = Cluster::new(&[("snapshot-every", "10")]);
+    let mut c = new_cluster(&[("snapshot-every", "10")]);
     let (leader, report) = c.wait_leader();
     for i in 1..=60 {
         assert_eq!(c.persist(leader, i * 10, report.epoch), Ok(i * 10));
@@ -452,19 +175,11 @@ fn snapshots_bound_the_log_and_a_node_resumes_from_them() {
     let follower = c.ids.iter().copied().find(|&i| i != leader).unwrap();
     c.kill(follower);
     c.start(follower, false);
-    assert_eq!(
-        c.nodes[&follower]
-            .driver
-            .as_ref()
-            .unwrap()
-            .state()
-            .high_water,
-        600
-    );
+    assert_eq!(high_water(&c, follower), 600);
     c.kill(leader);
     let (_, r) = c.wait_leader();
     assert!(r.epoch > report.epoch);
-    c.assert_single_serving_leader();
+    c.assert_single_serving_leader_host_model();
 }
 
 #[test]
@@ -472,10 +187,7 @@ fn rejects_bad_configuration() {
     let host = Rc::new(SimHost::new(1, MemStorage::default(), SimClock::default()));
     let ids = [1, 2, 3];
     let bad = |opts: &[(&str, &str)]| {
-        let opts: Vec<_> = opts
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let opts = options(opts);
         match RaftDriver::init(host.clone(), &config(1, &ids, true, 0, &opts)) {
             Err(DriverError::InvalidConfig(msg)) => msg,
             Err(e) => panic!("{e:?}"),
@@ -509,7 +221,7 @@ fn single_node_cluster_leads_forever() {
 
 #[test]
 fn a_new_leader_accepts_writes_before_its_first_quorum_ack_by_retrying() {
-    let mut c = Cluster::new(&[]);
+    let mut c = new_cluster(&[]);
     let (old, old_report) = c.wait_leader();
     assert_eq!(c.persist(old, 5, old_report.epoch), Ok(5));
     c.kill(old);
@@ -539,7 +251,7 @@ fn a_new_leader_accepts_writes_before_its_first_quorum_ack_by_retrying() {
 #[test]
 fn runs_are_deterministic() {
     let run = || {
-        let mut c = Cluster::new(&[]);
+        let mut c = new_cluster(&[]);
         let (l, r) = c.wait_leader();
         c.persist(l, 1, r.epoch).unwrap();
         c.kill(l);
@@ -565,7 +277,7 @@ fn others(c: &Cluster, id: u64) -> Vec<u64> {
 
 #[test]
 fn reports_the_membership_once_known_and_only_on_change() {
-    let mut c = Cluster::new(&[]);
+    let mut c = new_cluster(&[]);
     let (leader, r) = c.wait_leader();
     assert_eq!(c.persist(leader, 1, r.epoch), Ok(1));
     c.run_for(2_000);
@@ -580,7 +292,7 @@ fn reports_the_membership_once_known_and_only_on_change() {
 
 #[test]
 fn a_new_node_joins_catches_up_from_a_snapshot_and_can_lead() {
-    let mut c = Cluster::new(&[("snapshot-every", "10")]);
+    let mut c = new_cluster(&[("snapshot-every", "10")]);
     let (leader, r) = c.wait_leader();
     for i in 1..=30 {
         assert_eq!(c.persist(leader, i * 10, r.epoch), Ok(i * 10));
@@ -602,13 +314,13 @@ fn a_new_node_joins_catches_up_from_a_snapshot_and_can_lead() {
         c.serving_leader(),
         Some((leader, c.last_report(leader).unwrap()))
     );
-    assert_eq!((1..=3).map(|id| c.requests(4, id)).sum::<u64>(), 0);
+    assert_eq!((1..=3).map(|id| requests(&c, 4, id)).sum::<u64>(), 0);
 
     assert_eq!(c.change_to(leader, &[1, 2, 3, 4]), Ok(0));
     assert_eq!(c.member_ids(leader), Some(vec![1, 2, 3, 4]));
     assert_eq!(c.persist(leader, 1_000, r.epoch), Ok(1_000));
     c.run_until(1_000, |c| {
-        c.high_water(4) == 1_000 && c.member_ids(4) == Some(vec![1, 2, 3, 4])
+        high_water(c, 4) == 1_000 && c.member_ids(4) == Some(vec![1, 2, 3, 4])
     });
     let first_entry = [b"log/".as_slice(), &1u64.to_be_bytes()].concat();
     assert_eq!(
@@ -630,12 +342,12 @@ fn a_new_node_joins_catches_up_from_a_snapshot_and_can_lead() {
     assert_eq!(c.load(4), Ok(1_000));
     assert_eq!(c.persist(4, 1_100, r4.epoch), Ok(1_100));
     c.run_for(1_000);
-    c.assert_single_serving_leader();
+    c.assert_single_serving_leader_host_model();
 }
 
 #[test]
 fn a_removed_follower_is_no_longer_contacted_nor_counted() {
-    let mut c = Cluster::new(&[]);
+    let mut c = new_cluster(&[]);
     let (leader, r) = c.wait_leader();
     let [keep, gone] = others(&c, leader)[..] else {
         unreachable!()
@@ -650,10 +362,10 @@ fn a_removed_follower_is_no_longer_contacted_nor_counted() {
 
     // Nobody sends it requests any more (no replication, no votes).
     c.run_for(300);
-    let sent = (c.requests(leader, gone), c.requests(keep, gone));
+    let sent = (requests(&c, leader, gone), requests(&c, keep, gone));
     assert!(sent.0 > 0);
     c.run_for(3_000);
-    assert_eq!((c.requests(leader, gone), c.requests(keep, gone)), sent);
+    assert_eq!((requests(&c, leader, gone), requests(&c, keep, gone)), sent);
 
     // The leader and `keep` are the whole quorum: cut `keep` off and the
     // lease lapses, although `gone` is alive and connected.
@@ -669,12 +381,12 @@ fn a_removed_follower_is_no_longer_contacted_nor_counted() {
             .iter()
             .all(|(_, rep)| rep.role != Role::Leader || rep.epoch < r.epoch)
     );
-    c.assert_single_serving_leader();
+    c.assert_single_serving_leader_host_model();
 }
 
 #[test]
 fn removing_the_leader_hands_leadership_over() {
-    let mut c = Cluster::new(&[]);
+    let mut c = new_cluster(&[]);
     let (old, r) = c.wait_leader();
     assert_eq!(c.persist(old, 10, r.epoch), Ok(10));
     let rest = others(&c, old);
@@ -714,12 +426,12 @@ fn removing_the_leader_hands_leadership_over() {
             .all(|(_, rep)| rep.role != Role::Leader || rep.epoch == r.epoch)
     );
     assert_eq!(c.serving_leader().map(|l| l.0), Some(new));
-    c.assert_single_serving_leader();
+    c.assert_single_serving_leader_host_model();
 }
 
 #[test]
 fn transfers_leadership_to_a_named_node_and_to_the_most_up_to_date() {
-    let mut c = Cluster::new(&[]);
+    let mut c = new_cluster(&[]);
     let (first, r1) = c.wait_leader();
     assert_eq!(c.persist(first, 100, r1.epoch), Ok(100));
     let named = *others(&c, first).last().unwrap();
@@ -763,12 +475,12 @@ fn transfers_leadership_to_a_named_node_and_to_the_most_up_to_date() {
     c.isolated.clear();
     c.run_for(3_000);
     assert_eq!(c.serving_leader().map(|l| l.0), Some(third));
-    c.assert_single_serving_leader();
+    c.assert_single_serving_leader_host_model();
 }
 
 #[test]
 fn a_transfer_completes_with_whoever_takes_over_or_fails_if_nobody_can() {
-    let mut c = Cluster::new(&[]);
+    let mut c = new_cluster(&[]);
     let (first, r1) = c.wait_leader();
     let [a, b] = others(&c, first)[..] else {
         unreachable!()
@@ -800,12 +512,12 @@ fn a_transfer_completes_with_whoever_takes_over_or_fails_if_nobody_can() {
     let (third, r3) = c.wait_leader();
     assert_eq!(third, y);
     assert!(r3.epoch > r2.epoch);
-    c.assert_single_serving_leader();
+    c.assert_single_serving_leader_host_model();
 }
 
 #[test]
 fn membership_and_transfer_requests_are_checked() {
-    let mut c = Cluster::new(&[]);
+    let mut c = new_cluster(&[]);
     let (leader, r) = c.wait_leader();
     let follower = others(&c, leader)[0];
     let not_leader = Err(DriverError::NotLeader(Some(leader)));

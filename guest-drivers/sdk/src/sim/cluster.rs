@@ -8,6 +8,13 @@
 //! supplies its entry points as plain functions ([`DriverFns`]), so that no
 //! driver crate has to implement an SDK trait outside its tests.
 //!
+//! Nodes can join later ([`SimCluster::add_node`]), and the harness drives
+//! membership changes and leadership transfers, counts what each node
+//! delivered to each other ([`SimCluster::delivered`]), and offers two
+//! single-serving-leader checks: a conservative one
+//! ([`assert_single_serving_leader`]) and one that models how the host
+//! serves ([`assert_single_serving_leader_host_model`]).
+//!
 //! Time advances in steps of one millisecond: due messages are delivered
 //! first (in send order), then every live node whose requested wake-up time
 //! has come is ticked. Everything is a function of the configuration and the
@@ -17,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use super::{MemStorage, SimClock, SimHost};
+use crate::frame::{self, Frame};
 use crate::{Config, DriverError, Epoch, Leadership, NodeId, Peer, Role};
 
 /// The entry points of a driver core the harness calls.
@@ -31,6 +39,10 @@ pub struct DriverFns<D> {
     pub load: fn(&mut D, u64),
     /// `persist-high-water`.
     pub persist: fn(&mut D, u64, u64, Epoch),
+    /// `change-membership`.
+    pub change_membership: fn(&mut D, u64, &[Peer]),
+    /// `transfer-leadership`.
+    pub transfer_leadership: fn(&mut D, u64, Option<NodeId>),
 }
 
 impl<D> Clone for DriverFns<D> {
@@ -83,6 +95,38 @@ pub struct SimCluster<D> {
     pub next_request: u64,
     /// Instances created so far (part of each instance's seed).
     pub instances: u64,
+    /// How much a delivered payload adds to [`SimCluster::delivered`]: by
+    /// default 1 (messages); [`request_frames`] counts request frames.
+    pub count_message: fn(&[u8]) -> u64,
+    /// What [`SimCluster::count_message`] counted of the payloads delivered
+    /// to a live, connected instance, by `(from, to)`.
+    pub delivered_counts: BTreeMap<(NodeId, NodeId), u64>,
+}
+
+/// The peers `ids`, each at address `node-{id}` (as [`config`] gives them).
+pub fn peers(ids: &[NodeId]) -> Vec<Peer> {
+    ids.iter()
+        .map(|&id| Peer {
+            id,
+            address: format!("node-{id}"),
+        })
+        .collect()
+}
+
+/// One per message: the default of [`SimCluster::count_message`].
+pub fn one_per_message(_payload: &[u8]) -> u64 {
+    1
+}
+
+/// The request frames ([`Frame::Request`]) in a payload framed with
+/// [`crate::frame`]; 0 if it does not decode. For
+/// [`SimCluster::count_message`].
+pub fn request_frames(payload: &[u8]) -> u64 {
+    frame::decode(payload)
+        .unwrap_or_default()
+        .iter()
+        .filter(|f| matches!(f, Frame::Request { .. }))
+        .count() as u64
 }
 
 /// A config for node `id` among `peers`.
@@ -95,13 +139,7 @@ pub fn config(
 ) -> Config {
     Config {
         node_id: id,
-        peers: peers
-            .iter()
-            .map(|&p| Peer {
-                id: p,
-                address: format!("node-{p}"),
-            })
-            .collect(),
+        peers: self::peers(peers),
         bootstrap,
         floor: 0,
         seed,
@@ -134,6 +172,8 @@ impl<D> SimCluster<D> {
             latency_ms: 1,
             next_request: 1,
             instances: 0,
+            count_message: one_per_message,
+            delivered_counts: BTreeMap::new(),
         };
         c.clock.set(1_000);
         for (i, &id) in ids.iter().enumerate() {
@@ -178,6 +218,17 @@ impl<D> SimCluster<D> {
         Ok(())
     }
 
+    /// A new node `id` with empty storage, not bootstrapped, started with the
+    /// current peers and itself as `config.peers` (the host's `--peers`);
+    /// instances started later get it among their peers too.
+    pub fn add_node(&mut self, id: NodeId) {
+        assert!(!self.ids.contains(&id), "node {id} exists");
+        if !self.peers.contains(&id) {
+            self.peers.push(id);
+        }
+        self.start(id, false);
+    }
+
     /// Drop the instance, keep the storage (a crash).
     pub fn kill(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).expect("known node");
@@ -215,6 +266,8 @@ impl<D> SimCluster<D> {
                 continue;
             }
             if let Some(d) = self.nodes.get_mut(&to).and_then(|n| n.driver.as_mut()) {
+                *self.delivered_counts.entry((from, to)).or_default() +=
+                    (self.count_message)(&payload);
                 (self.fns.on_message)(d, from, &payload);
                 self.collect(to);
             }
@@ -319,6 +372,47 @@ impl<D> SimCluster<D> {
         self.wait(id, req)
     }
 
+    /// `change-membership` on `id` to `members`, waited for.
+    pub fn change(&mut self, id: NodeId, members: &[Peer]) -> Result<u64, DriverError> {
+        let change = self.fns.change_membership;
+        let req = self.request(id, |d, r| change(d, r, members));
+        self.wait(id, req)
+    }
+
+    /// `change-membership` on `id` to the nodes `members` (see [`peers`]),
+    /// waited for.
+    pub fn change_to(&mut self, id: NodeId, members: &[NodeId]) -> Result<u64, DriverError> {
+        self.change(id, &peers(members))
+    }
+
+    /// `transfer-leadership` on `id` to `to`, waited for.
+    pub fn transfer(&mut self, id: NodeId, to: Option<NodeId>) -> Result<u64, DriverError> {
+        let transfer = self.fns.transfer_leadership;
+        let req = self.request(id, |d, r| transfer(d, r, to));
+        self.wait(id, req)
+    }
+
+    /// The ids of the membership `id` reported last, checking that every
+    /// member has the address the harness gave it (`node-{id}`).
+    pub fn member_ids(&self, id: NodeId) -> Option<Vec<NodeId>> {
+        let members = self.nodes[&id].host.last_membership()?;
+        for p in &members {
+            assert_eq!(
+                p.address,
+                format!("node-{}", p.id),
+                "address of node {}",
+                p.id
+            );
+        }
+        Some(members.iter().map(|p| p.id).collect())
+    }
+
+    /// What [`SimCluster::count_message`] counted of the payloads `from`
+    /// delivered to `to` so far.
+    pub fn delivered(&self, from: NodeId, to: NodeId) -> u64 {
+        self.delivered_counts.get(&(from, to)).copied().unwrap_or(0)
+    }
+
     /// Every leadership report of every node, oldest first per node.
     pub fn all_reports(&self) -> Vec<(u64, Leadership)> {
         self.nodes
@@ -330,6 +424,13 @@ impl<D> SimCluster<D> {
     /// See [`assert_single_serving_leader`].
     pub fn assert_single_serving_leader(&self) {
         assert_single_serving_leader(&self.all_reports());
+    }
+
+    /// See [`assert_single_serving_leader_host_model`].
+    pub fn assert_single_serving_leader_host_model(&self) {
+        let per_node: Vec<&[(u64, Leadership)]> =
+            self.nodes.values().map(|n| n.reports.as_slice()).collect();
+        assert_single_serving_leader_host_model(&per_node);
     }
 }
 
@@ -368,4 +469,133 @@ pub fn serving_interval(reports: &[(u64, Leadership)], epoch: Epoch) -> Option<(
         }
     }
     out
+}
+
+/// No two leaderships (epochs) ever served at the same instant, and a newer
+/// one serves only after every older one stopped, given each node's reports
+/// in order (`per_node`). This models the host: each report replaces the
+/// previous one, and a node serves from a `leader` report until its lease or
+/// its next report, whichever comes first (it stops at once on a report that
+/// is not `leader`, and adopts the lease of the latest one). Less
+/// conservative than [`assert_single_serving_leader`], which lets every
+/// lease run out.
+pub fn assert_single_serving_leader_host_model(per_node: &[&[(u64, Leadership)]]) {
+    let mut intervals: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    for reports in per_node {
+        for (i, &(at, r)) in reports.iter().enumerate() {
+            let next = reports.get(i + 1).map_or(u64::MAX, |(t, _)| *t);
+            let end = r.lease_until_ms.min(next);
+            if r.role == Role::Leader && end > at {
+                let e = intervals
+                    .entry((r.epoch.hi, r.epoch.lo))
+                    .or_insert((at, end));
+                e.0 = e.0.min(at);
+                e.1 = e.1.max(end);
+            }
+        }
+    }
+    let list: Vec<_> = intervals.into_iter().collect();
+    for w in list.windows(2) {
+        let ((e1, (_, end1)), (e2, (start2, _))) = (w[0], w[1]);
+        assert!(
+            end1 < start2,
+            "leadership {e1:?} serves until {end1}, {e2:?} from {start2}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(node: NodeId, hi: u64, lease_until_ms: u64) -> Leadership {
+        Leadership {
+            role: Role::Leader,
+            leader: Some(node),
+            epoch: Epoch { hi, lo: node },
+            lease_until_ms,
+        }
+    }
+
+    fn follower(hi: u64, lo: u64) -> Leadership {
+        Leadership {
+            role: Role::Follower,
+            leader: None,
+            epoch: Epoch { hi, lo },
+            lease_until_ms: 0,
+        }
+    }
+
+    type Reports = Vec<(u64, Leadership)>;
+
+    /// Node 1 leads with a lease until 200 and hands over at 150 (a
+    /// non-leader report); node 2 serves from 160.
+    fn handover() -> (Reports, Reports) {
+        (
+            vec![(100, leader(1, 1, 200)), (150, follower(1, 1))],
+            vec![(160, leader(2, 2, 400))],
+        )
+    }
+
+    #[test]
+    fn the_host_model_ends_serving_at_the_next_report() {
+        let (one, two) = handover();
+        assert_single_serving_leader_host_model(&[&one, &two]);
+        let all: Vec<_> = one.iter().chain(&two).copied().collect();
+        let conservative = std::panic::catch_unwind(|| assert_single_serving_leader(&all));
+        assert!(conservative.is_err(), "the lease until 200 still counts");
+    }
+
+    #[test]
+    #[should_panic(expected = "serves until")]
+    fn the_host_model_rejects_overlapping_leases() {
+        let (mut one, two) = handover();
+        one.pop();
+        assert_single_serving_leader_host_model(&[&one, &two]);
+    }
+
+    #[test]
+    #[should_panic(expected = "serves until")]
+    fn the_host_model_orders_epochs_not_nodes() {
+        // An older epoch serving after a newer one stopped is a violation.
+        let one = vec![(300, leader(1, 1, 350))];
+        let two = vec![(100, leader(2, 2, 200)), (150, follower(2, 2))];
+        assert_single_serving_leader_host_model(&[&one, &two]);
+    }
+
+    #[test]
+    fn request_frames_counts_requests_only() {
+        let payload = frame::encode(&[
+            Frame::Request {
+                id: 1,
+                kind: 0,
+                body: vec![1],
+            },
+            Frame::Response {
+                id: 7,
+                body: vec![],
+            },
+            Frame::Request {
+                id: 2,
+                kind: 3,
+                body: vec![],
+            },
+        ]);
+        assert_eq!(request_frames(&payload), 2);
+        assert_eq!(request_frames(b"garbage"), 0);
+        assert_eq!(one_per_message(&payload), 1);
+        assert_eq!(
+            peers(&[4, 2]),
+            vec![
+                Peer {
+                    id: 4,
+                    address: "node-4".into()
+                },
+                Peer {
+                    id: 2,
+                    address: "node-2".into()
+                }
+            ]
+        );
+    }
 }
