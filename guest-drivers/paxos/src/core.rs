@@ -457,9 +457,9 @@ impl PaxosDriver {
     }
 
     /// `change-membership`, answered through `host.completed`.
-    pub fn change_membership(&mut self, request: u64, members: Vec<Peer>) {
+    pub fn change_membership(&mut self, request: u64, members: &[Peer]) {
         self.now = self.now.max(self.host.now_ms());
-        match self.propose_membership(members) {
+        match self.propose_membership(members.to_vec()) {
             Ok(None) => self.host.completed(request, Ok(0)),
             Ok(Some(config_id)) => {
                 self.reconfig = Some(PendingReconfig {

@@ -40,15 +40,9 @@ fn invalid(msg: String) -> DriverError {
 impl Settings {
     /// Parse and check `cfg.options`.
     pub fn from_config(cfg: &Config) -> Result<Self, DriverError> {
-        rules::check_options(cfg, KNOWN)?;
         let mut s = Settings::default();
-        for (key, value) in &cfg.options {
-            let n: u64 = value.parse().map_err(|_| {
-                invalid(format!(
-                    "option `{key}`: `{value}` is not a non-negative integer"
-                ))
-            })?;
-            match key.as_str() {
+        for (key, n) in rules::numeric_options(cfg, KNOWN)? {
+            match key {
                 "election-timeout-ms" => s.election_timeout_ms = n,
                 "heartbeat-ms" => s.heartbeat_ms = n,
                 "snapshot-every" => s.snapshot_every = n,

@@ -19,7 +19,7 @@ const FNS: DriverFns<PaxosDriver> = DriverFns {
     on_tick: PaxosDriver::on_tick,
     load: PaxosDriver::load_high_water,
     persist: PaxosDriver::persist_high_water,
-    change_membership: |d, r, members| d.change_membership(r, members.to_vec()),
+    change_membership: |d, r, members| d.change_membership(r, members),
     transfer_leadership: PaxosDriver::transfer_leadership,
 };
 
@@ -244,7 +244,7 @@ fn reconfiguration_adds_a_fourth_node_and_removes_one() {
     c.run_for(300);
     assert!(c.driver(4).membership().is_none());
 
-    let req = c.request(leader, |d, r| d.change_membership(r, peers(&[1, 2, 3, 4])));
+    let req = c.request(leader, |d, r| d.change_membership(r, &peers(&[1, 2, 3, 4])));
     assert_eq!(c.wait(leader, req), Ok(0));
     c.run_until(5_000, |c| {
         c.ids
@@ -275,7 +275,7 @@ fn reconfiguration_adds_a_fourth_node_and_removes_one() {
     // Remove a node that does not lead.
     let gone = [1, 2, 3, 4].into_iter().find(|&i| i != l2).unwrap();
     let keep: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|&i| i != gone).collect();
-    let req = c.request(l2, |d, r| d.change_membership(r, peers(&keep)));
+    let req = c.request(l2, |d, r| d.change_membership(r, &peers(&keep)));
     assert_eq!(c.wait(l2, req), Ok(0));
     let (l3, r3) = c.wait_leader();
     assert!(r3.epoch > r2.epoch);
@@ -309,22 +309,22 @@ fn membership_changes_are_refused_where_they_cannot_be_made() {
     let mut c = new_cluster(&[]);
     let (leader, _) = c.wait_leader();
     let follower = c.ids.iter().copied().find(|&i| i != leader).unwrap();
-    let req = c.request(follower, |d, r| d.change_membership(r, peers(&[1, 2])));
+    let req = c.request(follower, |d, r| d.change_membership(r, &peers(&[1, 2])));
     assert_eq!(
         c.wait(follower, req),
         Err(DriverError::NotLeader(Some(leader)))
     );
-    let req = c.request(leader, |d, r| d.change_membership(r, peers(&[1])));
+    let req = c.request(leader, |d, r| d.change_membership(r, &peers(&[1])));
     assert!(matches!(
         c.wait(leader, req),
         Err(DriverError::InvalidConfig(_))
     ));
-    let req = c.request(leader, |d, r| d.change_membership(r, peers(&[1, 5000])));
+    let req = c.request(leader, |d, r| d.change_membership(r, &peers(&[1, 5000])));
     assert!(matches!(
         c.wait(leader, req),
         Err(DriverError::InvalidConfig(_))
     ));
-    let req = c.request(leader, |d, r| d.change_membership(r, peers(&[1, 2, 3])));
+    let req = c.request(leader, |d, r| d.change_membership(r, &peers(&[1, 2, 3])));
     assert_eq!(c.wait(leader, req), Ok(0), "unchanged membership");
 }
 
@@ -416,7 +416,7 @@ fn a_single_voter_leads_alone_then_grows_to_three() {
     c.peers = vec![1, 2, 3];
     c.start(2, false);
     c.start(3, false);
-    let req = c.request(1, |d, r| d.change_membership(r, peers(&[1, 2, 3])));
+    let req = c.request(1, |d, r| d.change_membership(r, &peers(&[1, 2, 3])));
     assert_eq!(c.wait(1, req), Ok(0));
     assert_ne!(c.last_report(1).map(|r| r.role), Some(Role::Leader));
     let (l, r3) = c.wait_leader();

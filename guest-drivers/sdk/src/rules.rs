@@ -47,3 +47,23 @@ pub fn check_options(cfg: &crate::Config, known: &[&str]) -> Result<(), DriverEr
         ))),
     }
 }
+
+/// The options of `cfg`, all of which must be known and whole numbers (as
+/// the timing options of replicated drivers are), as `(key, value)` pairs.
+pub fn numeric_options<'a>(
+    cfg: &'a crate::Config,
+    known: &[&str],
+) -> Result<Vec<(&'a str, u64)>, DriverError> {
+    check_options(cfg, known)?;
+    cfg.options
+        .iter()
+        .map(|(key, value)| {
+            let n = value.parse().map_err(|_| {
+                DriverError::InvalidConfig(format!(
+                    "option `{key}`: `{value}` is not a non-negative integer"
+                ))
+            })?;
+            Ok((key.as_str(), n))
+        })
+        .collect()
+}
