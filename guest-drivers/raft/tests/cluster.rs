@@ -52,26 +52,7 @@ fn elects_a_leader_with_a_lease_and_persists() {
     // The lease is bounded: at most ¾ of the election timeout from now.
     assert!(report.lease_until_ms <= c.clock.now() + 750);
 
-    assert_eq!(c.load(leader), Ok(0));
-    assert_eq!(c.persist(leader, 100, report.epoch), Ok(100));
-    assert_eq!(c.persist(leader, 200, report.epoch), Ok(200));
-    assert_eq!(
-        c.persist(leader, 150, report.epoch),
-        Ok(200),
-        "never decreases"
-    );
-    assert_eq!(c.load(leader), Ok(200));
-    assert_eq!(
-        c.persist(leader, 1 << 46, report.epoch),
-        Err(DriverError::OutOfRange(1 << 46))
-    );
-
-    let follower = c.ids.iter().copied().find(|&i| i != leader).unwrap();
-    assert_eq!(
-        c.persist(follower, 300, report.epoch),
-        Err(DriverError::NotLeader(Some(leader)))
-    );
-    assert_eq!(c.load(follower), Err(DriverError::NotLeader(Some(leader))));
+    c.check_leader_basics(leader, report.epoch);
 
     // Leases keep being extended while the cluster is healthy.
     let before = c.last_report(leader).unwrap().lease_until_ms;

@@ -504,6 +504,34 @@ pub fn assert_single_serving_leader_host_model(per_node: &[&[(u64, Leadership)]]
     }
 }
 
+impl<D> SimCluster<D> {
+    /// The contract every replicated driver keeps with a healthy leader,
+    /// checked the same way for each: a fresh cluster loads 0; persists
+    /// complete with at least `at-least` and never lower the high water;
+    /// out-of-range is refused; a follower refuses both requests naming the
+    /// leader.
+    pub fn check_leader_basics(&mut self, leader: NodeId, epoch: Epoch) {
+        assert_eq!(self.load(leader), Ok(0));
+        assert_eq!(self.persist(leader, 100, epoch), Ok(100));
+        assert_eq!(self.persist(leader, 200, epoch), Ok(200));
+        assert_eq!(self.persist(leader, 150, epoch), Ok(200), "never decreases");
+        assert_eq!(self.load(leader), Ok(200));
+        assert_eq!(
+            self.persist(leader, 1 << 46, epoch),
+            Err(DriverError::OutOfRange(1 << 46))
+        );
+        let follower = self.ids.iter().copied().find(|&i| i != leader).unwrap();
+        assert_eq!(
+            self.persist(follower, 300, epoch),
+            Err(DriverError::NotLeader(Some(leader)))
+        );
+        assert_eq!(
+            self.load(follower),
+            Err(DriverError::NotLeader(Some(leader)))
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
