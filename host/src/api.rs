@@ -440,10 +440,11 @@ async fn put_driver(State(admin): State<Admin>, headers: HeaderMap, body: Body) 
     respond(&admin.node, result.await)
 }
 
+/// An admin operation the node could not carry out (409).
 fn refused(message: String) -> ApiError {
     ApiError {
         status: StatusCode::CONFLICT,
-        code: "swap_refused",
+        code: "refused",
         message,
         field: None,
         retry_after: false,
