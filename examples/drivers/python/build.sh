@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Build the `python-file` driver component with componentize-py.
+# Installs the toolchain (from PyPI, into target/venv) if missing; idempotent.
+# Output: out/python-file.wasm next to this script.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+wit="$(cd "$here/../../../wit" && pwd)"
+world="consensus-driver"
+version="0.25.1"
+venv="$here/target/venv"
+cpy="$venv/bin/componentize-py"
+out="$here/out/python-file.wasm"
+
+python="${PYTHON:-python3}"
+if ! "$cpy" --version 2>/dev/null | grep -qx "componentize-py $version"; then
+    echo "installing componentize-py $version into $venv" >&2
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "componentize-py==$version"
+fi
+
+mkdir -p "$here/out"
+cd "$here"   # componentize-py finds driver.py on the current directory
+"$cpy" -d "$wit" -w "$world" componentize driver -o "$out.tmp"
+mv -f "$out.tmp" "$out"
+
+echo "built $out ($(wc -c <"$out") bytes)"
