@@ -67,3 +67,8 @@ async fn keeps_the_contract(lang: &str, component: &str) {
 async fn python() {
     keeps_the_contract("python", "python-file.wasm").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript() {
+    keeps_the_contract("javascript", "javascript-file.wasm").await;
+}
