@@ -149,13 +149,29 @@ impl Drop for Server {
     }
 }
 
-/// A free TCP port on loopback (free when asked; good enough for tests).
+/// A TCP port on loopback that is free now and stays out of other hands
+/// until a node binds it: taken below the kernel's ephemeral range
+/// (32768-60999 on Linux), where neither `--listen 127.0.0.1:0` nor the
+/// source ports of outgoing connections can land, and never handed out
+/// twice by this process. (A port from the ephemeral range can be taken by
+/// any connection between this call and the node's bind.)
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Test binaries run one at a time; spread by pid all the same.
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 400) as u16 * 25,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_768, "ran out of test ports");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The admin token every test cluster uses.
