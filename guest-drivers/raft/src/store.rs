@@ -388,6 +388,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_log_id: data.last_applied,
             last_membership: data.membership.clone(),
         };
+        self.save_snapshot(&meta, &data)?;
+        Ok(SnapshotOf::<TypeConfig, SmState> {
+            meta,
+            snapshot: data,
+        })
+    }
+}
+
+impl StateMachine {
+    /// Store a snapshot and the state machine it captures in one synced
+    /// write, so that storage never holds a snapshot newer than the state.
+    fn save_snapshot(&self, meta: &SnapshotMeta, data: &SmState) -> io::Result<()> {
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data: data.clone(),
@@ -395,15 +407,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         self.st.write(
             vec![
                 (SNAPSHOT.to_vec(), encode(&stored)),
-                (SM.to_vec(), encode(&data)),
+                (SM.to_vec(), encode(data)),
             ],
             vec![],
             true,
-        )?;
-        Ok(SnapshotOf::<TypeConfig, SmState> {
-            meta,
-            snapshot: data,
-        })
+        )
     }
 }
 
@@ -445,18 +453,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut data = snapshot;
         data.last_applied = meta.last_log_id;
         data.membership = meta.last_membership.clone();
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        self.st.write(
-            vec![
-                (SNAPSHOT.to_vec(), encode(&stored)),
-                (SM.to_vec(), encode(&data)),
-            ],
-            vec![],
-            true,
-        )?;
+        self.save_snapshot(meta, &data)?;
         *self.state.borrow_mut() = data;
         Ok(())
     }
