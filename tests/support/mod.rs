@@ -144,8 +144,12 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// When a test fails, the node's log is what explains it: print it.
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- stderr of {} ----\n{}", self.url, self.stderr());
+        }
     }
 }
 

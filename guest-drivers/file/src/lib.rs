@@ -21,6 +21,7 @@ impl Guest for FileDriver {
     }
 
     fn init(cfg: Config) -> Result<(), DriverError> {
+        tsohost_guest_sdk::report_panics();
         rules::check_options(&cfg, &[])?;
         register::init(&cfg)
     }

@@ -286,6 +286,45 @@ fn reconfiguration_adds_a_fourth_node_and_removes_one() {
     c.assert_single_serving_leader();
 }
 
+/// A leader that fails after its followers accepted the stop-sign but
+/// before it was decided: the next leader of the old configuration
+/// re-syncs logs whose accepted index counts the stop-sign's slot (one past
+/// the stored entries), then finishes the reconfiguration.
+#[test]
+fn a_leader_lost_mid_reconfiguration_is_replaced_and_the_change_completes() {
+    let mut c = new_cluster(&[]);
+    let (leader, r1) = c.wait_leader();
+    assert_eq!(c.persist(leader, 1_000, r1.epoch), Ok(1_000));
+    c.peers = vec![1, 2, 3, 4];
+    c.start(4, false);
+    let _req = c.request(leader, |d, r| d.change_membership(r, &peers(&[1, 2, 3, 4])));
+    let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&i| i != leader).collect();
+    c.run_until(1_000, |c| {
+        followers
+            .iter()
+            .all(|id| c.storages[id].count_prefix(b"op/stopsign") == 1)
+    });
+    c.kill(leader);
+    c.run_until(10_000, |c| {
+        followers
+            .iter()
+            .chain(&[4])
+            .all(|&id| c.driver(id).membership().is_some_and(|m| m.config_id == 2))
+    });
+    let (l2, r2) = c.wait_leader();
+    assert_ne!(l2, leader);
+    assert!(r2.epoch > r1.epoch);
+    assert_eq!(c.load(l2), Ok(1_000));
+    c.start(leader, false);
+    c.run_until(5_000, |c| {
+        c.driver(leader)
+            .membership()
+            .is_some_and(|m| m.config_id == 2)
+    });
+    c.run_for(1_000);
+    c.assert_single_serving_leader();
+}
+
 #[test]
 fn membership_changes_are_refused_where_they_cannot_be_made() {
     let mut c = new_cluster(&[]);

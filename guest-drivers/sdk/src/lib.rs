@@ -67,6 +67,19 @@ pub fn complete(request: u64, outcome: Result<u64, DriverError>) {
     host::completed(request, outcome.as_ref().copied());
 }
 
+/// Send the message and location of a panic to the host's log before the
+/// instance traps, so that the operator reads *why* a driver was rebuilt
+/// rather than a bare `unreachable` backtrace. Idempotent; every driver
+/// should call it first thing in `init` ([`export_sans_io_driver!`] does).
+pub fn report_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            host::log(LogLevel::Error, &format!("driver panicked: {info}"));
+        }));
+    });
+}
+
 /// Export a sans-IO driver — a type with the inherent functions below,
 /// written against [`port::Host`] so that it also runs in a native
 /// simulation — as this component's `driver` interface, with the real host
@@ -118,6 +131,7 @@ macro_rules! export_sans_io_driver {
             }
 
             fn init(cfg: $crate::Config) -> Result<(), $crate::DriverError> {
+                $crate::report_panics();
                 if __TSOHOST_DRIVER.with_borrow(|d| d.is_some()) {
                     return Err($crate::DriverError::Internal("init called twice".into()));
                 }

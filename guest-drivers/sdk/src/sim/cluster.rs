@@ -346,10 +346,11 @@ impl<D> SimCluster<D> {
         req
     }
 
-    /// Step until request `req` of `id` completes (at most 10 s).
+    /// Step until request `req` of `id` completes (at most 30 s of
+    /// simulated time: a hand-over may take five election timeouts).
     pub fn wait(&mut self, id: NodeId, req: u64) -> Result<u64, DriverError> {
         let host = self.nodes[&id].host.clone();
-        for _ in 0..10_000 {
+        for _ in 0..30_000 {
             if let Some(outcome) = host.take_completion(req) {
                 return outcome;
             }
