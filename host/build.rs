@@ -16,7 +16,7 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
-    for dir in ["sdk", "file", "raft", "paxos", "testing"] {
+    for dir in ["sdk", "file", "raft", "paxos", "testing", "vendor"] {
         println!("cargo:rerun-if-changed={}", guests.join(dir).display());
     }
 
