@@ -6,34 +6,9 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
-use support::checker::{History, Op, check};
+use std::time::Duration;
+use support::checker::History;
 use support::{Server, spawn_clients};
-
-#[test]
-fn checker_catches_violations() {
-    let t0 = Instant::now();
-    let at = |ms| t0 + Duration::from_millis(ms);
-    let op = |s, r, first, count| Op {
-        sent: at(s),
-        received: at(r),
-        first,
-        count,
-    };
-    assert!(check(&[op(0, 1, 10, 5), op(2, 3, 15, 1)]).is_ok());
-    assert!(
-        check(&[op(0, 1, 10, 5), op(0, 1, 14, 1)]).is_err(),
-        "overlap"
-    );
-    assert!(
-        check(&[op(0, 1, 10, 1), op(2, 3, 5, 1)]).is_err(),
-        "B after A, smaller"
-    );
-    assert!(
-        check(&[op(0, 3, 10, 1), op(1, 2, 5, 1)]).is_ok(),
-        "concurrent"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill9_under_load_never_goes_backwards() {

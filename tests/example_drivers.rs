@@ -1,7 +1,8 @@
-//! Drivers in other languages (examples/drivers/): each is built with its
-//! own script (which installs its toolchain from the package registries),
-//! checked against the contract, served by the real binary, and survives a
-//! kill -9 and restart without going backwards.
+//! Drivers in other languages (examples/drivers/: Python, JavaScript, C,
+//! Zig): each is built with its own script (which installs its toolchain
+//! from the package registries), checked against the contract, served by
+//! the real binary, and survives a kill -9 and restart without going
+//! backwards.
 
 mod support;
 
@@ -71,4 +72,14 @@ async fn python() {
 #[tokio::test(flavor = "multi_thread")]
 async fn javascript() {
     keeps_the_contract("javascript", "javascript-file.wasm").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn c() {
+    keeps_the_contract("c", "c-file.wasm").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zig() {
+    keeps_the_contract("zig", "zig-file.wasm").await;
 }

@@ -78,6 +78,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a local cluster under load while applying faults on a seeded
+    /// schedule; check every answer for duplicates and real-time order.
+    /// Exit 0 only if the contract held.
+    Chaos(ChaosArgs),
     /// Load-test a running node; prints a JSON report.
     Bench {
         #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
@@ -95,6 +99,38 @@ enum Cmd {
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         warmup: Duration,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct ChaosArgs {
+    /// The built-in replicated driver: raft or paxos.
+    #[arg(long, default_value = "raft")]
+    driver: String,
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// How long to apply faults (e.g. 30s, 10m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// The schedule's seed (default: from the clock; printed either way).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Faults to draw from, comma-separated: kill, pause, isolate-leader,
+    /// isolate-follower, swap (default: all).
+    #[arg(long, value_delimiter = ',')]
+    nemesis: Vec<crate::chaos::Nemesis>,
+    /// The nodes' election timeout; faults are scaled to it.
+    #[arg(long, default_value_t = 300)]
+    election_timeout_ms: u64,
+    /// Where the nodes keep data and logs (default: a new directory under
+    /// the system's temporary directory, removed if the contract held).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Self-test: corrupt one recorded answer; the run must then fail.
+    #[arg(long)]
+    inject_violation: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,6 +219,13 @@ struct ServeArgs {
     /// The URL other nodes redirect clients to (default: http:// + --listen).
     #[arg(long, env = "TSOHOST_ADVERTISE_URL")]
     advertise_url: Option<String>,
+    /// Most HTTP connections open at once; more are closed on accept.
+    #[arg(long, env = "TSOHOST_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// How long a client may take to send a request's headers; an idle
+    /// keep-alive connection is closed after as long (e.g. 30s).
+    #[arg(long, env = "TSOHOST_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    header_timeout: Duration,
 }
 
 /// `500ms`, `3s`, `2m`.
@@ -321,6 +364,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             url,
             admin_token_file,
         } => cluster(action, &url, admin_token_file).await,
+        Cmd::Chaos(args) => chaos(args).await,
         Cmd::CheckDriver {
             driver,
             driver_options,
@@ -476,6 +520,12 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     if !(16..=4096).contains(&args.guest_memory_mib) {
         bail!("--guest-memory-mib must be from 16 to 4096");
     }
+    if !(1..=1_000_000).contains(&args.max_connections) {
+        bail!("--max-connections must be from 1 to 1000000");
+    }
+    if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&args.header_timeout) {
+        bail!("--header-timeout must be from 100ms to 1h");
+    }
     let admin_token = match &args.admin_token_file {
         None => None,
         Some(path) => {
@@ -545,5 +595,59 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         node_id: args.node_id,
         guest_memory: args.guest_memory_mib << 20,
         guest_call_timeout: args.guest_call_timeout,
+        http: crate::http::Limits {
+            max_connections: args.max_connections,
+            header_timeout: args.header_timeout,
+        },
     })
+}
+
+async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
+    if !(3..=7).contains(&args.nodes) {
+        bail!("--nodes must be from 3 to 7");
+    }
+    if !(1..=1024).contains(&args.clients) {
+        bail!("--clients must be from 1 to 1024");
+    }
+    if !(50..=60_000).contains(&args.election_timeout_ms) {
+        bail!("--election-timeout-ms must be from 50 to 60000");
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let temporary = args.dir.is_none();
+    let dir = args.dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("tsohost-chaos-{}-{seed}", std::process::id()))
+    });
+    let config = crate::chaos::ChaosConfig {
+        exe: std::env::current_exe().context("cannot find the tsohost binary to run nodes")?,
+        driver: args.driver,
+        nodes: args.nodes,
+        clients: args.clients,
+        duration: args.duration,
+        seed,
+        nemeses: if args.nemesis.is_empty() {
+            crate::chaos::Nemesis::ALL.to_vec()
+        } else {
+            args.nemesis
+        },
+        election_timeout_ms: args.election_timeout_ms,
+        dir: dir.clone(),
+        inject_violation: args.inject_violation,
+    };
+    eprintln!("chaos: seed {seed} (rerun with --seed {seed})");
+    let report = crate::chaos::run(&config, |line| eprintln!("chaos: {line}")).await?;
+    print!("{report}");
+    if !report.kept() {
+        bail!(
+            "the contract was violated; the nodes' logs are in {}",
+            dir.display()
+        );
+    }
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
 }

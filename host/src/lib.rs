@@ -3,17 +3,20 @@
 //!
 //! One module per concern: [`allocator`] (pure), [`driver`] (wasmtime),
 //! [`node`] (the coordinator between them), [`storage`] (RocksDB), [`api`]
-//! (HTTP/JSON), [`cli`], [`metrics`]; [`client`] and [`bench`] talk to a
-//! running node.
+//! (HTTP/JSON) served by [`http`] (connection limits), [`cli`], [`metrics`];
+//! [`client`] and [`bench`] talk to a running node.
 
 pub mod allocator;
 pub mod api;
 pub mod bench;
+pub mod chaos;
+pub mod checker;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod conformance;
 pub mod driver;
+pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod peer;

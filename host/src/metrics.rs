@@ -65,6 +65,12 @@ metrics! {
     counter peer_frames_received_total,
     /// Peer connections refused or cut: failed handshakes, bad frames, oversized frames.
     counter peer_auth_failures_total,
+    /// HTTP connections open now.
+    gauge http_connections_open,
+    /// HTTP connections closed at once because --max-connections were open.
+    counter http_connections_refused_total,
+    /// Failed accepts on the HTTP listener (e.g. out of file descriptors).
+    counter http_accept_errors_total,
 }
 
 impl Metrics {

@@ -32,6 +32,7 @@ pub struct ServeConfig {
     pub cluster: Option<ClusterConfig>,
     /// Bearer token of the admin API; `None` turns it off.
     pub admin_token: Option<String>,
+    pub http: crate::http::Limits,
 }
 
 /// How this node joins a cluster.
@@ -116,7 +117,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             .await?,
         ),
     };
-    let node = Node::new(cfg.node_id, cfg.window, clock, status, metrics, network);
+    let node = Node::new(
+        cfg.node_id,
+        cfg.window,
+        clock,
+        status,
+        metrics.clone(),
+        network,
+    );
     let shutdown = Arc::new(Notify::new());
     let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
     let coordinator = tokio::spawn(
@@ -138,10 +146,15 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         runtime,
         control: control_tx,
     };
-    axum::serve(listener, crate::api::router(node, admin))
-        .with_graceful_shutdown(signal())
-        .await
-        .context("the HTTP server failed")?;
+    let limits = crate::http::fit_to_open_file_limit(cfg.http);
+    crate::http::serve(
+        listener,
+        crate::api::router(node, admin),
+        limits,
+        metrics,
+        signal(),
+    )
+    .await;
     shutdown.notify_one();
     let _ = coordinator.await;
     tracing::info!("stopped");

@@ -1,26 +1,23 @@
-//! The judge of the contract: over every answered request of every client,
-//! (1) no timestamp is handed out twice, and (2) real-time order holds: if A
-//! returned before B was sent, every timestamp of B is greater than every
-//! timestamp of A. O(n log n).
+//! Recording the answers of test clients for `tsohost::checker`, the judge
+//! of the contract (uniqueness and real-time order, O(n log n)).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
+pub use tsohost::checker::Op;
 use tsohost::client::Answer;
 use tsohost::timestamp::RangeJson;
 
-#[derive(Debug, Clone, Copy)]
-pub struct Op {
-    pub sent: Instant,
-    pub received: Instant,
-    /// `[first, first + count)`.
-    pub first: u64,
-    pub count: u64,
-}
-
-impl Op {
-    fn last(&self) -> u64 {
-        self.first + self.count - 1
-    }
+/// Microseconds on one time base for every client of every node: since a
+/// minute before the first call in this test process (a request is sent
+/// before its answer is recorded).
+pub fn micros(at: Instant) -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(std::time::Duration::from_secs(60))
+            .unwrap_or(now)
+    });
+    at.saturating_duration_since(base).as_micros() as u64
 }
 
 #[derive(Default, Clone)]
@@ -29,16 +26,13 @@ pub struct History(Arc<Mutex<Vec<Op>>>);
 impl History {
     pub fn record(&self, sent: Instant, received: Instant, answer: &Answer) {
         let range: RangeJson = serde_json::from_slice(&answer.body).expect("timestamp JSON");
-        self.push(Op {
-            sent,
-            received,
+        self.0.lock().unwrap().push(Op {
+            sent: micros(sent),
+            received: micros(received),
             first: range.first().expect("decimal timestamp").0,
             count: range.count,
+            client: 0,
         });
-    }
-
-    pub fn push(&self, op: Op) {
-        self.0.lock().unwrap().push(op);
     }
 
     pub fn len(&self) -> usize {
@@ -54,47 +48,10 @@ impl History {
         self.ops().iter().map(Op::last).max().unwrap_or(0)
     }
 
-    /// Panics with the offending pair on a violation.
+    /// Panics naming the requests involved on a violation.
     pub fn check(&self) {
-        if let Err(e) = check(&self.ops()) {
-            panic!("contract violated: {e}");
+        if let Err(v) = tsohost::checker::check(&self.ops()) {
+            panic!("contract violated: {v}");
         }
     }
-}
-
-/// `Ok` if the history keeps the contract, else the first violation found.
-pub fn check(ops: &[Op]) -> Result<(), String> {
-    let mut by_first: Vec<&Op> = ops.iter().collect();
-    by_first.sort_by_key(|o| o.first);
-    for pair in by_first.windows(2) {
-        if pair[1].first <= pair[0].last() {
-            return Err(format!(
-                "duplicate timestamps: {:?} overlaps {:?}",
-                pair[0], pair[1]
-            ));
-        }
-    }
-    let mut by_received: Vec<&Op> = ops.iter().collect();
-    by_received.sort_by_key(|o| o.received);
-    let mut by_sent: Vec<&Op> = ops.iter().collect();
-    by_sent.sort_by_key(|o| o.sent);
-    let mut done = 0;
-    let mut max_done: Option<&Op> = None;
-    for b in by_sent {
-        while done < by_received.len() && by_received[done].received < b.sent {
-            let a = by_received[done];
-            if max_done.is_none_or(|m| a.last() > m.last()) {
-                max_done = Some(a);
-            }
-            done += 1;
-        }
-        if let Some(a) = max_done
-            && b.first <= a.last()
-        {
-            return Err(format!(
-                "real-time order: {b:?} was sent after {a:?} returned, but is not above it"
-            ));
-        }
-    }
-    Ok(())
 }

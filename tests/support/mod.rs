@@ -93,6 +93,18 @@ impl Server {
         }
     }
 
+    /// Resident memory of the process, in bytes (Linux).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib * 1024
+    }
+
     /// kill -9, as a crash or power loss would.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -153,30 +165,7 @@ impl Drop for Server {
     }
 }
 
-/// A TCP port on loopback that is free now and stays out of other hands
-/// until a node binds it: taken below the kernel's ephemeral range
-/// (32768-60999 on Linux), where neither `--listen 127.0.0.1:0` nor the
-/// source ports of outgoing connections can land, and never handed out
-/// twice by this process. (A port from the ephemeral range can be taken by
-/// any connection between this call and the node's bind.)
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    // Test binaries run one at a time; spread by pid all the same.
-    let _ = NEXT.compare_exchange(
-        0,
-        20_000 + (std::process::id() % 400) as u16 * 25,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    loop {
-        let port = NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(port < 32_768, "ran out of test ports");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+pub use tsohost::chaos::free_port;
 
 /// The admin token every test cluster uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";

@@ -1,0 +1,155 @@
+//! `tsohost chaos`: a local cluster of real `tsohost serve` processes under
+//! load from many concurrent clients, faults ([`nemesis`]) applied on a
+//! schedule drawn from a seed, and every answer judged by
+//! [`crate::checker`] (no timestamp twice, real-time order across all
+//! clients and nodes). It prints a report and fails on a violation.
+//!
+//! The run: start the cluster, wait for a leader, start the clients; then
+//! until the duration is up, a quiet spell and a fault (each fault heals
+//! before the next); then a settling spell so the availability timeline
+//! shows recovery; stop the clients and judge.
+
+pub mod cluster;
+mod load;
+pub mod nemesis;
+mod report;
+
+pub use cluster::free_port;
+pub use nemesis::Nemesis;
+pub use report::Report;
+
+use cluster::{ClusterSpec, LocalCluster};
+use nemesis::Rng;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A chaos run, as `tsohost chaos` takes it.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    /// The `tsohost` binary the nodes run.
+    pub exe: PathBuf,
+    /// `raft` or `paxos`.
+    pub driver: String,
+    pub nodes: u64,
+    pub clients: usize,
+    /// How long faults are applied.
+    pub duration: Duration,
+    pub seed: u64,
+    pub nemeses: Vec<Nemesis>,
+    /// The nodes' election timeout; faults are scaled to it.
+    pub election_timeout_ms: u64,
+    /// Node data and logs.
+    pub dir: PathBuf,
+    /// Self-test: corrupt one recorded answer so that the checker must
+    /// report a violation.
+    pub inject_violation: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error("cannot start the cluster in {dir}: {source}")]
+    Start {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no node served within 30 s of the start; read the node logs in {0}")]
+    NeverServed(PathBuf),
+    #[error("--driver {0}: the harness runs the built-in raft or paxos driver")]
+    Driver(String),
+}
+
+/// Run `cfg`, reporting each fault through `progress` as it happens.
+pub async fn run(cfg: &ChaosConfig, progress: impl Fn(&str)) -> Result<Report, ChaosError> {
+    let driver_bytes = match crate::driver::builtin::builtin(&cfg.driver) {
+        Some(crate::driver::DriverSource::Builtin { bytes, .. }) if cfg.driver != "file" => bytes,
+        _ => return Err(ChaosError::Driver(cfg.driver.clone())),
+    };
+    let e = cfg.election_timeout_ms;
+    let mut cluster = LocalCluster::start(ClusterSpec {
+        exe: cfg.exe.clone(),
+        driver: cfg.driver.clone(),
+        driver_options: vec![
+            format!("election-timeout-ms={e}"),
+            format!("heartbeat-ms={}", (e / 10).max(1)),
+        ],
+        nodes: cfg.nodes,
+        dir: cfg.dir.clone(),
+    })
+    .map_err(|source| ChaosError::Start {
+        dir: cfg.dir.clone(),
+        source,
+    })?;
+    progress(&format!(
+        "started {} {} nodes in {}; waiting for a leader",
+        cfg.nodes,
+        cfg.driver,
+        cfg.dir.display()
+    ));
+    if cluster
+        .wait_serving(Duration::from_secs(30))
+        .await
+        .is_none()
+    {
+        return Err(ChaosError::NeverServed(cfg.dir.clone()));
+    }
+
+    let start = Instant::now();
+    let load = load::Load::start(&cluster.urls, cfg.clients, start);
+    let mut rng = Rng::new(cfg.seed);
+    let cx = nemesis::Context {
+        start,
+        election_timeout_ms: e,
+        driver_bytes,
+    };
+    let mut faults = Vec::new();
+    loop {
+        tokio::time::sleep(rng.millis(2 * e, 6 * e)).await;
+        if start.elapsed() >= cfg.duration || cfg.nemeses.is_empty() {
+            break;
+        }
+        let nemesis = *rng.pick(&cfg.nemeses);
+        let fault = nemesis::apply(nemesis, &mut cluster, &mut rng, &cx).await;
+        progress(&fault.to_string());
+        faults.push(fault);
+    }
+    // Let the cluster recover under load, so the timeline shows it.
+    tokio::time::sleep(Duration::from_millis(10 * e)).await;
+    let seen = load.stop().await;
+    let duration_ms = start.elapsed().as_millis() as u64;
+    cluster.stop_all();
+
+    let mut ops = seen.ops;
+    if cfg.inject_violation {
+        inject_violation(&mut ops, &mut rng);
+    }
+    let answered_at: Vec<u64> = ops.iter().map(|o| o.received).collect();
+    let slice_ms = (duration_ms / 40).max(1000).div_ceil(1000) * 1000;
+    Ok(Report {
+        driver: cfg.driver.clone(),
+        nodes: cfg.nodes,
+        clients: cfg.clients,
+        seed: cfg.seed,
+        duration_ms,
+        timeline: Report::timeline(&answered_at, &seen.failed_at, duration_ms, slice_ms),
+        faults,
+        answered: ops.len() as u64,
+        timestamps: ops.iter().map(|o| o.count).sum(),
+        failed: seen.failed_at.len() as u64,
+        violations: crate::checker::violations(&ops, 10),
+        dir: cfg.dir.clone(),
+    })
+}
+
+/// Make a later request repeat an earlier one's timestamp: both a duplicate
+/// and a real-time order violation, which the checker must report.
+fn inject_violation(ops: &mut [crate::checker::Op], rng: &mut Rng) {
+    if ops.len() < 2 {
+        return;
+    }
+    ops.sort_by_key(|o| o.sent);
+    let a = rng.between(0, ops.len() as u64 / 2) as usize;
+    let earlier = ops[a];
+    if let Some(b) = ops.iter_mut().find(|b| b.sent > earlier.received) {
+        b.first = earlier.first;
+    }
+}

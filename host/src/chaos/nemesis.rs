@@ -1,0 +1,258 @@
+//! The faults the harness applies, and the seeded choices behind them.
+//!
+//! Every nemesis heals what it did before it returns, so faults never
+//! overlap and each one's effect shows in the availability timeline. The
+//! choices (which fault, which node, for how long) come from one seeded
+//! generator; which node leads depends on the run, so a seed replays the
+//! schedule of choices, not the exact interleaving of the processes.
+
+use super::cluster::LocalCluster;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// A deterministic generator (splitmix64): one seed, one schedule.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[lo, hi)`; `lo` when the range is empty.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            lo
+        } else {
+            lo + self.next_u64() % (hi - lo)
+        }
+    }
+
+    /// A duration in `[lo, hi)` milliseconds.
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(self.between(lo, hi))
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.between(0, items.len() as u64) as usize]
+    }
+}
+
+/// A kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nemesis {
+    /// kill -9 a node (the leader half of the time), restart it later.
+    Kill,
+    /// SIGSTOP a node for two to four election timeouts (longer than any
+    /// lease), then SIGCONT: a stalled leader must not serve stale time.
+    Pause,
+    /// Cut the leader off from every other node, then heal.
+    IsolateLeader,
+    /// Cut one follower off from every other node, then heal.
+    IsolateFollower,
+    /// Hot-swap a node's driver for the same build (the leader half of the
+    /// time): the new instance must start above everything served.
+    Swap,
+}
+
+impl Nemesis {
+    pub const ALL: [Nemesis; 5] = [
+        Nemesis::Kill,
+        Nemesis::Pause,
+        Nemesis::IsolateLeader,
+        Nemesis::IsolateFollower,
+        Nemesis::Swap,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Nemesis::Kill => "kill",
+            Nemesis::Pause => "pause",
+            Nemesis::IsolateLeader => "isolate-leader",
+            Nemesis::IsolateFollower => "isolate-follower",
+            Nemesis::Swap => "swap",
+        }
+    }
+}
+
+impl FromStr for Nemesis {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Nemesis, String> {
+        Nemesis::ALL
+            .into_iter()
+            .find(|n| n.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Nemesis::ALL.iter().map(|n| n.name()).collect();
+                format!("unknown nemesis `{s}`; choose from {}", names.join(", "))
+            })
+    }
+}
+
+/// One fault as applied: when, what, and when it was healed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Fault {
+    pub nemesis: &'static str,
+    /// Since the start of the run.
+    pub at_ms: u64,
+    pub healed_ms: u64,
+    pub what: String,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>7.1} s - {:>7.1} s  {}",
+            self.at_ms as f64 / 1e3,
+            self.healed_ms as f64 / 1e3,
+            self.what
+        )
+    }
+}
+
+/// What a nemesis needs besides the cluster.
+pub struct Context<'a> {
+    pub start: Instant,
+    pub election_timeout_ms: u64,
+    /// The component bytes a `swap` installs.
+    pub driver_bytes: &'a [u8],
+}
+
+/// Apply `nemesis` to `cluster` and heal it.
+pub async fn apply(
+    nemesis: Nemesis,
+    cluster: &mut LocalCluster,
+    rng: &mut Rng,
+    cx: &Context<'_>,
+) -> Fault {
+    let at = cx.start.elapsed();
+    let leader = cluster.serving().await;
+    let n = cluster.nodes();
+    let others = |of: u64| -> Vec<u64> { (1..=n).filter(|&i| i != of).collect() };
+    let random = |rng: &mut Rng| rng.between(1, n + 1);
+    let leader_or_random = |rng: &mut Rng| match leader {
+        Some(l) if rng.between(0, 2) == 0 => l,
+        _ => random(rng),
+    };
+    let role = |id: u64| {
+        if Some(id) == leader {
+            " (the leader)"
+        } else {
+            ""
+        }
+    };
+    let e = cx.election_timeout_ms;
+    let what = match nemesis {
+        Nemesis::Kill => {
+            let id = leader_or_random(rng);
+            cluster.kill9(id);
+            let down = rng.millis(200, 3 * e + 200);
+            tokio::time::sleep(down).await;
+            match cluster.restart(id) {
+                Ok(()) => format!("kill -9 node {id}{}; restarted after {down:?}", role(id)),
+                Err(err) => format!("kill -9 node {id}{}; restart FAILED: {err}", role(id)),
+            }
+        }
+        Nemesis::Pause => {
+            let id = leader_or_random(rng);
+            let stalled = rng.millis(2 * e, 4 * e + 1);
+            cluster.pause(id, true);
+            tokio::time::sleep(stalled).await;
+            cluster.pause(id, false);
+            format!(
+                "SIGSTOP node {id}{} for {stalled:?}, then SIGCONT",
+                role(id)
+            )
+        }
+        Nemesis::IsolateLeader | Nemesis::IsolateFollower => {
+            let id = match (nemesis, leader) {
+                (Nemesis::IsolateLeader, Some(l)) => l,
+                (Nemesis::IsolateFollower, Some(l)) => *rng.pick(&others(l)),
+                _ => random(rng),
+            };
+            let cut = rng.millis(e, 5 * e);
+            let mut refused = Vec::new();
+            for peer in others(id) {
+                if let Err(err) = cluster.block(peer, &[id]).await {
+                    refused.push(format!("node {peer}: {err}"));
+                }
+            }
+            if let Err(err) = cluster.block(id, &others(id)).await {
+                refused.push(format!("node {id}: {err}"));
+            }
+            tokio::time::sleep(cut).await;
+            for node in 1..=n {
+                if let Err(err) = cluster.block(node, &[]).await {
+                    refused.push(format!("healing node {node}: {err}"));
+                }
+            }
+            let mut what = format!("cut node {id}{} off from the others for {cut:?}", role(id));
+            if !refused.is_empty() {
+                what += &format!(" (not applied everywhere: {})", refused.join("; "));
+            }
+            what
+        }
+        Nemesis::Swap => {
+            let id = leader_or_random(rng);
+            let answer = cluster
+                .admin(
+                    id,
+                    hyper::Method::PUT,
+                    "/v1/admin/driver",
+                    bytes::Bytes::copy_from_slice(cx.driver_bytes),
+                )
+                .await;
+            let outcome = match answer {
+                Ok(a) if a.status.is_success() => "done".to_string(),
+                Ok(a) => format!(
+                    "refused ({}): {}",
+                    a.status,
+                    String::from_utf8_lossy(&a.body)
+                ),
+                Err(err) => format!("failed: {err}"),
+            };
+            format!("hot swap of node {id}{}'s driver: {outcome}", role(id))
+        }
+    };
+    Fault {
+        nemesis: nemesis.name(),
+        at_ms: at.as_millis() as u64,
+        healed_ms: cx.start.elapsed().as_millis() as u64,
+        what,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_replays_its_choices() {
+        let draw = |seed| {
+            let mut r = Rng::new(seed);
+            (0..8).map(|_| r.between(0, 1000)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+        assert_eq!(Rng::new(1).between(5, 5), 5);
+    }
+
+    #[test]
+    fn nemeses_parse_by_name_and_refuse_others() {
+        for n in Nemesis::ALL {
+            assert_eq!(n.name().parse::<Nemesis>(), Ok(n));
+        }
+        let err = "flood".parse::<Nemesis>().unwrap_err();
+        assert!(err.contains("kill, pause"), "{err}");
+    }
+}

@@ -1,0 +1,111 @@
+//! The HTTP perimeter of a node under abuse: a connection flood and
+//! clients that never finish a request. (The admin token, oversized bodies,
+//! peer authentication and the guest sandbox are tested in api.rs,
+//! peer_network.rs and hostile_guests.rs.)
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{Server, metric, post};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An unfinished request head: the server must hold it, then give up.
+const PARTIAL_HEAD: &[u8] = b"POST /v1/timestamps HTTP/1.1\r\nHost: tsohost\r\nX-Slow: ";
+
+/// Whether the server closed `stream` (EOF or reset) within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_flood_is_bounded_and_the_node_keeps_serving_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-connections", "64"]);
+    server.wait_ready().await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let before = server.rss();
+
+    // 400 connections (kept under a 1024-descriptor ulimit of the test
+    // process), each with a half-sent request head.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let _ = s.write_all(PARTIAL_HEAD).await;
+        flood.push(s);
+    }
+    // Those over the limit were closed on accept; 64 are held (fewer if a
+    // connection of the readiness probe was still closing).
+    let mut checks = tokio::task::JoinSet::new();
+    for mut s in flood {
+        checks.spawn(async move { (closed_within(&mut s, Duration::from_secs(3)).await, s) });
+    }
+    let mut held = Vec::new();
+    while let Some(checked) = checks.join_next().await {
+        let (closed, s) = checked.unwrap();
+        if !closed {
+            held.push(s);
+        }
+    }
+    assert!(
+        (60..=64).contains(&held.len()),
+        "{} connections held open, the limit is 64",
+        held.len()
+    );
+    let grown = server.rss().saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "the flood grew the node's memory by {grown} bytes"
+    );
+
+    drop(held);
+    // Slots free up as the server notices the closed connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        match post(&server.url, "/v1/timestamps", "").await {
+            Ok(a) => break a,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the node did not serve after the flood: {e}"),
+        }
+    };
+    assert_eq!(answer.status, 200);
+    assert!(
+        metric(&server.url, "tsohost_http_connections_refused_total").await >= 400 - 64,
+        "refusals are counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--header-timeout", "500ms"]);
+    server.wait_ready().await;
+    let addr = server.url.trim_start_matches("http://");
+
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(PARTIAL_HEAD).await.unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(10)).await,
+        "a half-sent request head held its connection open"
+    );
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(10)).await,
+        "a connection that sent nothing was kept open"
+    );
+    // Other clients were served all along.
+    let a = post(&server.url, "/v1/timestamps", "").await.unwrap();
+    assert_eq!(a.status, 200);
+}
