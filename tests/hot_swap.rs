@@ -10,16 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use support::checker::History;
-use support::{ADMIN_TOKEN, Server, get, guest, json, metric, spawn_clients};
-
-fn start_with_admin(dir: &std::path::Path) -> Server {
-    let token = dir.join("admin-token");
-    std::fs::write(&token, ADMIN_TOKEN).unwrap();
-    Server::start(
-        &dir.join("data"),
-        &["--admin-token-file", token.to_str().unwrap()],
-    )
-}
+use support::{ADMIN_TOKEN, get, guest, json, metric, spawn_clients, start_with_admin};
 
 async fn swap(url: &str, bytes: Vec<u8>, token: Option<&str>) -> tsohost::client::Answer {
     let mut conn = tsohost::client::Connection::open(url).await.unwrap();
@@ -31,7 +22,7 @@ async fn swap(url: &str, bytes: Vec<u8>, token: Option<&str>) -> tsohost::client
 #[tokio::test(flavor = "multi_thread")]
 async fn swaps_under_load_never_go_backwards() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_with_admin(dir.path());
+    let server = start_with_admin(dir.path(), &[]);
     server.wait_ready().await;
     let new_build = std::fs::read(guest("tsohost_driver_file.wasm")).unwrap();
     let history = History::default();
@@ -72,7 +63,7 @@ async fn swaps_under_load_never_go_backwards() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_components_leave_the_old_driver_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_with_admin(dir.path());
+    let server = start_with_admin(dir.path(), &[]);
     server.wait_ready().await;
     let before = json(&get(&server.url, "/v1/status").await.unwrap());
     let file = std::fs::read(guest("tsohost_driver_file.wasm")).unwrap();

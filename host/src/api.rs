@@ -30,6 +30,10 @@ pub struct AdminConfig {
     pub runtime: Runtime,
     /// The node's coordinator, which performs swaps.
     pub control: mpsc::UnboundedSender<Control>,
+    /// Storage failures injected through `/v1/admin/faults`.
+    pub storage_faults: Arc<crate::storage::Failpoint>,
+    /// The node's clock, whose wall-clock offset `/v1/admin/faults` sets.
+    pub clock: Arc<crate::clock::SkewedClock>,
 }
 
 /// Largest driver component accepted by `PUT /v1/admin/driver`.
@@ -46,6 +50,8 @@ pub fn router(node: Arc<Node>, admin: AdminConfig) -> Router {
             token: admin.token.map(Arc::from),
             runtime: admin.runtime,
             control: admin.control,
+            storage_faults: admin.storage_faults,
+            clock: admin.clock,
         });
     Router::new()
         .route("/v1/timestamps", post(post_timestamps))
@@ -313,6 +319,8 @@ struct Admin {
     token: Option<Arc<str>>,
     runtime: Runtime,
     control: mpsc::UnboundedSender<Control>,
+    storage_faults: Arc<crate::storage::Failpoint>,
+    clock: Arc<crate::clock::SkewedClock>,
 }
 
 impl Admin {
@@ -352,6 +360,15 @@ impl Admin {
         }
     }
 
+    /// The faults in force, as `GET /v1/admin/faults` shows them.
+    fn faults(&self) -> serde_json::Value {
+        serde_json::json!({
+            "blocked_peers": self.node.network.as_ref().map(|n| n.faults.blocked()),
+            "fail_storage_writes": self.storage_faults.pending(),
+            "clock_offset_ms": self.clock.offset_ms(),
+        })
+    }
+
     fn network(&self) -> Result<&Arc<crate::peer::Network>, ApiError> {
         self.node.network.as_ref().ok_or(ApiError {
             status: StatusCode::CONFLICT,
@@ -364,38 +381,64 @@ impl Admin {
 }
 
 async fn get_faults(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    let result = (|| {
-        admin.authorize(&headers)?;
-        let blocked = admin.network()?.faults.blocked();
-        Ok(axum::Json(serde_json::json!({ "blocked_peers": blocked })).into_response())
-    })();
+    let result = admin
+        .authorize(&headers)
+        .map(|()| axum::Json(admin.faults()).into_response());
     respond(&admin.node, result)
 }
 
-/// `PUT /v1/admin/faults` `{"blocked_peers": [2, 3]}`: drop all peer traffic
-/// to and from those nodes (fault injection for tests); `[]` heals.
+/// The body of `PUT /v1/admin/faults`: each field given sets that fault,
+/// the others stay as they are.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultsBody {
+    /// Drop all peer traffic to and from these nodes; `[]` heals.
+    blocked_peers: Option<Vec<u64>>,
+    /// Fail this many of the next storage writes; 0 heals.
+    fail_storage_writes: Option<u64>,
+    /// Step this node's wall clock by this much from the system's; 0 heals.
+    clock_offset_ms: Option<i64>,
+}
+
+/// `PUT /v1/admin/faults`: fault injection for tests and `tsohost chaos`
+/// (see [`FaultsBody`]); answers the faults now in force.
 async fn put_faults(State(admin): State<Admin>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         admin.authorize(&headers)?;
-        let network = admin.network()?;
         let bytes = axum::body::to_bytes(body, MAX_BODY)
             .await
             .map_err(|_| ApiError::bad_request("body", "body too large"))?;
-        let parsed: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request("body", format!("not JSON: {e}")))?;
-        let peers = parsed
-            .get("blocked_peers")
-            .and_then(|v| v.as_array())
-            .and_then(|a| a.iter().map(|v| v.as_u64()).collect::<Option<Vec<u64>>>())
-            .ok_or_else(|| {
-                ApiError::bad_request("blocked_peers", "expected {\"blocked_peers\": [node ids]}")
-            })?;
-        tracing::warn!("fault injection: dropping peer traffic with {peers:?}");
-        network.faults.set_blocked(peers);
-        Ok(
-            axum::Json(serde_json::json!({ "blocked_peers": network.faults.blocked() }))
-                .into_response(),
-        )
+        let faults: FaultsBody = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request(
+                "body",
+                format!(
+                    "{e}; expected {{\"blocked_peers\": [node ids], \"fail_storage_writes\": N, \
+                     \"clock_offset_ms\": N}}, each optional"
+                ),
+            )
+        })?;
+        if let Some(offset) = faults.clock_offset_ms
+            && offset.abs() > crate::clock::MAX_OFFSET_MS
+        {
+            return Err(ApiError::bad_request(
+                "clock_offset_ms",
+                format!("at most {} ms either way", crate::clock::MAX_OFFSET_MS),
+            ));
+        }
+        if let Some(peers) = faults.blocked_peers {
+            let network = admin.network()?;
+            tracing::warn!("fault injection: dropping peer traffic with {peers:?}");
+            network.faults.set_blocked(peers);
+        }
+        if let Some(n) = faults.fail_storage_writes {
+            tracing::warn!("fault injection: failing the next {n} storage writes");
+            admin.storage_faults.fail_writes(n);
+        }
+        if let Some(offset) = faults.clock_offset_ms {
+            tracing::warn!("fault injection: wall clock stepped to the system's {offset:+} ms");
+            admin.clock.set_offset_ms(offset);
+        }
+        Ok(axum::Json(admin.faults()).into_response())
     };
     respond(&admin.node, result.await)
 }

@@ -118,7 +118,7 @@ struct ChaosArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Faults to draw from, comma-separated: kill, pause, isolate-leader,
-    /// isolate-follower, swap (default: all).
+    /// isolate-follower, swap, clock-jump, storage-fault (default: all).
     #[arg(long, value_delimiter = ',')]
     nemesis: Vec<crate::chaos::Nemesis>,
     /// The nodes' election timeout; faults are scaled to it.

@@ -1,7 +1,7 @@
 //! `tsohost serve`: assembles a node from its parts and runs it until a
 //! signal.
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SkewedClock, SystemClock};
 use crate::driver::actor::{ActorConfig, StorageFor};
 use crate::driver::bindings::Peer;
 use crate::driver::{DriverSource, Runtime, Spawner};
@@ -57,7 +57,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let db = Db::open(&cfg.data_dir.join("db"))?;
     let runtime = Runtime::new(Some(cfg.data_dir.join("component-cache")))?;
     let loaded = runtime.load(&cfg.driver)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let skewed = Arc::new(SkewedClock::new(Arc::new(SystemClock::new())));
+    let clock: Arc<dyn Clock> = skewed.clone();
     let metrics = Arc::new(Metrics::default());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let status = DriverStatus::loaded(&loaded);
@@ -145,6 +146,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         token: cfg.admin_token.clone(),
         runtime,
         control: control_tx,
+        storage_faults: db.failpoint(),
+        clock: skewed,
     };
     let limits = crate::http::fit_to_open_file_limit(cfg.http);
     crate::http::serve(

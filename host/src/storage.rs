@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,38 @@ pub enum StorageError {
         op: &'static str,
         source: rocksdb::Error,
     },
+    #[error(
+        "storage write failed by fault injection (PUT /v1/admin/faults \
+         fail_storage_writes); nothing was written"
+    )]
+    Injected,
+}
+
+/// Injected storage failures, for fault injection through the admin API:
+/// the next `n` writes of any namespace fail before reaching RocksDB, as a
+/// failing disk's would, and write nothing.
+#[derive(Debug, Default)]
+pub struct Failpoint {
+    writes: AtomicU64,
+}
+
+impl Failpoint {
+    /// Fail the next `n` writes (0 heals).
+    pub fn fail_writes(&self, n: u64) {
+        self.writes.store(n, Relaxed);
+    }
+
+    /// Writes still to fail.
+    pub fn pending(&self) -> u64 {
+        self.writes.load(Relaxed)
+    }
+
+    /// Whether this write is to fail (consuming one).
+    fn trip(&self) -> bool {
+        self.writes
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 /// Key-value pairs in key order, as a scan returns them.
@@ -51,6 +84,7 @@ pub trait Storage: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Db {
     db: Arc<rocksdb::DB>,
+    failpoint: Arc<Failpoint>,
 }
 
 impl Db {
@@ -61,7 +95,10 @@ impl Db {
             path: dir.to_path_buf(),
             source,
         })?;
-        Ok(Db { db: Arc::new(db) })
+        Ok(Db {
+            db: Arc::new(db),
+            failpoint: Arc::default(),
+        })
     }
 
     /// The storage of driver `name`.
@@ -69,7 +106,13 @@ impl Db {
         Namespace {
             db: self.db.clone(),
             prefix: format!("d/{name}/").into_bytes(),
+            failpoint: self.failpoint.clone(),
         }
+    }
+
+    /// The failures injected into every namespace's writes.
+    pub fn failpoint(&self) -> Arc<Failpoint> {
+        self.failpoint.clone()
     }
 }
 
@@ -77,6 +120,7 @@ impl Db {
 pub struct Namespace {
     db: Arc<rocksdb::DB>,
     prefix: Vec<u8>,
+    failpoint: Arc<Failpoint>,
 }
 
 impl Namespace {
@@ -102,6 +146,9 @@ impl Storage for Namespace {
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        if self.failpoint.trip() {
+            return Err(StorageError::Injected);
+        }
         let mut wb = rocksdb::WriteBatch::default();
         for (k, v) in &batch.puts {
             wb.put(self.key(k), v);
@@ -213,5 +260,29 @@ mod tests {
         assert_eq!(other.get(b"a").unwrap(), None);
         assert!(other.scan(b"", b"", 10).unwrap().is_empty());
         exercise(&MemStorage::default());
+    }
+
+    #[test]
+    fn injected_failures_fail_that_many_writes_and_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let ns = db.namespace("one");
+        let put = |v: &[u8]| WriteBatch {
+            puts: vec![(b"k".to_vec(), v.to_vec())],
+            deletes: vec![],
+        };
+        db.failpoint().fail_writes(2);
+        assert!(matches!(
+            ns.write(put(b"1"), true),
+            Err(StorageError::Injected)
+        ));
+        assert!(matches!(
+            ns.write(put(b"2"), true),
+            Err(StorageError::Injected)
+        ));
+        assert_eq!(ns.get(b"k").unwrap(), None);
+        assert_eq!(db.failpoint().pending(), 0);
+        ns.write(put(b"3"), true).unwrap();
+        assert_eq!(ns.get(b"k").unwrap(), Some(b"3".to_vec()));
     }
 }

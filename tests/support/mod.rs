@@ -167,6 +167,16 @@ impl Drop for Server {
 
 pub use tsohost::chaos::free_port;
 
+/// A single node (file driver unless `extra` says otherwise) with the admin
+/// API on ([`ADMIN_TOKEN`]); data under `dir/data`.
+pub fn start_with_admin(dir: &Path, extra: &[&str]) -> Server {
+    let token = dir.join("admin-token");
+    std::fs::write(&token, ADMIN_TOKEN).unwrap();
+    let mut args = vec!["--admin-token-file", token.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Server::start(&dir.join("data"), &args)
+}
+
 /// The admin token every test cluster uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 

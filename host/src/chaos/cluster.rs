@@ -163,10 +163,23 @@ impl LocalCluster {
 
     /// Drop node `id`'s peer traffic with `peers` (both directions on
     /// `id`); an empty list heals it.
-    pub async fn block(&self, id: u64, peers: &[u64]) -> Result<Answer, ClientError> {
-        let body = serde_json::json!({ "blocked_peers": peers }).to_string();
-        self.admin(id, Method::PUT, "/v1/admin/faults", Bytes::from(body))
+    pub async fn block(&self, id: u64, peers: &[u64]) -> Result<(), String> {
+        self.set_faults(id, serde_json::json!({ "blocked_peers": peers }))
             .await
+    }
+
+    /// `PUT /v1/admin/faults` `faults` on node `id`.
+    pub async fn set_faults(&self, id: u64, faults: serde_json::Value) -> Result<(), String> {
+        let body = Bytes::from(faults.to_string());
+        match self.admin(id, Method::PUT, "/v1/admin/faults", body).await {
+            Ok(a) if a.status.is_success() => Ok(()),
+            Ok(a) => Err(format!(
+                "{}: {}",
+                a.status,
+                String::from_utf8_lossy(&a.body)
+            )),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// An admin request to node `id`.

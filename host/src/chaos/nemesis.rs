@@ -62,15 +62,25 @@ pub enum Nemesis {
     /// Hot-swap a node's driver for the same build (the leader half of the
     /// time): the new instance must start above everything served.
     Swap,
+    /// Step a node's wall clock (the leader's half of the time) up to a
+    /// minute either way, then back: timestamps must neither repeat nor go
+    /// backwards, whichever way the clock moves.
+    ClockJump,
+    /// Fail a node's next one to three storage writes (the leader's half of
+    /// the time), as a failing disk would: the driver fails the request or
+    /// traps and is rebuilt from storage.
+    StorageFault,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 5] = [
+    pub const ALL: [Nemesis; 7] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::IsolateLeader,
         Nemesis::IsolateFollower,
         Nemesis::Swap,
+        Nemesis::ClockJump,
+        Nemesis::StorageFault,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +90,8 @@ impl Nemesis {
             Nemesis::IsolateLeader => "isolate-leader",
             Nemesis::IsolateFollower => "isolate-follower",
             Nemesis::Swap => "swap",
+            Nemesis::ClockJump => "clock-jump",
+            Nemesis::StorageFault => "storage-fault",
         }
     }
 }
@@ -222,6 +234,47 @@ pub async fn apply(
                 Err(err) => format!("failed: {err}"),
             };
             format!("hot swap of node {id}{}'s driver: {outcome}", role(id))
+        }
+        Nemesis::ClockJump => {
+            let id = leader_or_random(rng);
+            let step = rng.between(1_000, 60_000) as i64;
+            let step = if rng.between(0, 2) == 0 { -step } else { step };
+            let held = rng.millis(e, 4 * e);
+            let set = cluster
+                .set_faults(id, serde_json::json!({ "clock_offset_ms": step }))
+                .await;
+            tokio::time::sleep(held).await;
+            let reset = cluster
+                .set_faults(id, serde_json::json!({ "clock_offset_ms": 0 }))
+                .await;
+            let mut what = format!(
+                "stepped node {id}{}'s wall clock by {step:+} ms for {held:?}, then back",
+                role(id)
+            );
+            if let Err(err) = set.and(reset) {
+                what += &format!(" (not applied: {err})");
+            }
+            what
+        }
+        Nemesis::StorageFault => {
+            let id = leader_or_random(rng);
+            let writes = rng.between(1, 4);
+            let held = rng.millis(e, 3 * e);
+            let set = cluster
+                .set_faults(id, serde_json::json!({ "fail_storage_writes": writes }))
+                .await;
+            tokio::time::sleep(held).await;
+            let reset = cluster
+                .set_faults(id, serde_json::json!({ "fail_storage_writes": 0 }))
+                .await;
+            let mut what = format!(
+                "failed node {id}{}'s next {writes} storage write(s) (for up to {held:?})",
+                role(id)
+            );
+            if let Err(err) = set.and(reset) {
+                what += &format!(" (not applied: {err})");
+            }
+            what
         }
     };
     Fault {
