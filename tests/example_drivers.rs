@@ -8,7 +8,7 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
-use support::{BIN, Server, json, post};
+use support::{BIN, Server, timestamp};
 
 /// Run `examples/drivers/<lang>/build.sh`; the component it built.
 fn build(lang: &str, component: &str) -> PathBuf {
@@ -25,12 +25,6 @@ fn build(lang: &str, component: &str) -> PathBuf {
     let wasm = dir.join("out").join(component);
     assert!(wasm.exists(), "{} was not built", wasm.display());
     wasm
-}
-
-async fn timestamp(server: &Server) -> u64 {
-    let a = post(&server.url, "/v1/timestamps", "").await.unwrap();
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    json(&a)["timestamp"].as_str().unwrap().parse().unwrap()
 }
 
 async fn keeps_the_contract(lang: &str, component: &str) {
@@ -52,14 +46,14 @@ async fn keeps_the_contract(lang: &str, component: &str) {
     server.wait_ready().await;
     let mut last = 0;
     for _ in 0..5 {
-        let ts = timestamp(&server).await;
+        let ts = timestamp(&server.url).await;
         assert!(ts > last);
         last = ts;
     }
     let server = server.crash_and_restart();
     server.wait_ready().await;
     assert!(
-        timestamp(&server).await > last,
+        timestamp(&server.url).await > last,
         "{lang}: backwards after a restart"
     );
 }

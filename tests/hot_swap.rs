@@ -105,6 +105,27 @@ async fn refused_components_leave_the_old_driver_serving() {
     );
     assert_eq!(metric(&server.url, "tsohost_driver_swaps_total").await, 0);
 
+    // A build of the same driver (same name, same storage) whose init
+    // fails: the old build, already stopped, starts again (in a new epoch)
+    // and serves above everything before.
+    let last = support::timestamp(&server.url).await;
+    let broken = std::fs::read(guest("tsohost_test_init_fails.wasm")).unwrap();
+    let a = swap(&server.url, broken, Some(ADMIN_TOKEN)).await;
+    assert_eq!(a.status, 409, "{}", String::from_utf8_lossy(&a.body));
+    assert!(
+        json(&a)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refuses to start"),
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let after = json(&get(&server.url, "/v1/status").await.unwrap());
+    assert_eq!(after["driver"]["digest"], before["driver"]["digest"]);
+    let next = support::timestamp(&server.url).await;
+    assert!(next > last, "the restarted old build went backwards");
+    assert_eq!(metric(&server.url, "tsohost_driver_swaps_total").await, 0);
+
     // The CLI does the same as the API.
     let path = guest("tsohost_driver_file.wasm");
     let out = std::process::Command::new(support::BIN)

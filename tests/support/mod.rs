@@ -177,6 +177,13 @@ pub fn start_with_admin(dir: &Path, extra: &[&str]) -> Server {
     Server::start(&dir.join("data"), &args)
 }
 
+/// One timestamp from `url`, which must answer 200.
+pub async fn timestamp(url: &str) -> u64 {
+    let a = post(url, "/v1/timestamps", "").await.unwrap();
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    json(&a)["timestamp"].as_str().unwrap().parse().unwrap()
+}
+
 /// The admin token every test cluster uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
