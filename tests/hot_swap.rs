@@ -120,6 +120,8 @@ async fn refused_components_leave_the_old_driver_serving() {
         "{}",
         String::from_utf8_lossy(&a.body)
     );
+    // Until the old build has started again the node answers 503.
+    server.wait_ready().await;
     let after = json(&get(&server.url, "/v1/status").await.unwrap());
     assert_eq!(after["driver"]["digest"], before["driver"]["digest"]);
     let next = support::timestamp(&server.url).await;
