@@ -305,21 +305,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !(1..=LOGICAL_PER_MS).contains(&count) {
                 bail!("--count must be from 1 to {LOGICAL_PER_MS}, got {count}");
             }
-            let body = Bytes::from(format!("{{\"count\":{count}}}"));
-            let answer = client::once(&url, Method::POST, "/v1/timestamps", body).await?;
-            if !answer.status.is_success() {
-                bail!(
-                    "{url} answered {}: {}",
-                    answer.status,
-                    String::from_utf8_lossy(&answer.body)
-                );
-            }
+            // Any node will do: the client follows redirects to the leader
+            // and retries for a few seconds.
+            let config = tsohost_client::Config {
+                deadline: Duration::from_secs(5),
+                ..Default::default()
+            };
+            let range = tsohost_client::Client::with_config([url.as_str()], config)?
+                .get_range(count)
+                .await?;
             if json || count > 1 {
-                println!("{}", String::from_utf8_lossy(&answer.body));
+                let body = RangeJson::new(range.first, range.count);
+                println!("{}", serde_json::to_string(&body)?);
             } else {
-                let range: RangeJson = serde_json::from_slice(&answer.body)
-                    .with_context(|| format!("{url} answered something that is not a timestamp"))?;
-                println!("{}", range.timestamp);
+                println!("{}", range.first);
             }
             Ok(())
         }

@@ -1,0 +1,385 @@
+//! [`Client`]: leader discovery, retries within a deadline, and request
+//! coalescing.
+//!
+//! # Coalescing
+//!
+//! Callers of [`Client::get_ts`] queue up; a dispatcher takes the first
+//! waiting caller *and every caller queued behind it* and asks for that
+//! many timestamps in one request, handing them out in arrival order. There
+//! is no flush delay: a lone caller pays one round trip, and under load
+//! batches grow by themselves while earlier requests are in flight (at most
+//! [`Config::max_in_flight`] at once).
+//!
+//! # Why real-time order survives coalescing
+//!
+//! If caller A's `get_ts` returned before caller B's began, B joins a
+//! request that is sent after the answer that served A arrived; the server
+//! answers such a request above everything it answered before, so B's
+//! timestamp is greater than A's. Callers in the same batch overlap in time
+//! and may be ordered either way.
+//!
+//! # Discovery and retries
+//!
+//! The client asks the leader it last heard of, else the nodes it was given
+//! in turn. A follower answers 307 naming the leader, which the client
+//! follows and remembers; a node that fails or does not serve is forgotten
+//! and the next one tried, with exponential backoff, until the call's
+//! deadline ([`Config::deadline`]).
+
+use crate::connection::{Answer, Connection, authority};
+use crate::timestamp::{LOGICAL_PER_MS, RangeJson, Timestamp};
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+/// How a [`Client`] behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The longest one call may take, retries included.
+    pub deadline: Duration,
+    /// Coalesced requests in flight at once.
+    pub max_in_flight: usize,
+    /// The first wait between retries; it doubles up to [`Config::max_backoff`].
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            deadline: Duration::from_secs(10),
+            max_in_flight: 4,
+            backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("bad node URL {0:?}: expected http://HOST:PORT")]
+    BadUrl(String),
+    #[error("a client needs at least one node URL")]
+    NoNodes,
+    #[error("count {0} is out of range: ask for 1 to {LOGICAL_PER_MS} timestamps")]
+    BadCount(u64),
+    #[error("{url} refused the request ({status}): {message}")]
+    Refused {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error(
+        "no timestamp within {deadline:?}; last failure: {last}. Is a majority of the cluster up?"
+    )]
+    Deadline { deadline: Duration, last: String },
+    #[error("the client's dispatcher stopped (was the runtime shut down?)")]
+    Closed,
+}
+
+/// `count` consecutive timestamps from `first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampRange {
+    pub first: Timestamp,
+    pub count: u64,
+}
+
+impl TimestampRange {
+    pub fn last(&self) -> Timestamp {
+        Timestamp(self.first.0 + self.count - 1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Timestamp> + use<> {
+        let first = self.first.0;
+        (first..first + self.count).map(Timestamp)
+    }
+}
+
+/// A client of a tsohost cluster; cheap to clone, shared by all callers.
+/// Needs a Tokio runtime (its dispatcher is a task).
+#[derive(Clone)]
+pub struct Client {
+    waiting: mpsc::UnboundedSender<oneshot::Sender<Result<Timestamp, Error>>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    urls: Vec<String>,
+    config: Config,
+    /// The node that served last, tried first.
+    leader: Mutex<Option<String>>,
+    /// Idle keep-alive connections, by node URL.
+    idle: Mutex<Vec<(String, Connection)>>,
+}
+
+impl Client {
+    /// A client of the cluster whose nodes include `urls` (any of them:
+    /// the leader is found).
+    pub fn new<S: Into<String>>(urls: impl IntoIterator<Item = S>) -> Result<Client, Error> {
+        Client::with_config(urls, Config::default())
+    }
+
+    pub fn with_config<S: Into<String>>(
+        urls: impl IntoIterator<Item = S>,
+        config: Config,
+    ) -> Result<Client, Error> {
+        let urls = urls
+            .into_iter()
+            .map(|u| base_url(&u.into()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            return Err(Error::NoNodes);
+        }
+        let shared = Arc::new(Shared {
+            urls,
+            config,
+            leader: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+        });
+        let (waiting, queue) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch(queue, shared.clone()));
+        Ok(Client { waiting, shared })
+    }
+
+    /// One timestamp, greater than every timestamp any caller received
+    /// before this call began. Concurrent calls share requests.
+    pub async fn get_ts(&self) -> Result<Timestamp, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.waiting.send(reply).map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// `count` consecutive timestamps (1 to 262144) in one request of its
+    /// own, all greater than everything received before this call began.
+    pub async fn get_range(&self, count: u64) -> Result<TimestampRange, Error> {
+        if !(1..=LOGICAL_PER_MS).contains(&count) {
+            return Err(Error::BadCount(count));
+        }
+        self.shared.request(count).await
+    }
+
+    /// The node this client currently asks first.
+    pub fn leader(&self) -> Option<String> {
+        self.shared.leader.lock().unwrap().clone()
+    }
+}
+
+/// Batch queued callers into requests (see the module docs).
+async fn dispatch(
+    mut queue: mpsc::UnboundedReceiver<oneshot::Sender<Result<Timestamp, Error>>>,
+    shared: Arc<Shared>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.config.max_in_flight.max(1)));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        // Everyone who queued while we waited for a slot joins this batch.
+        let mut batch = vec![first];
+        while (batch.len() as u64) < LOGICAL_PER_MS {
+            match queue.try_recv() {
+                Ok(waiter) => batch.push(waiter),
+                Err(_) => break,
+            }
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let outcome = shared.request(batch.len() as u64).await;
+            for (i, waiter) in batch.into_iter().enumerate() {
+                let _ = waiter.send(
+                    outcome
+                        .as_ref()
+                        .map(|r| Timestamp(r.first.0 + i as u64))
+                        .map_err(Clone::clone),
+                );
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// What one attempt against one node came to.
+enum Attempt {
+    Served(TimestampRange),
+    /// A follower named the leader.
+    Redirect(String),
+    /// Worth retrying elsewhere or later.
+    Unavailable(String),
+    /// The request itself was refused; retrying cannot help.
+    Refused(u16, String),
+}
+
+impl Shared {
+    async fn request(&self, count: u64) -> Result<TimestampRange, Error> {
+        let deadline = Instant::now() + self.config.deadline;
+        let mut backoff = self.config.backoff;
+        let mut next = 0usize;
+        let mut redirects = 0;
+        loop {
+            let cached = self.leader.lock().unwrap().clone();
+            let url = cached.unwrap_or_else(|| self.urls[next % self.urls.len()].clone());
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(left, self.attempt(&url, count)).await;
+            let last = match attempt {
+                Ok(Attempt::Served(range)) => {
+                    *self.leader.lock().unwrap() = Some(url);
+                    return Ok(range);
+                }
+                Ok(Attempt::Refused(status, message)) => {
+                    return Err(Error::Refused {
+                        url,
+                        status,
+                        message,
+                    });
+                }
+                Ok(Attempt::Redirect(to)) if redirects < self.urls.len() + 1 => {
+                    redirects += 1;
+                    *self.leader.lock().unwrap() = Some(to);
+                    continue;
+                }
+                Ok(Attempt::Redirect(to)) => format!("{url} redirects to {to} in a loop"),
+                Ok(Attempt::Unavailable(why)) => why,
+                Err(_) => format!("{url} did not answer in time"),
+            };
+            // Forget that node; try the next one after a pause.
+            *self.leader.lock().unwrap() = None;
+            next += 1;
+            redirects = 0;
+            if Instant::now() + backoff >= deadline {
+                return Err(Error::Deadline {
+                    deadline: self.config.deadline,
+                    last,
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    async fn attempt(&self, url: &str, count: u64) -> Attempt {
+        let reused = {
+            let mut idle = self.idle.lock().unwrap();
+            idle.iter()
+                .position(|(u, _)| u == url)
+                .map(|i| idle.swap_remove(i).1)
+        };
+        let mut conn = match reused {
+            Some(conn) => conn,
+            None => match Connection::open(url).await {
+                Ok(conn) => conn,
+                Err(e) => return Attempt::Unavailable(e.to_string()),
+            },
+        };
+        let body = if count == 1 {
+            Bytes::new()
+        } else {
+            Bytes::from(format!("{{\"count\":{count}}}"))
+        };
+        let answer = match conn.send(Method::POST, "/v1/timestamps", body).await {
+            Ok(answer) => answer,
+            Err(e) => return Attempt::Unavailable(e.to_string()),
+        };
+        let attempt = judge(url, count, &answer);
+        if matches!(attempt, Attempt::Served(_)) {
+            self.idle.lock().unwrap().push((url.to_string(), conn));
+        }
+        attempt
+    }
+}
+
+fn judge(url: &str, count: u64, answer: &Answer) -> Attempt {
+    let message = || String::from_utf8_lossy(&answer.body).into_owned();
+    match answer.status {
+        StatusCode::OK => {
+            let range = serde_json::from_slice::<RangeJson>(&answer.body)
+                .ok()
+                .and_then(|r| Some((r.first()?, r.count)));
+            match range {
+                Some((first, got)) if got == count => {
+                    Attempt::Served(TimestampRange { first, count: got })
+                }
+                _ => Attempt::Unavailable(format!(
+                    "{url} answered an unexpected body: {}",
+                    message()
+                )),
+            }
+        }
+        StatusCode::TEMPORARY_REDIRECT => {
+            let to = answer
+                .headers
+                .get(hyper::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| base_url(l).ok());
+            match to {
+                Some(to) => Attempt::Redirect(to),
+                None => Attempt::Unavailable(format!("{url} redirected without a usable Location")),
+            }
+        }
+        s if s.is_client_error() => Attempt::Refused(s.as_u16(), message()),
+        s => Attempt::Unavailable(format!("{url} answered {s}: {}", message())),
+    }
+}
+
+/// `http://host:port[/...]` → `http://host:port`.
+fn base_url(url: &str) -> Result<String, Error> {
+    authority(url)
+        .map(|a| format!("http://{a}"))
+        .map_err(|_| Error::BadUrl(url.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_reduced_to_their_node() {
+        assert_eq!(
+            base_url("http://127.0.0.1:7402/v1/timestamps").unwrap(),
+            "http://127.0.0.1:7402"
+        );
+        assert_eq!(
+            base_url("https://x").unwrap_err(),
+            Error::BadUrl("https://x".into())
+        );
+    }
+
+    #[test]
+    fn a_range_lists_its_timestamps() {
+        let r = TimestampRange {
+            first: Timestamp(10),
+            count: 3,
+        };
+        assert_eq!(r.last(), Timestamp(12));
+        assert_eq!(r.iter().map(|t| t.0).collect::<Vec<_>>(), vec![10, 11, 12]);
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_refused_before_any_request() {
+        assert_eq!(
+            Client::new(Vec::<String>::new()).err(),
+            Some(Error::NoNodes)
+        );
+        let c = Client::new(["http://127.0.0.1:1"]).unwrap();
+        assert_eq!(c.get_range(0).await, Err(Error::BadCount(0)));
+        assert_eq!(
+            c.get_range(LOGICAL_PER_MS + 1).await,
+            Err(Error::BadCount(LOGICAL_PER_MS + 1))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_fails_at_the_deadline_naming_the_cause() {
+        let config = Config {
+            deadline: Duration::from_millis(200),
+            ..Config::default()
+        };
+        let c = Client::with_config(["http://127.0.0.1:1"], config).unwrap();
+        match c.get_ts().await {
+            Err(Error::Deadline { last, .. }) => assert!(last.contains("127.0.0.1:1"), "{last}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

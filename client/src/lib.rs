@@ -1,0 +1,28 @@
+//! A Rust client for tsohost, the timestamp oracle.
+//!
+//! [`Client`] is what an application uses: give it the URLs of any nodes of
+//! a cluster and call [`Client::get_ts`] from as many tasks as you like;
+//! concurrent calls share one HTTP request, the leader is found and
+//! followed, and failures are retried until a deadline.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tsohost_client::Error> {
+//! let client = tsohost_client::Client::new(["http://127.0.0.1:7401", "http://127.0.0.1:7402"])?;
+//! let ts = client.get_ts().await?;
+//! println!("{ts} = {} ms + {}", ts.physical_ms(), ts.logical());
+//! let range = client.get_range(1000).await?; // [first, first + 1000)
+//! assert_eq!(range.iter().count(), 1000);
+//! # Ok(()) }
+//! ```
+//!
+//! - [`timestamp`]: the 64-bit layout (46 bits of milliseconds, 18 logical
+//!   bits) and its JSON form, shared with the server.
+//! - [`connection`]: one keep-alive HTTP/1.1 connection without retries or
+//!   pooling, for tools that measure the server itself.
+
+mod client;
+pub mod connection;
+pub mod timestamp;
+
+pub use client::{Client, Config, Error, TimestampRange};
+pub use timestamp::Timestamp;
