@@ -65,6 +65,7 @@ async fn main() {
     for (connections, count) in [(16, 1), (64, 1), (16, 1000)] {
         let report = run(BenchConfig {
             url: cluster.url(leader),
+            client: false,
             connections,
             count,
             duration: Duration::from_secs(5),

@@ -22,18 +22,24 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ -n "$url" ] || { cat "$data/stderr" >&2; echo "the server did not start" >&2; exit 1; }
-echo "| connections | count | req/s | timestamps/s | p50 µs | p99 µs | p999 µs | errors |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
-for row in "1 1" "16 1" "64 1" "16 1000"; do
+# raw: one keep-alive connection per worker (what the server alone does);
+# client: workers are callers of one coalescing tsohost-client.
+echo "| mode | callers | count | calls/s | timestamps/s | p50 µs | p99 µs | p999 µs | errors |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+for row in "raw 1 1" "raw 16 1" "raw 64 1" "raw 256 1" "raw 16 1000" \
+    "client 1 1" "client 16 1" "client 64 1" "client 256 1"; do
     set -- $row
-    report="$OUT/file-c$1-n$2.json"
-    "$BIN" bench --url "$url" --connections "$1" --count "$2" --duration "$DURATION" >"$report"
+    report="$OUT/file-$1-c$2-n$3.json"
+    flag=()
+    [ "$1" = client ] && flag=(--client)
+    "$BIN" bench --url "$url" --connections "$2" --count "$3" --duration "$DURATION" \
+        "${flag[@]}" >"$report"
     python3 - "$report" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 l = r["latency"]
-assert r["order_violations"] == 0, "a connection saw a timestamp go backwards"
-print(f"| {r['connections']} | {r['count']} | {r['requests_per_s']:,.0f} | {r['timestamps_per_s']:,.0f} "
-      f"| {l['p50_us']} | {l['p99_us']} | {l['p999_us']} | {r['errors']} |")
+assert r["order_violations"] == 0, "a worker saw a timestamp go backwards"
+print(f"| {r['mode']} | {r['connections']} | {r['count']} | {r['requests_per_s']:,.0f} "
+      f"| {r['timestamps_per_s']:,.0f} | {l['p50_us']} | {l['p99_us']} | {l['p999_us']} | {r['errors']} |")
 PY
 done

@@ -1,9 +1,12 @@
 //! `tsohost bench`: a load generator for a running node.
 //!
-//! N HTTP/1.1 keep-alive connections each send `POST /v1/timestamps` back to
-//! back for a fixed time. The report is JSON: requests and timestamps per
-//! second, latency percentiles, errors, and how many answers were not above
-//! the previous answer on the same connection (always 0 for a correct node).
+//! N workers ask for timestamps back to back for a fixed time, either each
+//! on its own HTTP/1.1 keep-alive connection (`raw`: what the server alone
+//! can do) or as callers of one [`tsohost_client::Client`] (`client`: what
+//! an application gets, with requests coalesced). The report is JSON:
+//! calls and timestamps per second, latency percentiles, errors, and how
+//! many answers were not above the previous answer of the same worker
+//! (always 0 for a correct node).
 
 use crate::client::{ClientError, Connection};
 use crate::timestamp::RangeJson;
@@ -15,6 +18,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub url: String,
+    /// Callers of one coalescing client instead of raw connections.
+    pub client: bool,
     pub connections: usize,
     pub count: u64,
     pub duration: Duration,
@@ -32,6 +37,8 @@ pub struct Latency {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub url: String,
+    /// `raw` connections or `client` callers.
+    pub mode: &'static str,
     pub connections: usize,
     pub count: u64,
     pub duration_s: f64,
@@ -41,6 +48,36 @@ pub struct Report {
     pub requests_per_s: f64,
     pub timestamps_per_s: f64,
     pub latency: Latency,
+}
+
+/// Where a worker gets its timestamps.
+enum Source {
+    Raw { conn: Connection, body: Bytes },
+    Client(tsohost_client::Client),
+}
+
+impl Source {
+    /// The first timestamp of one call; `Ok(None)` for a refused call,
+    /// `Err` when the connection is gone.
+    async fn call(&mut self, count: u64) -> Result<Option<u64>, ()> {
+        match self {
+            Source::Raw { conn, body } => {
+                let answer = conn
+                    .send(Method::POST, "/v1/timestamps", body.clone())
+                    .await
+                    .map_err(|_| ())?;
+                Ok(answer
+                    .status
+                    .is_success()
+                    .then(|| serde_json::from_slice::<RangeJson>(&answer.body).ok())
+                    .flatten()
+                    .and_then(|r| r.first())
+                    .map(|t| t.0))
+            }
+            Source::Client(client) if count == 1 => Ok(client.get_ts().await.ok().map(|t| t.0)),
+            Source::Client(client) => Ok(client.get_range(count).await.ok().map(|r| r.first.0)),
+        }
+    }
 }
 
 struct Worker {
@@ -55,16 +92,25 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, ClientError> {
     } else {
         Bytes::from(format!("{{\"count\":{}}}", cfg.count))
     };
-    let mut connections = Vec::with_capacity(cfg.connections);
+    let mut sources = Vec::with_capacity(cfg.connections);
+    let client = tsohost_client::Client::new([cfg.url.as_str()])
+        .map_err(|_| ClientError::BadUrl(cfg.url.clone()))?;
     for _ in 0..cfg.connections {
-        connections.push(Connection::open(&cfg.url).await?);
+        sources.push(if cfg.client {
+            Source::Client(client.clone())
+        } else {
+            Source::Raw {
+                conn: Connection::open(&cfg.url).await?,
+                body: body.clone(),
+            }
+        });
     }
+    let count = cfg.count;
     let start = Instant::now() + cfg.warmup;
     let end = start + cfg.duration;
-    let tasks: Vec<_> = connections
+    let tasks: Vec<_> = sources
         .into_iter()
-        .map(|mut conn| {
-            let body = body.clone();
+        .map(|mut source| {
             tokio::spawn(async move {
                 let mut w = Worker {
                     latencies_us: Vec::with_capacity(1 << 16),
@@ -77,35 +123,24 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, ClientError> {
                     if sent >= end {
                         break;
                     }
-                    let answer = conn
-                        .send(Method::POST, "/v1/timestamps", body.clone())
-                        .await;
+                    let first = source.call(count).await;
                     let took = sent.elapsed();
-                    let first = match &answer {
-                        Ok(a) if a.status.is_success() => {
-                            serde_json::from_slice::<RangeJson>(&a.body)
-                                .ok()
-                                .and_then(|r| r.first())
-                        }
-                        _ => None,
-                    };
                     if sent < start {
                         continue;
                     }
                     match first {
-                        Some(ts) => {
-                            if ts.0 <= last {
+                        Ok(Some(ts)) => {
+                            if ts <= last {
                                 w.order_violations += 1;
                             }
-                            last = ts.0;
+                            last = ts;
                             w.latencies_us
                                 .push(took.as_micros().min(u32::MAX as u128) as u32);
                         }
-                        None => {
+                        Ok(None) => w.errors += 1,
+                        Err(()) => {
                             w.errors += 1;
-                            if answer.is_err() {
-                                break;
-                            }
+                            break;
                         }
                     }
                 }
@@ -133,6 +168,7 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, ClientError> {
     let requests = all.len() as u64;
     Ok(Report {
         url: cfg.url,
+        mode: if cfg.client { "client" } else { "raw" },
         connections: cfg.connections,
         count: cfg.count,
         duration_s: secs,

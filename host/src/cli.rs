@@ -98,6 +98,10 @@ enum Cmd {
         /// Load before measuring starts.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         warmup: Duration,
+        /// Make --connections callers of one coalescing tsohost-client
+        /// instead of raw connections.
+        #[arg(long)]
+        client: bool,
     },
 }
 
@@ -391,6 +395,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             count,
             duration,
             warmup,
+            client,
         } => {
             if connections == 0 || !(1..=LOGICAL_PER_MS).contains(&count) || duration.is_zero() {
                 bail!(
@@ -399,6 +404,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let report = bench::run(BenchConfig {
                 url,
+                client,
                 connections,
                 count,
                 duration,

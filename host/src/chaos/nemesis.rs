@@ -240,41 +240,23 @@ pub async fn apply(
             let step = rng.between(1_000, 60_000) as i64;
             let step = if rng.between(0, 2) == 0 { -step } else { step };
             let held = rng.millis(e, 4 * e);
-            let set = cluster
-                .set_faults(id, serde_json::json!({ "clock_offset_ms": step }))
-                .await;
-            tokio::time::sleep(held).await;
-            let reset = cluster
-                .set_faults(id, serde_json::json!({ "clock_offset_ms": 0 }))
-                .await;
-            let mut what = format!(
+            let what = format!(
                 "stepped node {id}{}'s wall clock by {step:+} ms for {held:?}, then back",
                 role(id)
             );
-            if let Err(err) = set.and(reset) {
-                what += &format!(" (not applied: {err})");
-            }
-            what
+            let fault = ("clock_offset_ms", step, 0);
+            what + &fault_for(cluster, id, fault, held).await
         }
         Nemesis::StorageFault => {
             let id = leader_or_random(rng);
-            let writes = rng.between(1, 4);
+            let writes = rng.between(1, 4) as i64;
             let held = rng.millis(e, 3 * e);
-            let set = cluster
-                .set_faults(id, serde_json::json!({ "fail_storage_writes": writes }))
-                .await;
-            tokio::time::sleep(held).await;
-            let reset = cluster
-                .set_faults(id, serde_json::json!({ "fail_storage_writes": 0 }))
-                .await;
-            let mut what = format!(
+            let what = format!(
                 "failed node {id}{}'s next {writes} storage write(s) (for up to {held:?})",
                 role(id)
             );
-            if let Err(err) = set.and(reset) {
-                what += &format!(" (not applied: {err})");
-            }
-            what
+            let fault = ("fail_storage_writes", writes, 0);
+            what + &fault_for(cluster, id, fault, held).await
         }
     };
     Fault {
@@ -282,6 +264,27 @@ pub async fn apply(
         at_ms: at.as_millis() as u64,
         healed_ms: cx.start.elapsed().as_millis() as u64,
         what,
+    }
+}
+
+/// Set admin fault `(field, value, healed)` on node `id` for `held`, then
+/// heal it; a note for the report if either step was refused.
+async fn fault_for(
+    cluster: &LocalCluster,
+    id: u64,
+    (field, value, healed): (&str, i64, i64),
+    held: Duration,
+) -> String {
+    let set = cluster
+        .set_faults(id, serde_json::json!({ field: value }))
+        .await;
+    tokio::time::sleep(held).await;
+    let heal = cluster
+        .set_faults(id, serde_json::json!({ field: healed }))
+        .await;
+    match set.and(heal) {
+        Ok(()) => String::new(),
+        Err(err) => format!(" (not applied: {err})"),
     }
 }
 
