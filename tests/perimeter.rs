@@ -1,12 +1,13 @@
-//! The HTTP perimeter of a node under abuse: a connection flood and
-//! clients that never finish a request. (The admin token, oversized bodies,
-//! peer authentication and the guest sandbox are tested in api.rs,
-//! peer_network.rs and hostile_guests.rs.)
+//! The perimeter of a node under abuse: floods of HTTP and of
+//! unauthenticated peer connections, and clients that never finish a
+//! request. (The admin token, oversized bodies, peer authentication and the
+//! guest sandbox are tested in api.rs, peer_network.rs and
+//! hostile_guests.rs.)
 
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{Server, metric, post};
+use support::{ClusterSpec, RAFT, Server, metric, post, serving_node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -108,4 +109,38 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
     // Other clients were served all along.
     let a = post(&server.url, "/v1/timestamps", "").await.unwrap();
     assert_eq!(a.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_unauthenticated_peer_connections_is_cut_short_and_the_cluster_serves() {
+    let spec = ClusterSpec::new(3);
+    let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, RAFT.founder)).collect();
+    let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
+    let url = &spec.urls[leader];
+    let failures = "tsohost_peer_auth_failures_total";
+    let before = metric(url, failures).await;
+    // 300 connections to the leader's peer port that never say a word: 64
+    // may wait out the handshake timeout, the rest are closed on accept.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.push(
+            TcpStream::connect(spec.address(leader as u64 + 1))
+                .await
+                .unwrap(),
+        );
+    }
+    // Well before the 5 s handshake timeout would have closed them anyway.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while metric(url, failures).await < before + 300 - 64 {
+        assert!(
+            Instant::now() < deadline,
+            "connections over the handshake limit were not refused at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The members' own connections were never touched: the cluster serves.
+    let now = serving_node(&spec.urls, Duration::from_secs(10)).await;
+    let a = post(&spec.urls[now], "/v1/timestamps", "").await.unwrap();
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    drop(flood);
 }

@@ -364,6 +364,7 @@ impl Admin {
     fn faults(&self) -> serde_json::Value {
         serde_json::json!({
             "blocked_peers": self.node.network.as_ref().map(|n| n.faults.blocked()),
+            "dropped_from": self.node.network.as_ref().map(|n| n.faults.dropped_from()),
             "fail_storage_writes": self.storage_faults.pending(),
             "clock_offset_ms": self.clock.offset_ms(),
         })
@@ -394,6 +395,9 @@ async fn get_faults(State(admin): State<Admin>, headers: HeaderMap) -> Response 
 struct FaultsBody {
     /// Drop all peer traffic to and from these nodes; `[]` heals.
     blocked_peers: Option<Vec<u64>>,
+    /// Drop messages from these nodes but keep sending to them (a one-way
+    /// partition); `[]` heals.
+    dropped_from: Option<Vec<u64>>,
     /// Fail this many of the next storage writes; 0 heals.
     fail_storage_writes: Option<u64>,
     /// Step this node's wall clock by this much from the system's; 0 heals.
@@ -412,8 +416,8 @@ async fn put_faults(State(admin): State<Admin>, headers: HeaderMap, body: Body) 
             ApiError::bad_request(
                 "body",
                 format!(
-                    "{e}; expected {{\"blocked_peers\": [node ids], \"fail_storage_writes\": N, \
-                     \"clock_offset_ms\": N}}, each optional"
+                    "{e}; expected {{\"blocked_peers\": [node ids], \"dropped_from\": [node ids], \
+                     \"fail_storage_writes\": N, \"clock_offset_ms\": N}}, each optional"
                 ),
             )
         })?;
@@ -429,6 +433,11 @@ async fn put_faults(State(admin): State<Admin>, headers: HeaderMap, body: Body) 
             let network = admin.network()?;
             tracing::warn!("fault injection: dropping peer traffic with {peers:?}");
             network.faults.set_blocked(peers);
+        }
+        if let Some(peers) = faults.dropped_from {
+            let network = admin.network()?;
+            tracing::warn!("fault injection: dropping peer messages from {peers:?}");
+            network.faults.set_dropped_from(peers);
         }
         if let Some(n) = faults.fail_storage_writes {
             tracing::warn!("fault injection: failing the next {n} storage writes");

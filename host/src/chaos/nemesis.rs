@@ -59,6 +59,10 @@ pub enum Nemesis {
     IsolateLeader,
     /// Cut one follower off from every other node, then heal.
     IsolateFollower,
+    /// A one-way partition: a follower stops hearing the leader (and
+    /// campaigns), or the leader stops hearing its followers (and can no
+    /// longer renew its lease) while its messages still arrive; then heal.
+    OneWay,
     /// Hot-swap a node's driver for the same build (the leader half of the
     /// time): the new instance must start above everything served.
     Swap,
@@ -73,11 +77,12 @@ pub enum Nemesis {
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 7] = [
+    pub const ALL: [Nemesis; 8] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::IsolateLeader,
         Nemesis::IsolateFollower,
+        Nemesis::OneWay,
         Nemesis::Swap,
         Nemesis::ClockJump,
         Nemesis::StorageFault,
@@ -89,6 +94,7 @@ impl Nemesis {
             Nemesis::Pause => "pause",
             Nemesis::IsolateLeader => "isolate-leader",
             Nemesis::IsolateFollower => "isolate-follower",
+            Nemesis::OneWay => "one-way",
             Nemesis::Swap => "swap",
             Nemesis::ClockJump => "clock-jump",
             Nemesis::StorageFault => "storage-fault",
@@ -235,6 +241,26 @@ pub async fn apply(
             };
             format!("hot swap of node {id}{}'s driver: {outcome}", role(id))
         }
+        Nemesis::OneWay => {
+            let leader = leader.unwrap_or_else(|| random(rng));
+            let follower = *rng.pick(&others(leader));
+            let held = rng.millis(e, 5 * e);
+            let (deaf, to, what) = if rng.between(0, 2) == 0 {
+                let what = format!(
+                    "node {follower} stopped hearing node {leader} (the leader) for {held:?}"
+                );
+                (follower, vec![leader], what)
+            } else {
+                let what = format!(
+                    "node {leader} (the leader) stopped hearing the others for {held:?}, \
+                     its messages still arriving"
+                );
+                (leader, others(leader), what)
+            };
+            let set = serde_json::json!({ "dropped_from": to });
+            let heal = serde_json::json!({ "dropped_from": [] });
+            what + &fault_for(cluster, deaf, set, heal, held).await
+        }
         Nemesis::ClockJump => {
             let id = leader_or_random(rng);
             let step = rng.between(1_000, 60_000) as i64;
@@ -244,19 +270,21 @@ pub async fn apply(
                 "stepped node {id}{}'s wall clock by {step:+} ms for {held:?}, then back",
                 role(id)
             );
-            let fault = ("clock_offset_ms", step, 0);
-            what + &fault_for(cluster, id, fault, held).await
+            let set = serde_json::json!({ "clock_offset_ms": step });
+            let heal = serde_json::json!({ "clock_offset_ms": 0 });
+            what + &fault_for(cluster, id, set, heal, held).await
         }
         Nemesis::StorageFault => {
             let id = leader_or_random(rng);
-            let writes = rng.between(1, 4) as i64;
+            let writes = rng.between(1, 4);
             let held = rng.millis(e, 3 * e);
             let what = format!(
                 "failed node {id}{}'s next {writes} storage write(s) (for up to {held:?})",
                 role(id)
             );
-            let fault = ("fail_storage_writes", writes, 0);
-            what + &fault_for(cluster, id, fault, held).await
+            let set = serde_json::json!({ "fail_storage_writes": writes });
+            let heal = serde_json::json!({ "fail_storage_writes": 0 });
+            what + &fault_for(cluster, id, set, heal, held).await
         }
     };
     Fault {
@@ -267,21 +295,18 @@ pub async fn apply(
     }
 }
 
-/// Set admin fault `(field, value, healed)` on node `id` for `held`, then
-/// heal it; a note for the report if either step was refused.
+/// Apply admin faults `set` on node `id` for `held`, then `heal`; a note
+/// for the report if either was refused.
 async fn fault_for(
     cluster: &LocalCluster,
     id: u64,
-    (field, value, healed): (&str, i64, i64),
+    set: serde_json::Value,
+    heal: serde_json::Value,
     held: Duration,
 ) -> String {
-    let set = cluster
-        .set_faults(id, serde_json::json!({ field: value }))
-        .await;
+    let set = cluster.set_faults(id, set).await;
     tokio::time::sleep(held).await;
-    let heal = cluster
-        .set_faults(id, serde_json::json!({ field: healed }))
-        .await;
+    let heal = cluster.set_faults(id, heal).await;
     match set.and(heal) {
         Ok(()) => String::new(),
         Err(err) => format!(" (not applied: {err})"),

@@ -31,6 +31,10 @@ pub const MAX_FRAME: usize = 32 << 20;
 /// Messages queued for one peer beyond this are dropped.
 pub const QUEUE: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections allowed to be in their handshake at once: a flood of
+/// unauthenticated connections is closed on accept beyond it (and counted
+/// as auth failures) instead of each holding a task for the timeout.
+const MAX_PENDING_HANDSHAKES: usize = 64;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a removed member stays connected.
@@ -61,10 +65,13 @@ pub struct PeerConfig {
     pub advertise_url: String,
 }
 
-/// Peers whose traffic is dropped (both directions), for fault injection.
+/// Peer traffic dropped for fault injection: `blocked` peers in both
+/// directions (a partition), `dropped_from` peers only on the way in (a
+/// one-way partition: this node still sends to them).
 #[derive(Default, Debug)]
 pub struct Faults {
     blocked: Mutex<HashSet<u64>>,
+    dropped_from: Mutex<HashSet<u64>>,
 }
 
 impl Faults {
@@ -72,15 +79,32 @@ impl Faults {
         *self.blocked.lock().unwrap() = peers.into_iter().collect();
     }
 
+    pub fn set_dropped_from(&self, peers: impl IntoIterator<Item = u64>) {
+        *self.dropped_from.lock().unwrap() = peers.into_iter().collect();
+    }
+
     pub fn blocked(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self.blocked.lock().unwrap().iter().copied().collect();
-        v.sort_unstable();
-        v
+        sorted(&self.blocked)
+    }
+
+    pub fn dropped_from(&self) -> Vec<u64> {
+        sorted(&self.dropped_from)
     }
 
     fn is_blocked(&self, peer: u64) -> bool {
         self.blocked.lock().unwrap().contains(&peer)
     }
+
+    /// Whether a message from `peer` is to be dropped on arrival.
+    fn drops_from(&self, peer: u64) -> bool {
+        self.is_blocked(peer) || self.dropped_from.lock().unwrap().contains(&peer)
+    }
+}
+
+fn sorted(set: &Mutex<HashSet<u64>>) -> Vec<u64> {
+    let mut v: Vec<u64> = set.lock().unwrap().iter().copied().collect();
+    v.sort_unstable();
+    v
 }
 
 /// The running peer network of one node.
@@ -311,15 +335,22 @@ async fn dial(
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, inbox: Inbox) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let Ok((stream, remote)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Ok(handshaking) = pending.clone().try_acquire_owned() else {
+            Metrics::inc(&shared.metrics.peer_auth_failures_total);
+            tracing::debug!("closed a peer connection from {remote}: too many handshakes");
             continue;
         };
         let (shared, inbox) = (shared.clone(), inbox.clone());
         tokio::spawn(async move {
             let metrics = &shared.metrics;
             let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(&shared, stream)).await;
+            drop(handshaking);
             let (stream, peer, session, url) = match accepted {
                 Ok(Ok(ok)) => ok,
                 Ok(Err(e)) => {
@@ -404,7 +435,7 @@ async fn receive(
             )));
         }
         Metrics::inc(&metrics.peer_frames_received_total);
-        if faults.is_blocked(peer) || !inbox.deliver(peer, payload) {
+        if faults.drops_from(peer) || !inbox.deliver(peer, payload) {
             Metrics::inc(&metrics.peer_messages_dropped_total);
         }
     }
