@@ -148,7 +148,7 @@ async fn cli_ts_prints_timestamps_from_a_running_node() {
     let bad = run(&["ts", "--url", &server.url, "--count", "0"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--count"));
-    let down = run(&["ts", "--url", "http://127.0.0.1:1"]);
+    let down = run(&["ts", "--url", "http://127.0.0.1:1", "--timeout", "300ms"]);
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect"));
 }

@@ -15,7 +15,7 @@ use tsohost_client::{Client, Config};
 async fn callers_share_requests_follow_the_leader_and_survive_its_crash() {
     let spec = ClusterSpec::new(3);
     let mut nodes: Vec<_> = (1..=3)
-        .map(|id| Some(spec.start(id, RAFT.founder)))
+        .map(|id| Some(spec.start(id, &RAFT.founder())))
         .collect();
     let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
     let follower = (leader + 1) % 3;

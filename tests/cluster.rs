@@ -19,7 +19,7 @@ use support::Replicated;
 
 fn start_all(spec: &ClusterSpec, driver: &Replicated) -> Vec<Option<Server>> {
     (1..=3)
-        .map(|id| Some(spec.start(id, driver.founder)))
+        .map(|id| Some(spec.start(id, &driver.founder())))
         .collect()
 }
 
@@ -49,7 +49,7 @@ async fn kill9_of_the_leader_under_load(driver: &Replicated) {
         })
         .await;
         assert!(history.len() > before, "round {round}: nothing served");
-        nodes[leader] = Some(spec.start(leader as u64 + 1, driver.founder));
+        nodes[leader] = Some(spec.start(leader as u64 + 1, &driver.founder()));
     }
     history.check();
 }
@@ -144,12 +144,12 @@ async fn a_full_restart_resumes_above_everything(driver: &Replicated) {
 async fn add_a_fourth_node_and_remove_the_leader(driver: &Replicated) {
     let spec = ClusterSpec::new(4);
     let mut nodes: Vec<Option<Server>> = (1..=3)
-        .map(|id| Some(spec.start_among(id, 3, driver.founder)))
+        .map(|id| Some(spec.start_among(id, 3, &driver.founder())))
         .collect();
     let first_leader = serving_node(&spec.urls[..3], Duration::from_secs(30)).await;
     let history = History::default();
     load_for(&spec, &history, Duration::from_millis(300), async || {
-        nodes.push(Some(spec.start(4, driver.joiner)));
+        nodes.push(Some(spec.start(4, &driver.joiner())));
         let address = spec.address(4);
         let out = support::cli(
             &spec,

@@ -155,7 +155,9 @@ async fn refused_components_leave_the_old_driver_serving() {
 /// included, while clients run against the cluster.
 async fn rolling_upgrade(driver: &support::Replicated) {
     let spec = support::ClusterSpec::new(3);
-    let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, driver.founder)).collect();
+    let _nodes: Vec<_> = (1..=3)
+        .map(|id| spec.start(id, &driver.founder()))
+        .collect();
     support::serving_node(&spec.urls, Duration::from_secs(30)).await;
     let new_build = std::fs::read(guest(driver.component)).unwrap();
     let history = History::default();
@@ -165,7 +167,7 @@ async fn rolling_upgrade(driver: &support::Replicated) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let a = swap(url, new_build.clone(), Some(ADMIN_TOKEN)).await;
         assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-        assert_eq!(json(&a)["driver"]["name"], driver.founder[1]);
+        assert_eq!(json(&a)["driver"]["name"], driver.driver);
         support::serving_node(&spec.urls, Duration::from_secs(30)).await;
     }
     let served = history.len();

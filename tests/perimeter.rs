@@ -114,7 +114,7 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_unauthenticated_peer_connections_is_cut_short_and_the_cluster_serves() {
     let spec = ClusterSpec::new(3);
-    let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, RAFT.founder)).collect();
+    let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, &RAFT.founder())).collect();
     let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
     let url = &spec.urls[leader];
     let failures = "tsohost_peer_auth_failures_total";

@@ -45,6 +45,9 @@ enum Cmd {
         /// Print the JSON answer instead of the bare timestamp.
         #[arg(long)]
         json: bool,
+        /// Give up after this long (redirects and retries included).
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Show a running node's status.
     Status {
@@ -306,14 +309,19 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve(args) => server::serve(serve_config(*args)?).await,
-        Cmd::Ts { count, url, json } => {
+        Cmd::Ts {
+            count,
+            url,
+            json,
+            timeout,
+        } => {
             if !(1..=LOGICAL_PER_MS).contains(&count) {
                 bail!("--count must be from 1 to {LOGICAL_PER_MS}, got {count}");
             }
             // Any node will do: the client follows redirects to the leader
-            // and retries for a few seconds.
+            // and retries until the timeout.
             let config = tsohost_client::Config {
-                deadline: Duration::from_secs(5),
+                deadline: timeout,
                 ..Default::default()
             };
             let range = tsohost_client::Client::with_config([url.as_str()], config)?

@@ -367,10 +367,8 @@ pub fn spawn_clients(
 /// timeouts so that the tests are quick (the lease arguments only need every
 /// node to use the same), and the component a swap uploads.
 pub struct Replicated {
-    /// Flags of a node of the first membership (bootstraps).
-    pub founder: &'static [&'static str],
-    /// Flags of a node that joins later (does not bootstrap).
-    pub joiner: &'static [&'static str],
+    /// The built-in driver's name.
+    pub driver: &'static str,
     /// The driver's component in the guest build, for swaps.
     pub component: &'static str,
     /// Whether `transfer-leadership` makes the named node the leader (raft),
@@ -379,46 +377,36 @@ pub struct Replicated {
     pub exact_transfer: bool,
 }
 
+impl Replicated {
+    /// Flags of a node that joins later (does not bootstrap): fast
+    /// elections for tests.
+    pub fn joiner(&self) -> Vec<&'static str> {
+        vec![
+            "--driver",
+            self.driver,
+            "--driver-option",
+            "election-timeout-ms=300",
+            "--driver-option",
+            "heartbeat-ms=30",
+        ]
+    }
+
+    /// Flags of a node of the first membership (bootstraps).
+    pub fn founder(&self) -> Vec<&'static str> {
+        let mut flags = self.joiner();
+        flags.push("--bootstrap");
+        flags
+    }
+}
+
 pub const RAFT: Replicated = Replicated {
-    founder: &[
-        "--driver",
-        "raft",
-        "--bootstrap",
-        "--driver-option",
-        "election-timeout-ms=300",
-        "--driver-option",
-        "heartbeat-ms=30",
-    ],
-    joiner: &[
-        "--driver",
-        "raft",
-        "--driver-option",
-        "election-timeout-ms=300",
-        "--driver-option",
-        "heartbeat-ms=30",
-    ],
+    driver: "raft",
     component: "tsohost_driver_raft.wasm",
     exact_transfer: true,
 };
 
 pub const PAXOS: Replicated = Replicated {
-    founder: &[
-        "--driver",
-        "paxos",
-        "--bootstrap",
-        "--driver-option",
-        "election-timeout-ms=300",
-        "--driver-option",
-        "heartbeat-ms=30",
-    ],
-    joiner: &[
-        "--driver",
-        "paxos",
-        "--driver-option",
-        "election-timeout-ms=300",
-        "--driver-option",
-        "heartbeat-ms=30",
-    ],
+    driver: "paxos",
     component: "tsohost_driver_paxos.wasm",
     exact_transfer: false,
 };

