@@ -144,3 +144,98 @@ async fn a_flood_of_unauthenticated_peer_connections_is_cut_short_and_the_cluste
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     drop(flood);
 }
+
+/// A seeded stream of malformed and hostile requests (random bytes, bad
+/// methods and paths, random bodies, oversized heads, bad chunking): each
+/// gets an HTTP error or a closed connection, never a 5xx, and the node
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_requests_get_http_errors_and_the_node_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.wait_ready().await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut seed = 0x2026_1122_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let paths = [
+        "/v1/timestamps",
+        "/v1/timestamp?count=",
+        "/v1/status",
+        "/v1/admin/driver",
+        "/%ff%fe",
+        "/v1/timestamps/../../etc/passwd",
+    ];
+    let methods = ["POST", "GET", "PUT", "DELETE", "PATCH", "BREW", ""];
+    let mut client_errors = 0;
+    for round in 0..300 {
+        let mut random = |n: usize| (0..n).map(|_| next() as u8).collect::<Vec<u8>>();
+        let pick = |r: u64, of: usize| (r % of as u64) as usize;
+        let request: Vec<u8> = match round % 6 {
+            0 => random(1 + round % 300),
+            1 => {
+                let body = random(round % 64);
+                let mut r = format!(
+                    "{} {}{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                    methods[pick(next(), methods.len())],
+                    paths[pick(next(), paths.len())],
+                    next() % 1000,
+                    body.len()
+                )
+                .into_bytes();
+                r.extend(body);
+                r
+            }
+            2 => {
+                let body = [br#"{"count": "#.as_slice(), &random(8), b"}"].concat();
+                let mut r = format!(
+                    "POST /v1/timestamps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                r.extend(body);
+                r
+            }
+            3 => format!(
+                "GET /v1/timestamp HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(70_000 + round)
+            )
+            .into_bytes(),
+            4 => b"POST /v1/timestamps HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n!!\r\n"
+                .to_vec(),
+            _ => format!(
+                "POST /v1/timestamps HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{{}}",
+                u64::MAX - round as u64
+            )
+            .into_bytes(),
+        };
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let _ = s.write_all(&request).await;
+        let _ = s.shutdown().await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        assert!(
+            read.is_ok(),
+            "round {round}: no answer and no close within 5 s"
+        );
+        let text = String::from_utf8_lossy(&answer);
+        if let Some(status) = text.strip_prefix("HTTP/1.1 ") {
+            assert!(
+                !status.starts_with('5'),
+                "round {round}: a server error for {:?}:\n{text}",
+                String::from_utf8_lossy(&request[..request.len().min(200)])
+            );
+            client_errors += u32::from(status.starts_with('4'));
+        }
+    }
+    assert!(
+        client_errors > 100,
+        "only {client_errors} requests were answered with a 4xx"
+    );
+    let a = post(&server.url, "/v1/timestamps", "").await.unwrap();
+    assert_eq!(a.status, 200);
+}
