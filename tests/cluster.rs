@@ -34,6 +34,27 @@ async fn load_for(spec: &ClusterSpec, history: &History, d: Duration, during: im
     }
 }
 
+/// A serving leader and the next node, once that node follows it (indexes
+/// into `urls`). Right after a cold start a node may still be dialing the
+/// leader, and leadership may still move (omnipaxos settles on the highest
+/// ballot); a transfer to a node that cannot take over fails, honestly.
+async fn leader_and_follower(urls: &[String]) -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = serving_node(urls, Duration::from_secs(30)).await;
+        let next = (leader + 1) % urls.len();
+        let status = json(&get(&urls[next], "/v1/status").await.unwrap());
+        if status["leadership"]["leader"].as_u64() == Some(leader as u64 + 1) {
+            return (leader, next);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node followed a stable leader: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn kill9_of_the_leader_under_load(driver: &Replicated) {
     let spec = ClusterSpec::new(3);
     let mut nodes = start_all(&spec, driver);
@@ -217,8 +238,7 @@ async fn transfer_and_graceful_hand_off(driver: &Replicated) {
     let mut nodes = start_all(&spec, driver);
     let history = History::default();
     load_for(&spec, &history, Duration::from_millis(300), async || {
-        let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
-        let to = (leader + 1) % 3;
+        let (leader, to) = leader_and_follower(&spec.urls).await;
         let out = support::cli(
             &spec,
             &[

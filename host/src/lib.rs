@@ -3,8 +3,10 @@
 //!
 //! One module per concern: [`allocator`] (pure), [`driver`] (wasmtime),
 //! [`node`] (the coordinator between them), [`storage`] (RocksDB), [`api`]
-//! (HTTP/JSON) served by [`http`] (connection limits), [`cli`], [`metrics`];
-//! [`client`] and [`bench`] talk to a running node.
+//! (HTTP/JSON) served by [`http`] (connection limits), [`peer`] (the
+//! authenticated cluster network), [`cli`], [`metrics`]; [`client`] and
+//! [`bench`] talk to a running node; [`checker`] (pure) judges a history of
+//! answers, and [`chaos`] produces one under faults.
 
 pub mod allocator;
 pub mod api;

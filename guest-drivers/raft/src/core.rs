@@ -919,8 +919,10 @@ async fn await_caught_up(
     }
 }
 
-/// Wait until this node, having handed over the leadership of `epoch` to
-/// `to`, follows a newer leader; that leader's id.
+/// Wait until a leader of a newer epoch than `epoch`, which this node
+/// handed over to `to`, is known; that leader's id. Should this node itself
+/// be elected again (the target could not take over: not yet connected, or
+/// behind), the transfer failed, and says so at once.
 async fn await_successor(
     raft: &Raft,
     me: NodeId,
@@ -928,16 +930,27 @@ async fn await_successor(
     to: NodeId,
     budget: Duration,
 ) -> Result<u64, DriverError> {
-    let successor = |m: &RaftMetrics<TypeConfig>| {
+    let newer_leader = |m: &RaftMetrics<TypeConfig>| {
         let newer = m.vote.is_committed() && epoch_of(m.vote.leader_id()) > epoch;
-        m.current_leader.filter(|&l| newer && l != me)
+        m.current_leader.filter(|_| newer)
     };
     match raft
         .wait(Some(budget))
-        .metrics(|m| successor(m).is_some(), "a successor leads")
+        .metrics(|m| newer_leader(m).is_some(), "a newer leader")
         .await
     {
-        Ok(m) => successor(&m).ok_or_else(|| DriverError::Internal("successor vanished".into())),
+        Ok(m) => match newer_leader(&m) {
+            Some(l) if l == me => {
+                let again = epoch_of(m.vote.leader_id());
+                Err(DriverError::Internal(format!(
+                    "node {to} did not take over the leadership of epoch {}.{} (is it connected \
+                     and caught up?); this node was elected again, in epoch {}.{}",
+                    epoch.hi, epoch.lo, again.hi, again.lo
+                )))
+            }
+            Some(l) => Ok(l),
+            None => Err(DriverError::Internal("the new leader vanished".into())),
+        },
         Err(WaitError::Timeout(..)) => Err(DriverError::Internal(format!(
             "no leader emerged within {} ms after this node handed the leadership of epoch {}.{} \
              to node {to} (down, or too far behind to campaign?); this node no longer leads in \
