@@ -1,123 +1,44 @@
-//! A local cluster of `tsohost serve` processes (target/release/tsohost) for
-//! the benchmark programs in this folder.
+//! What the benchmark programs in this folder share: the chaos harness's
+//! local cluster ([`LocalCluster`]) running target/release/tsohost in a
+//! temporary directory, a failover-precise leader probe, percentiles.
 
 use bytes::Bytes;
 use hyper::Method;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use tsohost::chaos::cluster::ClusterSpec;
+pub use tsohost::chaos::cluster::LocalCluster;
 use tsohost::client::once;
 
-pub const ADMIN_TOKEN: &str = "benchmark-admin-token-0123456789";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `nodes` nodes (one without peers) with `serve` flags `flags`, started;
+/// keep the directory for as long as the cluster runs.
+pub fn start(nodes: u64, flags: &[&str]) -> (LocalCluster, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(ClusterSpec {
+        exe: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tsohost"),
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        nodes,
+        dir: dir.path().join("cluster"),
+    })
+    .expect("run target/release/tsohost (build it first)");
+    (cluster, dir)
 }
 
-pub fn binary() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tsohost")
-}
-
-pub struct LocalCluster {
-    dir: tempfile::TempDir,
-    peers: String,
-    http: Vec<u16>,
-    /// `serve` flags every node gets.
-    flags: Vec<String>,
-    pub children: Vec<Option<Child>>,
-}
-
-impl LocalCluster {
-    /// `n` nodes (a single node without peers when `n` is 1), all started.
-    pub fn start(n: usize, flags: &[String]) -> LocalCluster {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("secret"),
-            "benchmark-cluster-secret-0123456789",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
-        let peers = (1..=n)
-            .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = LocalCluster {
-            dir,
-            peers,
-            http: (0..n).map(|_| free_port()).collect(),
-            flags: flags.to_vec(),
-            children: (0..n).map(|_| None).collect(),
-        };
-        for i in 0..n {
-            cluster.start_node(i);
-        }
-        cluster
-    }
-
-    pub fn start_node(&mut self, i: usize) {
-        let mut cmd = Command::new(binary());
-        cmd.arg("serve")
-            .args(&self.flags)
-            .args(["--listen", &format!("127.0.0.1:{}", self.http[i])])
-            .arg("--data-dir")
-            .arg(self.dir.path().join(format!("node{i}")))
-            .arg("--admin-token-file")
-            .arg(self.dir.path().join("admin-token"));
-        if self.http.len() > 1 {
-            cmd.args(["--node-id", &(i + 1).to_string(), "--peers", &self.peers])
-                .arg("--cluster-secret-file")
-                .arg(self.dir.path().join("secret"));
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run target/release/tsohost (build it first)");
-        self.children[i] = Some(child);
-    }
-
-    pub fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.http[i])
-    }
-
-    /// The index of the first running node that answers a timestamp
-    /// request, polling every 2 ms.
-    pub async fn first_serving(&self, within: Duration) -> Option<usize> {
-        let until = Instant::now() + within;
-        while Instant::now() < until {
-            for i in 0..self.http.len() {
-                if self.children[i].is_none() {
-                    continue;
-                }
-                let answer = once(&self.url(i), Method::POST, "/v1/timestamps", Bytes::new()).await;
-                if answer.is_ok_and(|a| a.status == 200) {
-                    return Some(i);
-                }
+/// The id of the first running node that answers a timestamp request,
+/// polling every 2 ms: when a client would first be served.
+pub async fn first_serving(cluster: &LocalCluster, within: Duration) -> Option<u64> {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        for id in cluster.running() {
+            let url = &cluster.urls[id as usize - 1];
+            let answer = once(url, Method::POST, "/v1/timestamps", Bytes::new()).await;
+            if answer.is_ok_and(|a| a.status == 200) {
+                return Some(id);
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        None
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill(i);
-        }
-    }
+    None
 }
 
 /// p-th percentile of sorted values.

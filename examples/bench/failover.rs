@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{LocalCluster, percentile};
+use common::{first_serving, percentile};
 use std::time::{Duration, Instant};
 use tsohost::bench::{BenchConfig, run};
 
@@ -22,49 +22,42 @@ async fn main() {
     let kills: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let driver = args.get(2).cloned().unwrap_or_else(|| "raft".into());
     let election_ms: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let flags: Vec<String> = [
-        "--driver".to_string(),
-        driver.clone(),
-        "--bootstrap".into(),
-        "--driver-option".into(),
-        format!("election-timeout-ms={election_ms}"),
-        "--driver-option".into(),
-        format!("heartbeat-ms={}", election_ms / 10),
-    ]
-    .into();
-    let mut cluster = LocalCluster::start(3, &flags);
+    let election = format!("election-timeout-ms={election_ms}");
+    let heartbeat = format!("heartbeat-ms={}", election_ms / 10);
+    let flags = [
+        "--driver",
+        &driver,
+        "--driver-option",
+        &election,
+        "--driver-option",
+        &heartbeat,
+    ];
+    let (mut cluster, _dir) = common::start(3, &flags);
     let mut failovers_ms = Vec::new();
     for kill in 0..kills {
-        let leader = cluster
-            .first_serving(Duration::from_secs(30))
+        let leader = first_serving(&cluster, Duration::from_secs(30))
             .await
             .expect("no leader");
         let killed = Instant::now();
-        cluster.kill(leader);
-        let new = cluster
-            .first_serving(Duration::from_secs(30))
+        cluster.kill9(leader);
+        let new = first_serving(&cluster, Duration::from_secs(30))
             .await
             .expect("no new leader");
         let took = killed.elapsed().as_secs_f64() * 1000.0;
-        eprintln!(
-            "kill {kill}: node {} → node {} in {took:.0} ms",
-            leader + 1,
-            new + 1
-        );
+        eprintln!("kill {kill}: node {leader} → node {new} in {took:.0} ms");
         failovers_ms.push(took);
-        cluster.start_node(leader);
+        cluster.restart(leader).expect("restart the killed node");
         // Let the restarted node catch up before the next kill.
         tokio::time::sleep(Duration::from_millis(3 * election_ms)).await;
     }
     failovers_ms.sort_by(f64::total_cmp);
-    let leader = cluster
-        .first_serving(Duration::from_secs(30))
+    let leader = first_serving(&cluster, Duration::from_secs(30))
         .await
         .unwrap();
     let mut throughput = Vec::new();
     for (connections, count) in [(16, 1), (64, 1), (16, 1000)] {
         let report = run(BenchConfig {
-            url: cluster.url(leader),
+            url: cluster.urls[leader as usize - 1].clone(),
             client: false,
             connections,
             count,

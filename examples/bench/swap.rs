@@ -14,7 +14,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{ADMIN_TOKEN, LocalCluster, percentile};
+use common::{LocalCluster, first_serving, percentile};
 use hyper::Method;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,42 +55,39 @@ fn client(urls: Vec<String>, answers: Arc<Mutex<Vec<Instant>>>, stop: Arc<Atomic
     });
 }
 
-async fn swap(url: &str, bytes: &[u8]) {
-    let mut conn = Connection::open(url).await.unwrap();
-    let a = conn
-        .send_with(
+async fn swap(cluster: &LocalCluster, id: u64, bytes: &[u8]) {
+    let a = cluster
+        .admin(
+            id,
             Method::PUT,
             "/v1/admin/driver",
             Bytes::copy_from_slice(bytes),
-            Some(ADMIN_TOKEN),
         )
         .await
         .unwrap();
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
 }
 
-/// Swap `pick(cluster)`'s driver `swaps` times; the pauses in ms, sorted.
-async fn pauses(
-    cluster: &LocalCluster,
-    n: usize,
-    component: &[u8],
-    swaps: usize,
-    leader: bool,
-) -> Vec<f64> {
-    let urls: Vec<String> = (0..n).map(|i| cluster.url(i)).collect();
+/// Swap the driver of the serving node (`leader`) or of the next one
+/// `swaps` times; the pauses in ms, sorted.
+async fn pauses(cluster: &LocalCluster, component: &[u8], swaps: usize, leader: bool) -> Vec<f64> {
+    let urls = cluster.urls.clone();
     let answers = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     client(urls.clone(), answers.clone(), stop.clone());
     let mut pauses = Vec::new();
     for _ in 0..swaps {
-        let serving = cluster
-            .first_serving(Duration::from_secs(30))
+        let serving = first_serving(cluster, Duration::from_secs(30))
             .await
             .unwrap();
-        let target = if leader { serving } else { (serving + 1) % n };
+        let target = if leader {
+            serving
+        } else {
+            serving % cluster.nodes() + 1
+        };
         tokio::time::sleep(Duration::from_millis(200)).await;
         let started = Instant::now();
-        swap(&urls[target], component).await;
+        swap(cluster, target, component).await;
         // Until the client has been answered well after the swap.
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -131,24 +128,21 @@ async fn main() {
     let file = std::fs::read(dir.join("tsohost_driver_file.wasm")).unwrap();
     let raft = std::fs::read(dir.join("tsohost_driver_raft.wasm")).unwrap();
 
-    let single = LocalCluster::start(1, &[]);
-    let file_pauses = pauses(&single, 1, &file, swaps, true).await;
-    drop(single);
+    let (single, dir) = common::start(1, &[]);
+    let file_pauses = pauses(&single, &file, swaps, true).await;
+    drop((single, dir));
 
-    let flags: Vec<String> = [
+    let flags = [
         "--driver",
         "raft",
-        "--bootstrap",
         "--driver-option",
         "election-timeout-ms=300",
         "--driver-option",
         "heartbeat-ms=30",
-    ]
-    .map(String::from)
-    .into();
-    let cluster = LocalCluster::start(3, &flags);
-    let follower = pauses(&cluster, 3, &raft, swaps, false).await;
-    let leader = pauses(&cluster, 3, &raft, swaps, true).await;
+    ];
+    let (cluster, _dir) = common::start(3, &flags);
+    let follower = pauses(&cluster, &raft, swaps, false).await;
+    let leader = pauses(&cluster, &raft, swaps, true).await;
     let report = serde_json::json!({
         "single_node_file": summary(&file_pauses),
         "raft_follower": summary(&follower),

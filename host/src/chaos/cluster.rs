@@ -1,5 +1,6 @@
 //! A local cluster of real `tsohost serve` processes that the harness can
-//! crash, pause, restart and partition.
+//! crash, pause, restart and partition; the benchmark programs in
+//! `examples/bench` run on it too.
 
 use crate::client::{Answer, ClientError, Connection};
 use bytes::Bytes;
@@ -38,14 +39,16 @@ pub fn free_port() -> u16 {
 /// The admin token of every harness cluster (loopback only).
 const ADMIN_TOKEN: &str = "chaos-admin-token-0123456789";
 
-/// How the nodes run: which binary, which driver and options, where.
+/// How the nodes run: which binary, with which flags, where.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
     /// The `tsohost` binary.
     pub exe: PathBuf,
-    /// `raft` or `paxos` (or a component path).
-    pub driver: String,
-    pub driver_options: Vec<String>,
+    /// `serve` flags every node gets (`--driver`, `--driver-option`, ...);
+    /// the harness adds listen addresses, data directories, the admin
+    /// token, and in a cluster the peers, secret and `--bootstrap`.
+    pub flags: Vec<String>,
+    /// 1 runs a single node without peers.
     pub nodes: u64,
     /// Node data directories, logs, the secret and the token.
     pub dir: PathBuf,
@@ -61,7 +64,8 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Start every node (all with `--bootstrap` and the same `--peers`).
+    /// Start every node (in a cluster all with `--bootstrap` and the same
+    /// `--peers`).
     pub fn start(spec: ClusterSpec) -> std::io::Result<LocalCluster> {
         std::fs::create_dir_all(&spec.dir)?;
         let secret = spec.dir.join("cluster-secret");
@@ -77,30 +81,27 @@ impl LocalCluster {
             .collect();
         let args = (1..=spec.nodes)
             .map(|id| {
-                let mut a: Vec<String> = [
-                    "serve",
-                    "--bootstrap",
-                    "--node-id",
-                    &id.to_string(),
-                    "--peers",
-                    &peers,
-                    "--listen",
-                    &listen[id as usize - 1],
-                    "--driver",
-                    &spec.driver,
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                a.extend([
+                let mut a: Vec<String> = vec![
+                    "serve".into(),
+                    "--listen".into(),
+                    listen[id as usize - 1].clone(),
                     "--data-dir".into(),
                     path(&spec.dir.join(format!("node{id}"))),
-                ]);
-                a.extend(["--cluster-secret-file".into(), path(&secret)]);
-                a.extend(["--admin-token-file".into(), path(&token)]);
-                for o in &spec.driver_options {
-                    a.extend(["--driver-option".into(), o.clone()]);
+                    "--admin-token-file".into(),
+                    path(&token),
+                ];
+                if spec.nodes > 1 {
+                    a.extend([
+                        "--bootstrap".into(),
+                        "--node-id".into(),
+                        id.to_string(),
+                        "--peers".into(),
+                        peers.clone(),
+                        "--cluster-secret-file".into(),
+                        path(&secret),
+                    ]);
                 }
+                a.extend(spec.flags.iter().cloned());
                 a
             })
             .collect();

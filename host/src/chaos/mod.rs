@@ -67,9 +67,12 @@ pub async fn run(cfg: &ChaosConfig, progress: impl Fn(&str)) -> Result<Report, C
     let e = cfg.election_timeout_ms;
     let mut cluster = LocalCluster::start(ClusterSpec {
         exe: cfg.exe.clone(),
-        driver: cfg.driver.clone(),
-        driver_options: vec![
+        flags: vec![
+            "--driver".into(),
+            cfg.driver.clone(),
+            "--driver-option".into(),
             format!("election-timeout-ms={e}"),
+            "--driver-option".into(),
             format!("heartbeat-ms={}", (e / 10).max(1)),
         ],
         nodes: cfg.nodes,
