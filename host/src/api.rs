@@ -456,7 +456,7 @@ async fn put_faults(State(admin): State<Admin>, headers: HeaderMap, body: Body) 
 /// driver for a new build of it. The component is compiled and validated
 /// while the old driver keeps serving; a component that fails either, or
 /// whose `init` fails, leaves the old driver serving and the error is
-/// returned.
+/// returned (once the old build, started again, serves or follows a leader).
 async fn put_driver(State(admin): State<Admin>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         admin.authorize(&headers)?;

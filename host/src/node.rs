@@ -82,6 +82,16 @@ pub enum Control {
     },
 }
 
+/// Why a swap did not happen.
+enum Refusal {
+    /// Refused before the running driver was touched, or the node is left
+    /// without a driver: answer now.
+    Now(String),
+    /// The new build did not start and the previous one was started again:
+    /// answer once it has settled.
+    Restarted(String),
+}
+
 /// The node's view of leadership, for `/v1/status` and redirects.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeadershipStatus {
@@ -297,6 +307,25 @@ enum Pending {
 /// How long a graceful shutdown waits for leadership to be handed off.
 const HAND_OFF_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long the answer to a refused swap waits for the restarted previous
+/// build to settle (serve again, or report that another node leads).
+const REFUSED_SWAP_SETTLE: Duration = Duration::from_secs(10);
+
+/// The answer to a refused swap, held until the previous build, started
+/// again, has settled: a script that gets the refusal can use the node at
+/// once instead of meeting a 503 while the old build starts a new term.
+struct RefusedSwap {
+    reply: tokio::sync::oneshot::Sender<Result<DriverStatus, String>>,
+    error: String,
+    until: tokio::time::Instant,
+}
+
+impl RefusedSwap {
+    fn answer(self) {
+        let _ = self.reply.send(Err(self.error));
+    }
+}
+
 /// Drives a node from its driver's events until the event channel closes.
 pub struct Coordinator {
     node: Arc<Node>,
@@ -313,6 +342,7 @@ pub struct Coordinator {
     retry_at: Option<tokio::time::Instant>,
     /// Set once a graceful shutdown may proceed (hand-off done or failed).
     stop_now: bool,
+    refused_swap: Option<RefusedSwap>,
 }
 
 impl Coordinator {
@@ -334,6 +364,7 @@ impl Coordinator {
             next_request: 1,
             retry_at: None,
             stop_now: false,
+            refused_swap: None,
         }
     }
 
@@ -386,6 +417,7 @@ impl Coordinator {
             }
         }
         self.node.stop_serving();
+        self.settle_refused_swap();
         if let Some(driver) = self.driver.take() {
             driver.shutdown();
         }
@@ -393,9 +425,24 @@ impl Coordinator {
 
     fn on_control(&mut self, control: Control) {
         match control {
-            Control::Swap { driver, reply } => {
-                let _ = reply.send(self.swap(*driver));
-            }
+            Control::Swap { driver, reply } => match self.swap(*driver) {
+                Err(Refusal::Restarted(error)) => {
+                    if let Some(earlier) = self.refused_swap.take() {
+                        earlier.answer();
+                    }
+                    self.refused_swap = Some(RefusedSwap {
+                        reply,
+                        error,
+                        until: tokio::time::Instant::now() + REFUSED_SWAP_SETTLE,
+                    });
+                }
+                Err(Refusal::Now(error)) => {
+                    let _ = reply.send(Err(error));
+                }
+                Ok(status) => {
+                    let _ = reply.send(Ok(status));
+                }
+            },
             Control::ChangeMembership { members, reply } => {
                 let request = self.request_id(Pending::Admin(reply));
                 self.send(Command::ChangeMembership { request, members });
@@ -437,15 +484,15 @@ impl Coordinator {
     /// timestamps lie below a high water that is already durable in the same
     /// storage, and the new term starts above it. If the new build refuses
     /// to start, the old one is started again and the error returned.
-    fn swap(&mut self, driver: LoadedDriver) -> Result<DriverStatus, String> {
-        let info = self.spawner.probe_info(&driver)?;
+    fn swap(&mut self, driver: LoadedDriver) -> Result<DriverStatus, Refusal> {
+        let info = self.spawner.probe_info(&driver).map_err(Refusal::Now)?;
         let running = self.node.driver_status();
         if info.name != running.name {
-            return Err(format!(
+            return Err(Refusal::Now(format!(
                 "{} is the driver {:?}, but this node runs {:?}: replacing a driver by another \
                  is a migration (floor above the old high water), not a swap",
                 driver.source, info.name, running.name
-            ));
+            )));
         }
         let started = std::time::Instant::now();
         if let Some(old) = self.driver.take() {
@@ -484,16 +531,19 @@ impl Coordinator {
             Err(e) => {
                 tracing::error!("swap refused: {e}; restarting the previous driver");
                 match tokio::task::block_in_place(|| self.spawner.spawn(self.loaded.clone())) {
-                    Ok(handle) => self.driver = Some(handle),
+                    Ok(handle) => {
+                        self.driver = Some(handle);
+                        Err(Refusal::Restarted(e.to_string()))
+                    }
                     Err(again) => {
                         self.lose_leadership();
                         tracing::error!(
                             "the previous driver does not start again either: {again}; this \
                              node cannot serve until restarted"
                         );
+                        Err(Refusal::Now(e.to_string()))
                     }
                 }
-                Err(e.to_string())
             }
         }
     }
@@ -568,6 +618,9 @@ impl Coordinator {
         let leads = report.role == Role::Leader && report.leader == Some(self.node.node_id);
         if !leads {
             self.lose_leadership();
+            if report.leader.is_some() {
+                self.settle_refused_swap();
+            }
             return;
         }
         match &mut self.leading {
@@ -579,6 +632,7 @@ impl Coordinator {
                         .lock()
                         .unwrap()
                         .renew_lease(term, report.lease_until_ms);
+                    self.settle_refused_swap();
                 }
             }
             _ => {
@@ -672,6 +726,7 @@ impl Coordinator {
                     Metrics::set(&self.node.metrics.high_water_ms, persisted);
                     tracing::info!("serving timestamps; high water {persisted} ms");
                     self.node.progressed.notify_waiters();
+                    self.settle_refused_swap();
                 }
             }
             (Pending::Load { epoch } | Pending::Start { epoch, .. }, Err(error))
@@ -706,7 +761,22 @@ impl Coordinator {
         }
     }
 
+    /// The previous build serves again, or follows a known leader: answer
+    /// the refused swap.
+    fn settle_refused_swap(&mut self) {
+        if let Some(refused) = self.refused_swap.take() {
+            refused.answer();
+        }
+    }
+
     fn maybe_extend(&mut self) {
+        if self
+            .refused_swap
+            .as_ref()
+            .is_some_and(|r| tokio::time::Instant::now() >= r.until)
+        {
+            self.settle_refused_swap();
+        }
         let now = self.node.clock.now();
         let serving = self.node.allocator.lock().unwrap().is_serving(now);
         Metrics::set(&self.node.metrics.serving, u64::from(serving));
