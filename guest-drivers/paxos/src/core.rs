@@ -777,6 +777,31 @@ impl PaxosDriver {
                     self.lease
                         .close_gate(self.now + self.settings.gate_ms(), ballot);
                     self.queue(from, Wire::LeaseAck { ballot, seq });
+                } else if let Some(promise) = promised
+                    && promise > ballot
+                    && promise.pid == self.node
+                    && self.leading_ballot().is_none()
+                {
+                    // A candidate the leader's followers will not promise
+                    // while the leader is healthy: only the leader can end
+                    // this, by taking a ballot above ours.
+                    self.queue(from, Wire::Outranked { ballot, promise });
+                }
+            }
+            Wire::Outranked { ballot, promise } => {
+                if self.lease.leading() == Some(ballot)
+                    && promise > ballot
+                    && self.stepping_down.is_none()
+                    && let Some(op) = self.op.as_mut()
+                {
+                    op.try_become_leader();
+                    self.log(
+                        LogLevel::Info,
+                        format!(
+                            "node {from} holds ballot {promise:?}, above this leader's \
+                             {ballot:?}, and cannot follow: taking a higher ballot"
+                        ),
+                    );
                 }
             }
             Wire::LeaseAck { ballot, seq } => {

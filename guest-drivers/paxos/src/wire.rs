@@ -63,6 +63,15 @@ pub enum Wire {
         /// The stepping-down leader's ballot.
         ballot: Ballot,
     },
+    /// Answer to a lease heartbeat of `ballot` from a node that cannot
+    /// follow it: it took `promise`, a higher ballot of its own, and the
+    /// followers' gates drop that ballot's Prepares.
+    Outranked {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The sender's promise.
+        promise: Ballot,
+    },
 }
 
 /// A payload that could not be decoded.

@@ -349,6 +349,46 @@ fn membership_changes_are_refused_where_they_cannot_be_made() {
     assert_eq!(c.wait(leader, req), Ok(0), "unchanged membership");
 }
 
+/// A node that first hears the cluster after a node with a smaller id was
+/// elected starts its ballot leader election on its own, higher initial
+/// ballot (omnipaxos starts every fresh node as its own leader candidate).
+/// The followers' lease gates drop its Prepares while the leader is
+/// healthy, so it must not stay a candidate: the leader, told that it is
+/// outranked, takes a higher ballot, and the late node follows it.
+#[test]
+fn a_late_node_with_a_higher_id_follows_the_leader_elected_without_it() {
+    let mut c = new_cluster(&[]);
+    c.isolated.insert(3);
+    let (leader, first) = c.wait_leader();
+    assert_ne!(leader, 3);
+    assert_eq!(c.persist(leader, 300, first.epoch), Ok(300));
+    // Node 3 starts now, bootstrapping configuration 1 like every founder
+    // of a real cluster (`--bootstrap` on all of them).
+    // It times out on its own before it hears anyone, and takes its own
+    // ballot.
+    c.kill(3);
+    c.start(3, true);
+    c.run_for(2_000);
+    c.isolated.clear();
+    c.run_until(10_000, |c| {
+        high_water(c, 3) >= 300 && c.last_report(3).is_some_and(|r| r.role == Role::Follower)
+    });
+    let (now_leading, report) = c.wait_leader();
+    assert_eq!(
+        c.last_report(3).map(|r| (r.role, r.leader)),
+        Some((Role::Follower, Some(now_leading)))
+    );
+    assert_eq!(c.load(now_leading), Ok(300));
+    assert_eq!(c.persist(now_leading, 400, report.epoch), Ok(400));
+    c.run_until(1_000, |c| high_water(c, 3) == 400);
+    assert_eq!(high_water(&c, 3), 400);
+    // The leader re-prepared under a higher ballot while its old lease
+    // still ran: it reported the end of the old leadership first, so its
+    // host stopped serving it (the lease-only reading would overlap the two
+    // leaderships of the same node).
+    c.assert_single_serving_leader_host_model();
+}
+
 #[test]
 fn transfers_leadership_to_a_named_follower() {
     let mut c = new_cluster(&[]);
