@@ -178,6 +178,18 @@ enum ClusterCmd {
         #[arg(long)]
         to: Option<u64>,
     },
+    /// Move every node to another driver: seal the running one, read its
+    /// high water, start the new one above it. Every node must be up.
+    /// Re-run to finish after a failure; --abort unseals if no node has
+    /// switched yet.
+    Migrate {
+        /// A built-in driver name or a path to a .wasm component.
+        #[arg(long, required_unless_present = "abort", conflicts_with = "abort")]
+        to: Option<String>,
+        /// Unseal the nodes of a migration that switched none of them.
+        #[arg(long)]
+        abort: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -431,6 +443,19 @@ async fn cluster(action: ClusterCmd, url: &str, token_file: Option<PathBuf>) -> 
     let token_file = token_file.context("--admin-token-file is required")?;
     let token = String::from_utf8(read_secret_file(&token_file, "--admin-token-file")?)
         .context("--admin-token-file: the token is not text")?;
+    if let ClusterCmd::Migrate { to, .. } = &action {
+        let target = match to {
+            Some(to) => {
+                let source = driver_source(to)?;
+                Some(crate::migration::orchestrate::Target {
+                    label: to.clone(),
+                    bytes: source.bytes()?.into_owned(),
+                })
+            }
+            None => None,
+        };
+        return crate::migration::orchestrate::run(url, &token, target).await;
+    }
     // A node that just started or lost its leader learns the next within an
     // election; wait that long rather than fail.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -483,6 +508,7 @@ async fn cluster(action: ClusterCmd, url: &str, token_file: Option<PathBuf>) -> 
             "/v1/admin/leader",
             serde_json::json!({ "to": to }).to_string(),
         ),
+        ClusterCmd::Migrate { .. } => unreachable!("handled above"),
     };
     let method = if path == "/v1/admin/members" {
         Method::PUT

@@ -74,7 +74,7 @@ impl Subject {
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
         let storage = storage.clone();
         let storage_for: StorageFor =
-            Arc::new(move |_| Arc::new(storage.clone()) as Arc<dyn Storage>);
+            Arc::new(move |_, _| Arc::new(storage.clone()) as Arc<dyn Storage>);
         let spawner = Spawner::new(
             storage_for,
             ActorConfig {
@@ -85,6 +85,7 @@ impl Subject {
                 }],
                 bootstrap: true,
                 floor,
+                generation: 0,
                 seed: 1,
                 options: options.to_vec(),
                 memory_limit: 256 << 20,

@@ -4,7 +4,8 @@
 //! One module per concern: [`allocator`] (pure), [`driver`] (wasmtime),
 //! [`node`] (the coordinator between them), [`storage`] (RocksDB), [`api`]
 //! (HTTP/JSON) served by [`http`] (connection limits), [`peer`] (the
-//! authenticated cluster network), [`cli`], [`metrics`]; [`client`] and
+//! authenticated cluster network), [`cli`], [`metrics`], [`migration`] (moving a cluster to another
+//! driver); [`client`] and
 //! [`bench`] talk to a running node; [`checker`] (pure) judges a history of
 //! answers, and [`chaos`] produces one under faults.
 
@@ -20,6 +21,7 @@ pub mod conformance;
 pub mod driver;
 pub mod http;
 pub mod metrics;
+pub mod migration;
 pub mod node;
 pub mod peer;
 pub mod server;

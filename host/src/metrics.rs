@@ -57,6 +57,8 @@ metrics! {
     counter driver_starts_total,
     /// Hot swaps of the driver that completed.
     counter driver_swaps_total,
+    /// Migrations of this node to another driver that completed.
+    counter driver_migrations_total,
     /// Peer messages dropped (no peer network, unknown or blocked peer, a full queue).
     counter peer_messages_dropped_total,
     /// Frames sent to peers.

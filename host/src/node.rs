@@ -10,13 +10,16 @@
 
 use crate::allocator::{Allocator, Grant, GrantError, Term};
 use crate::clock::Clock;
+use crate::driver::actor::ActorConfig;
 use crate::driver::bindings::Peer;
 use crate::driver::bindings::{DriverInfo, describe};
 use crate::driver::{
     Command, DriverError, DriverHandle, Epoch, Event, Leadership, LoadedDriver, Role, Spawner,
 };
 use crate::metrics::Metrics;
+use crate::migration::DriverRecord;
 use crate::peer::Network;
+use crate::storage::Db;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -80,6 +83,27 @@ pub enum Control {
         driver: Box<LoadedDriver>,
         reply: tokio::sync::oneshot::Sender<Result<DriverStatus, String>>,
     },
+    /// Stop serving for a migration, durably; answers the highest high
+    /// water this node held (ms).
+    Seal {
+        reply: tokio::sync::oneshot::Sender<Result<u64, String>>,
+    },
+    /// Serve again under the sealed driver (a migration given up).
+    Unseal {
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    /// A sealed node's linearizable read of its driver's high water (on the
+    /// leader; others answer not-leader).
+    ReadHighWater {
+        reply: tokio::sync::oneshot::Sender<Result<u64, DriverError>>,
+    },
+    /// Replace the sealed driver by another driver, on a fresh namespace,
+    /// serving above `floor`.
+    Migrate {
+        driver: Box<LoadedDriver>,
+        floor: u64,
+        reply: tokio::sync::oneshot::Sender<Result<DriverStatus, String>>,
+    },
 }
 
 /// Why a swap did not happen.
@@ -125,6 +149,9 @@ pub struct Node {
     wake: Notify,
     leadership: Mutex<LeadershipStatus>,
     driver: Mutex<DriverStatus>,
+    /// Which driver this node's data belongs to; written by the coordinator
+    /// only, after storing it.
+    migration: Mutex<DriverRecord>,
     /// How long a request waits for an exhausted window to be extended.
     exhausted_wait: Duration,
 }
@@ -135,6 +162,7 @@ impl Node {
         window: Duration,
         clock: Arc<dyn Clock>,
         driver: DriverStatus,
+        record: DriverRecord,
         metrics: Arc<Metrics>,
         network: Option<Arc<Network>>,
     ) -> Arc<Node> {
@@ -152,6 +180,7 @@ impl Node {
                 epoch: None,
             }),
             driver: Mutex::new(driver),
+            migration: Mutex::new(record),
             exhausted_wait: window.clamp(Duration::from_millis(100), Duration::from_secs(2)),
         })
     }
@@ -254,6 +283,7 @@ impl Node {
             "last_issued": last.to_string(),
             "window_ms": window,
             "driver": *self.driver.lock().unwrap(),
+            "migration": *self.migration.lock().unwrap(),
         })
     }
 
@@ -330,6 +360,8 @@ impl RefusedSwap {
 pub struct Coordinator {
     node: Arc<Node>,
     spawner: Spawner,
+    /// Where the node's [`DriverRecord`] is kept.
+    db: Db,
     /// The running actor; `None` only if a failed swap could not restart the
     /// previous driver either.
     driver: Option<DriverHandle>,
@@ -343,19 +375,25 @@ pub struct Coordinator {
     /// Set once a graceful shutdown may proceed (hand-off done or failed).
     stop_now: bool,
     refused_swap: Option<RefusedSwap>,
+    /// The driver's latest leadership report, replayed when a seal is lifted.
+    last_report: Option<Leadership>,
 }
 
 impl Coordinator {
+    /// `floor`, the generation and whether the node is sealed come from
+    /// the node's [`DriverRecord`].
     pub fn new(
         node: Arc<Node>,
         spawner: Spawner,
+        db: Db,
         driver: DriverHandle,
         loaded: LoadedDriver,
-        floor: u64,
     ) -> Coordinator {
+        let floor = node.migration.lock().unwrap().floor;
         Coordinator {
             node,
             spawner,
+            db,
             driver: Some(driver),
             loaded,
             floor,
@@ -365,6 +403,7 @@ impl Coordinator {
             retry_at: None,
             stop_now: false,
             refused_swap: None,
+            last_report: None,
         }
     }
 
@@ -451,7 +490,85 @@ impl Coordinator {
                 let request = self.request_id(Pending::Admin(reply));
                 self.send(Command::TransferLeadership { request, to });
             }
+            Control::Seal { reply } => {
+                let _ = reply.send(self.seal());
+            }
+            Control::Unseal { reply } => {
+                let _ = reply.send(self.unseal());
+            }
+            Control::ReadHighWater { reply } => {
+                if !self.sealed() {
+                    let _ = reply.send(Err(DriverError::Internal(
+                        "this node is not sealed: a read for a migration comes after the seal"
+                            .into(),
+                    )));
+                    return;
+                }
+                let request = self.request_id(Pending::Admin(reply));
+                self.send(Command::LoadHighWater { request });
+            }
+            Control::Migrate {
+                driver,
+                floor,
+                reply,
+            } => {
+                let _ = reply.send(self.migrate(*driver, floor));
+            }
         }
+    }
+
+    fn record(&self) -> DriverRecord {
+        self.node.migration.lock().unwrap().clone()
+    }
+
+    fn sealed(&self) -> bool {
+        self.node.migration.lock().unwrap().sealed
+    }
+
+    /// Store `record` durably, then make it the node's.
+    fn save_record(&self, record: DriverRecord) -> Result<(), String> {
+        record
+            .store(&self.db)
+            .map_err(|e| format!("cannot write the node's driver record: {e}"))?;
+        *self.node.migration.lock().unwrap() = record;
+        Ok(())
+    }
+
+    /// Stop serving until unsealed or migrated, durably (a restart stays
+    /// sealed). Answers the highest high water this node held: above every
+    /// timestamp it issued in this process.
+    fn seal(&mut self) -> Result<u64, String> {
+        let (high_water, last) = {
+            let a = self.node.allocator.lock().unwrap();
+            (a.high_water(), a.last_issued())
+        };
+        let held = high_water.max(crate::timestamp::Timestamp(last).physical_ms() + 1);
+        if !self.sealed() {
+            let mut record = self.record();
+            record.driver = self.node.driver_status().name;
+            record.sealed = true;
+            self.save_record(record)?;
+            self.lose_leadership();
+            tracing::warn!(
+                "sealed for a migration: not serving under this driver until \
+                 `tsohost cluster migrate` switches it (or --abort unseals it)"
+            );
+        }
+        Ok(held)
+    }
+
+    fn unseal(&mut self) -> Result<(), String> {
+        if !self.sealed() {
+            return Ok(());
+        }
+        let mut record = self.record();
+        record.sealed = false;
+        self.save_record(record)?;
+        tracing::info!("unsealed: serving again under this driver");
+        if let Some(report) = self.last_report {
+            self.on_leadership(report);
+        }
+        Ok(())
     }
 
     /// Before a graceful shutdown: a leader of a cluster hands leadership to
@@ -495,41 +612,52 @@ impl Coordinator {
             )));
         }
         let started = std::time::Instant::now();
+        let status = self.replace_driver(driver, &info, None)?;
+        Metrics::inc(&self.node.metrics.driver_swaps_total);
+        tracing::info!(
+            "swapped driver {} {} for {} ({}) in {:.1?}",
+            info.name,
+            info.version,
+            &self.loaded.digest[..12],
+            self.loaded.source,
+            started.elapsed()
+        );
+        Ok(status)
+    }
+
+    /// Stop the running actor and start `driver` (whose `info` is `info`)
+    /// with the spawner's config. If it does not start, start the previous
+    /// component again (with `previous_config`, if the config was changed
+    /// for `driver`) and say so.
+    fn replace_driver(
+        &mut self,
+        driver: LoadedDriver,
+        info: &DriverInfo,
+        previous_config: Option<ActorConfig>,
+    ) -> Result<DriverStatus, Refusal> {
         if let Some(old) = self.driver.take() {
             tokio::task::block_in_place(|| old.shutdown());
         }
         match tokio::task::block_in_place(|| self.spawner.spawn(driver.clone())) {
             Ok(handle) => {
                 self.driver = Some(handle);
-                let previous = std::mem::replace(&mut self.loaded, driver);
-                let status = {
-                    let mut d = self.node.driver.lock().unwrap();
-                    let crashes = d.crashes;
-                    let swaps = d.swaps + 1;
-                    *d = DriverStatus {
-                        name: info.name.clone(),
-                        version: info.version.clone(),
-                        healthy: true,
-                        crashes,
-                        swaps,
-                        ..DriverStatus::loaded(&self.loaded)
-                    };
-                    d.clone()
+                self.loaded = driver;
+                let mut d = self.node.driver.lock().unwrap();
+                *d = DriverStatus {
+                    name: info.name.clone(),
+                    version: info.version.clone(),
+                    healthy: true,
+                    crashes: d.crashes,
+                    swaps: d.swaps + 1,
+                    ..DriverStatus::loaded(&self.loaded)
                 };
-                Metrics::inc(&self.node.metrics.driver_swaps_total);
-                tracing::info!(
-                    "swapped driver {} {} ({}) for {} ({}) in {:.1?}",
-                    info.name,
-                    info.version,
-                    &previous.digest[..12],
-                    &self.loaded.digest[..12],
-                    self.loaded.source,
-                    started.elapsed()
-                );
-                Ok(status)
+                Ok(d.clone())
             }
             Err(e) => {
-                tracing::error!("swap refused: {e}; restarting the previous driver");
+                tracing::error!("{e}; restarting the previous driver");
+                if let Some(config) = previous_config {
+                    *self.spawner.config_mut() = config;
+                }
                 match tokio::task::block_in_place(|| self.spawner.spawn(self.loaded.clone())) {
                     Ok(handle) => {
                         self.driver = Some(handle);
@@ -544,6 +672,78 @@ impl Coordinator {
                         Err(Refusal::Now(e.to_string()))
                     }
                 }
+            }
+        }
+    }
+
+    /// Replace the sealed driver by `driver`, another driver, on a fresh
+    /// namespace (the next generation) of this node's storage, with `floor`
+    /// (at least the record's), bootstrapping with the membership the
+    /// peer network knows. The record naming it is durable before the new
+    /// driver starts; if it refuses to start, the old record and driver are
+    /// put back, still sealed.
+    fn migrate(&mut self, driver: LoadedDriver, floor: u64) -> Result<DriverStatus, String> {
+        let before = self.record();
+        if !before.sealed {
+            return Err(
+                "this node is not sealed: every node is sealed before any switches \
+                 (`tsohost cluster migrate` does both)"
+                    .into(),
+            );
+        }
+        let info = self.spawner.probe_info(&driver)?;
+        if info.name == before.driver {
+            return Err(format!(
+                "{} is the driver {:?}, which this node runs already: unseal it \
+                 (`tsohost cluster migrate --abort`), or swap builds with PUT /v1/admin/driver",
+                driver.source, info.name
+            ));
+        }
+        let next = DriverRecord {
+            driver: info.name.clone(),
+            generation: before.generation + 1,
+            floor: floor.max(before.floor),
+            sealed: false,
+        };
+        let old_config = self.spawner.config_mut().clone();
+        {
+            let config = self.spawner.config_mut();
+            config.floor = next.floor;
+            config.generation = next.generation;
+            config.bootstrap = true;
+            if let Some(network) = &self.node.network {
+                config.peers = network
+                    .members()
+                    .into_iter()
+                    .map(|(id, address)| Peer { id, address })
+                    .collect();
+            }
+        }
+        self.save_record(next.clone())?;
+        let started = std::time::Instant::now();
+        match self.replace_driver(driver, &info, Some(old_config)) {
+            Ok(status) => {
+                self.floor = next.floor;
+                Metrics::inc(&self.node.metrics.driver_migrations_total);
+                tracing::info!(
+                    "migrated from driver {} to {} {} ({}, generation {}, floor {} ms) in {:.1?}",
+                    before.driver,
+                    info.name,
+                    info.version,
+                    self.loaded.source,
+                    next.generation,
+                    next.floor,
+                    started.elapsed()
+                );
+                // The old driver's view of leadership is void.
+                self.last_report = None;
+                Ok(status)
+            }
+            Err(Refusal::Now(e) | Refusal::Restarted(e)) => {
+                if let Err(again) = self.save_record(before) {
+                    tracing::error!("{again}");
+                }
+                Err(format!("migration refused: {e}"))
             }
         }
     }
@@ -615,8 +815,9 @@ impl Coordinator {
             view.leader = report.leader;
             view.epoch = Some(report.epoch.to_string());
         }
+        self.last_report = Some(report);
         let leads = report.role == Role::Leader && report.leader == Some(self.node.node_id);
-        if !leads {
+        if !leads || self.sealed() {
             self.lose_leadership();
             if report.leader.is_some() {
                 self.settle_refused_swap();

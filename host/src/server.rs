@@ -6,6 +6,7 @@ use crate::driver::actor::{ActorConfig, StorageFor};
 use crate::driver::bindings::Peer;
 use crate::driver::{DriverSource, Runtime, Spawner};
 use crate::metrics::Metrics;
+use crate::migration::DriverRecord;
 use crate::node::{Coordinator, DriverStatus, Node};
 use crate::peer::auth::Secret;
 use crate::peer::{Network, PeerConfig};
@@ -64,7 +65,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let status = DriverStatus::loaded(&loaded);
     let storage_for: StorageFor = {
         let db = db.clone();
-        Arc::new(move |name: &str| Arc::new(db.namespace(name)) as Arc<dyn Storage>)
+        Arc::new(move |name: &str, generation| {
+            Arc::new(db.namespace(name, generation)) as Arc<dyn Storage>
+        })
     };
     let peers = match &cfg.cluster {
         Some(c) => c
@@ -82,6 +85,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         peers,
         bootstrap: cfg.cluster.as_ref().is_none_or(|c| c.bootstrap),
         floor: 0,
+        generation: 0,
         seed: cfg.node_id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         options: cfg.driver_options.clone(),
         memory_limit: cfg.guest_memory,
@@ -96,7 +100,17 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let spawner = Spawner::new(storage_for, actor_config, clock.clone(), events_tx);
+    let mut spawner = Spawner::new(storage_for, actor_config, clock.clone(), events_tx);
+    let record = admitted_record(&db, &spawner, &loaded)?;
+    spawner.config_mut().floor = record.floor;
+    spawner.config_mut().generation = record.generation;
+    if record.sealed {
+        tracing::warn!(
+            "this node is sealed for a migration to another driver: it will not serve under {} \
+             until `tsohost cluster migrate` finishes (or --abort unseals it)",
+            record.driver
+        );
+    }
     let driver = spawner.spawn(loaded.clone())?;
     let network = match &cfg.cluster {
         None => None,
@@ -123,13 +137,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         cfg.window,
         clock,
         status,
+        record,
         metrics.clone(),
         network,
     );
     let shutdown = Arc::new(Notify::new());
     let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
     let coordinator = tokio::spawn(
-        Coordinator::new(node.clone(), spawner, driver, loaded, 0).run(
+        Coordinator::new(node.clone(), spawner, db.clone(), driver, loaded).run(
             events_rx,
             control_rx,
             shutdown.clone(),
@@ -162,6 +177,23 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let _ = coordinator.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The node's driver record, if `loaded` is the driver it names (a fresh
+/// record if the data directory has none): a migrated node refuses to start
+/// the driver it left, whose state on this node is out of date.
+fn admitted_record(
+    db: &Db,
+    spawner: &Spawner,
+    loaded: &crate::driver::LoadedDriver,
+) -> anyhow::Result<DriverRecord> {
+    let record = DriverRecord::load(db)?;
+    let name = spawner
+        .probe_info(loaded)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .name;
+    DriverRecord::admits(record.as_ref(), &name)?;
+    Ok(record.unwrap_or_else(|| DriverRecord::first(&name)))
 }
 
 async fn signal() {

@@ -1,8 +1,11 @@
 //! Durable key-value storage for drivers, namespaced per driver.
 //!
 //! The host keeps one RocksDB per data directory. Each driver sees only the
-//! keys under its own namespace (`d/<driver name>/`), so two drivers on one
-//! node — during a migration, say — cannot read or clobber each other.
+//! keys under its own namespace (`d/<driver name>/`, or `d/<name>#<g>/` in
+//! migration generation `g` > 0), so two drivers on one node — during a
+//! migration, say — cannot read or clobber each other, and a driver migrated
+//! back to starts from empty storage rather than from its stale state. The
+//! host's own records live under `h/`, out of every driver's reach.
 //! [`MemStorage`] is an in-memory twin with the same semantics, for testing
 //! the driver actor without a disk.
 
@@ -101,13 +104,34 @@ impl Db {
         })
     }
 
-    /// The storage of driver `name`.
-    pub fn namespace(&self, name: &str) -> Namespace {
+    /// The storage of driver `name` in migration generation `generation`.
+    pub fn namespace(&self, name: &str, generation: u64) -> Namespace {
+        let prefix = match generation {
+            0 => format!("d/{name}/"),
+            g => format!("d/{name}#{g}/"),
+        };
         Namespace {
             db: self.db.clone(),
-            prefix: format!("d/{name}/").into_bytes(),
+            prefix: prefix.into_bytes(),
             failpoint: self.failpoint.clone(),
         }
+    }
+
+    /// The host's record `key` (under `h/`).
+    pub fn host_record(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db
+            .get(format!("h/{key}").as_bytes())
+            .map_err(rocks("get"))
+    }
+
+    /// Write the host's record `key` durably. Injected faults do not apply:
+    /// they stand for a driver's failing disk, not the host's.
+    pub fn put_host_record(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db
+            .put_opt(format!("h/{key}").as_bytes(), value, &opts)
+            .map_err(rocks("write"))
     }
 
     /// The failures injected into every namespace's writes.
@@ -255,10 +279,14 @@ mod tests {
     fn rocksdb_namespaces_are_isolated_and_match_memory() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
-        exercise(&db.namespace("one"));
-        let other = db.namespace("two");
-        assert_eq!(other.get(b"a").unwrap(), None);
-        assert!(other.scan(b"", b"", 10).unwrap().is_empty());
+        exercise(&db.namespace("one", 0));
+        for other in [db.namespace("two", 0), db.namespace("one", 1)] {
+            assert_eq!(other.get(b"a").unwrap(), None);
+            assert!(other.scan(b"", b"", 10).unwrap().is_empty());
+        }
+        db.put_host_record("r", b"x").unwrap();
+        assert_eq!(db.host_record("r").unwrap(), Some(b"x".to_vec()));
+        assert!(db.namespace("one", 0).get(b"r").unwrap().is_none());
         exercise(&MemStorage::default());
     }
 
@@ -266,7 +294,7 @@ mod tests {
     fn injected_failures_fail_that_many_writes_and_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
-        let ns = db.namespace("one");
+        let ns = db.namespace("one", 0);
         let put = |v: &[u8]| WriteBatch {
             puts: vec![(b"k".to_vec(), v.to_vec())],
             deletes: vec![],

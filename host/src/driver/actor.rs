@@ -38,6 +38,8 @@ pub struct ActorConfig {
     pub peers: Vec<Peer>,
     pub bootstrap: bool,
     pub floor: u64,
+    /// Migration generation: which of the driver's namespaces it runs on.
+    pub generation: u64,
     pub seed: u64,
     pub options: Vec<(String, String)>,
     /// Guest linear memory cap, bytes.
@@ -108,8 +110,9 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
-/// Opens the storage namespace of a driver, by the name the driver reports.
-pub type StorageFor = Arc<dyn Fn(&str) -> Arc<dyn Storage> + Send + Sync>;
+/// Opens the storage namespace of a driver, by the name the driver reports
+/// and the migration generation ([`ActorConfig::generation`]).
+pub type StorageFor = Arc<dyn Fn(&str, u64) -> Arc<dyn Storage> + Send + Sync>;
 
 /// Peer messages queued for a driver beyond this are dropped.
 pub const MAX_QUEUED_MESSAGES: usize = 4096;
@@ -150,6 +153,12 @@ impl Spawner {
             events,
             mailbox: Arc::new(Mailbox::new(MAX_QUEUED_MESSAGES)),
         }
+    }
+
+    /// How the next actor will be started; a migration changes the floor,
+    /// the generation, the peers and `bootstrap` before spawning.
+    pub fn config_mut(&mut self) -> &mut ActorConfig {
+        &mut self.config
     }
 
     /// Where the peer network puts messages for whichever driver runs.
@@ -353,7 +362,7 @@ impl Actor {
             }));
         }
         store.data_mut().name = info.name.clone();
-        store.data_mut().storage = Some((self.storage_for)(&info.name));
+        store.data_mut().storage = Some((self.storage_for)(&info.name, self.config.generation));
         let config = Config {
             node_id: self.config.node_id,
             peers: self.config.peers.clone(),

@@ -41,6 +41,26 @@ impl DriverSource {
             DriverSource::File(path) => path.display().to_string(),
         }
     }
+
+    /// The component's bytes.
+    pub fn bytes(&self) -> Result<std::borrow::Cow<'static, [u8]>, LoadError> {
+        match self {
+            DriverSource::Builtin { bytes, .. } => Ok(std::borrow::Cow::Borrowed(bytes)),
+            DriverSource::File(path) => {
+                std::fs::read(path)
+                    .map(std::borrow::Cow::Owned)
+                    .map_err(|source| LoadError::Read {
+                        path: self.label(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// SHA-256 of the bytes, hex: what `/v1/status` shows as the digest.
+    pub fn digest_of(bytes: &[u8]) -> String {
+        hex(&Sha256::digest(bytes))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,19 +165,7 @@ impl Runtime {
 
     /// Read, validate, compile (or fetch from the cache) and link a driver.
     pub fn load(&self, source: &DriverSource) -> Result<LoadedDriver, LoadError> {
-        let label = source.label();
-        let owned;
-        let bytes: &[u8] = match source {
-            DriverSource::Builtin { bytes, .. } => bytes,
-            DriverSource::File(path) => {
-                owned = std::fs::read(path).map_err(|e| LoadError::Read {
-                    path: label.clone(),
-                    source: e,
-                })?;
-                &owned
-            }
-        };
-        self.load_bytes(&label, bytes)
+        self.load_bytes(&source.label(), &source.bytes()?)
     }
 
     /// As [`Runtime::load`], for bytes already in memory (a hot swap's upload).

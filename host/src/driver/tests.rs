@@ -17,6 +17,7 @@ fn config(options: &[(&str, &str)]) -> ActorConfig {
         peers: Vec::new(),
         bootstrap: true,
         floor: 0,
+        generation: 0,
         seed: 7,
         options: options
             .iter()
@@ -41,7 +42,8 @@ fn start(
     let runtime = Runtime::new(None).unwrap();
     let driver = runtime.load(&source).unwrap();
     let storage = storage.clone();
-    let storage_for: StorageFor = Arc::new(move |_| Arc::new(storage.clone()) as Arc<dyn Storage>);
+    let storage_for: StorageFor =
+        Arc::new(move |_, _| Arc::new(storage.clone()) as Arc<dyn Storage>);
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
     let handle = Spawner::new(
         storage_for,

@@ -19,6 +19,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+mod migration;
+
 /// Largest request body accepted; a timestamp request is a few bytes.
 pub const MAX_BODY: usize = 16 * 1024;
 
@@ -45,6 +47,12 @@ pub fn router(node: Arc<Node>, admin: AdminConfig) -> Router {
         .route("/v1/admin/driver", put(put_driver))
         .route("/v1/admin/members", put(put_members))
         .route("/v1/admin/leader", post(post_leader))
+        .route(
+            "/v1/admin/migration/seal",
+            post(migration::seal).delete(migration::unseal),
+        )
+        .route("/v1/admin/migration/read", post(migration::read))
+        .route("/v1/admin/migration/driver", put(migration::switch))
         .with_state(Admin {
             node: node.clone(),
             token: admin.token.map(Arc::from),
@@ -460,36 +468,50 @@ async fn put_faults(State(admin): State<Admin>, headers: HeaderMap, body: Body) 
 async fn put_driver(State(admin): State<Admin>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         admin.authorize(&headers)?;
-        let bytes = axum::body::to_bytes(body, MAX_COMPONENT)
-            .await
-            .map_err(|_| ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                code: "body_too_large",
-                message: format!("a driver component may be at most {MAX_COMPONENT} bytes"),
-                field: Some("body"),
-                retry_after: false,
-            })?;
-        let runtime = admin.runtime.clone();
-        let label = format!("uploaded component ({} bytes)", bytes.len());
-        let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&label, &bytes))
-            .await
-            .map_err(|e| refused(format!("compiling the component failed: {e}")))?
-            .map_err(|e| ApiError::bad_request("body", e.to_string()))?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        admin
-            .control
-            .send(Control::Swap {
-                driver: Box::new(loaded),
-                reply,
-            })
-            .map_err(|_| refused("the node is shutting down".into()))?;
-        let status = answer
-            .await
-            .map_err(|_| refused("the node is shutting down".into()))?
-            .map_err(refused)?;
+        let loaded = upload(&admin, body).await?;
+        let status = ask(&admin, |reply| Control::Swap {
+            driver: Box::new(loaded),
+            reply,
+        })
+        .await?;
         Ok(axum::Json(serde_json::json!({ "driver": status })).into_response())
     };
     respond(&admin.node, result.await)
+}
+
+/// Send `control` (built around a reply channel) and wait for its answer.
+async fn ask<T>(
+    admin: &Admin,
+    control: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> Control,
+) -> Result<T, ApiError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    admin
+        .control
+        .send(control(reply))
+        .map_err(|_| refused("the node is shutting down".into()))?;
+    answer
+        .await
+        .map_err(|_| refused("the node is shutting down".into()))?
+        .map_err(refused)
+}
+
+/// Compile and validate an uploaded component (off the async threads).
+async fn upload(admin: &Admin, body: Body) -> Result<crate::driver::LoadedDriver, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_COMPONENT)
+        .await
+        .map_err(|_| ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "body_too_large",
+            message: format!("a driver component may be at most {MAX_COMPONENT} bytes"),
+            field: Some("body"),
+            retry_after: false,
+        })?;
+    let runtime = admin.runtime.clone();
+    let label = format!("uploaded component ({} bytes)", bytes.len());
+    tokio::task::spawn_blocking(move || runtime.load_bytes(&label, &bytes))
+        .await
+        .map_err(|e| refused(format!("compiling the component failed: {e}")))?
+        .map_err(|e| ApiError::bad_request("body", e.to_string()))
 }
 
 /// An admin operation the node could not carry out (409).

@@ -1,0 +1,85 @@
+//! `/v1/admin/migration/*`: the node's half of moving a cluster to another
+//! driver (see [`crate::migration`]); `tsohost cluster migrate` calls these
+//! on every node.
+
+use super::{Admin, ApiError, ask, ask_driver, respond, upload};
+use crate::node::Control;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+/// `POST /v1/admin/migration/seal`: stop serving under the running driver,
+/// durably; answers the highest high water this node held.
+pub async fn seal(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    let result = async {
+        admin.authorize(&headers)?;
+        tracing::warn!("admin: seal for a migration");
+        let held = ask(&admin, |reply| Control::Seal { reply }).await?;
+        Ok(axum::Json(serde_json::json!({
+            "node_id": admin.node.node_id,
+            "high_water_ms": held,
+            "status": admin.node.status(),
+        }))
+        .into_response())
+    };
+    respond(&admin.node, result.await)
+}
+
+/// `DELETE /v1/admin/migration/seal`: serve again under the sealed driver.
+pub async fn unseal(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    let result = async {
+        admin.authorize(&headers)?;
+        tracing::warn!("admin: unseal (migration given up)");
+        ask(&admin, |reply| Control::Unseal { reply }).await?;
+        Ok(axum::Json(admin.node.status()).into_response())
+    };
+    respond(&admin.node, result.await)
+}
+
+/// `POST /v1/admin/migration/read`: on the sealed driver's leader, its high
+/// water read linearizably; other nodes answer 409 `not_leader`.
+pub async fn read(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    let result = async {
+        admin.authorize(&headers)?;
+        let high_water = ask_driver(&admin, |reply| Control::ReadHighWater { reply }).await?;
+        Ok(axum::Json(serde_json::json!({ "high_water_ms": high_water })).into_response())
+    };
+    respond(&admin.node, result.await)
+}
+
+#[derive(serde::Deserialize)]
+pub struct SwitchQuery {
+    /// Every timestamp served after the switch lies above this (ms).
+    floor: u64,
+}
+
+/// `PUT /v1/admin/migration/driver?floor=MS` with a component's bytes:
+/// replace the sealed driver by it, on fresh storage, above `floor`.
+pub async fn switch(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    query: Result<Query<SwitchQuery>, QueryRejection>,
+    body: Body,
+) -> Response {
+    let result = async {
+        admin.authorize(&headers)?;
+        let Query(SwitchQuery { floor }) = query.map_err(|e| {
+            ApiError::bad_request(
+                "floor",
+                format!("{e}; expected ?floor=MS, the high water the old driver was sealed at"),
+            )
+        })?;
+        let loaded = upload(&admin, body).await?;
+        tracing::warn!("admin: migrate to {} above {floor} ms", loaded.source);
+        let status = ask(&admin, |reply| Control::Migrate {
+            driver: Box::new(loaded),
+            floor,
+            reply,
+        })
+        .await?;
+        Ok(axum::Json(serde_json::json!({ "driver": status })).into_response())
+    };
+    respond(&admin.node, result.await)
+}

@@ -1,0 +1,311 @@
+//! `tsohost cluster migrate`: the operator's side of a migration, over the
+//! admin API of every node (see the [module docs](super) for the steps).
+//!
+//! Every step is idempotent on the nodes, and [`plan`] starts from what the
+//! nodes report, so the command can be re-run after any failure: it
+//! finishes what is left, or (`--abort`) unseals a cluster where no node
+//! has switched yet.
+
+use super::{DriverRecord, NodeView, Plan, abort, plan};
+use crate::client::{Answer, Connection};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hyper::Method;
+use std::time::{Duration, Instant};
+
+/// What to migrate to.
+pub struct Target {
+    /// For messages: a built-in name or a path.
+    pub label: String,
+    pub bytes: Vec<u8>,
+}
+
+/// How long the command waits for the migrated cluster to serve.
+const SERVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the old driver's leader is looked for, to read the high water.
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+struct Admin<'a> {
+    token: &'a str,
+}
+
+impl Admin<'_> {
+    async fn call(
+        &self,
+        url: &str,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<Answer> {
+        let mut conn = Connection::open(url)
+            .await
+            .with_context(|| format!("{url} is unreachable"))?;
+        conn.send_with(method, path, body, Some(self.token))
+            .await
+            .with_context(|| format!("{url}{path} failed"))
+    }
+
+    /// `call`, expecting a 2xx JSON answer.
+    async fn json(
+        &self,
+        url: &str,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<serde_json::Value> {
+        let answer = self.call(url, method, path, body).await?;
+        let text = String::from_utf8_lossy(&answer.body);
+        if !answer.status.is_success() {
+            bail!("{url}{path} refused ({}): {text}", answer.status);
+        }
+        serde_json::from_slice(&answer.body)
+            .with_context(|| format!("{url}{path} answered something that is not JSON: {text}"))
+    }
+}
+
+/// Every node of the cluster `url` belongs to (just `url` for a node
+/// without peers), as it reports itself.
+async fn discover(admin: &Admin<'_>, url: &str) -> anyhow::Result<Vec<NodeView>> {
+    let status = admin
+        .json(url, Method::GET, "/v1/status", Bytes::new())
+        .await?;
+    let mut urls = vec![url.trim_end_matches('/').to_string()];
+    if let Some(members) = status["members"].as_array() {
+        for m in members {
+            if m["id"] == status["node_id"] {
+                continue;
+            }
+            let id = m["id"].as_u64().unwrap_or(0);
+            let Some(u) = m["url"].as_str() else {
+                bail!(
+                    "node {id} ({}) is a member, but {url} does not know its URL yet (it has not \
+                     connected): every node must be up to migrate; start it, then re-run",
+                    m["address"].as_str().unwrap_or("?")
+                );
+            };
+            urls.push(u.to_string());
+        }
+    }
+    let mut nodes = Vec::new();
+    for u in urls {
+        let s = admin
+            .json(&u, Method::GET, "/v1/status", Bytes::new())
+            .await
+            .context("every node must be up to migrate; nothing was changed by this step")?;
+        nodes.push(view(&u, &s)?);
+    }
+    nodes.sort_by_key(|n| n.id);
+    Ok(nodes)
+}
+
+fn view(url: &str, s: &serde_json::Value) -> anyhow::Result<NodeView> {
+    let record: DriverRecord = serde_json::from_value(s["migration"].clone())
+        .with_context(|| format!("{url} runs a tsohost without migrations; upgrade it first"))?;
+    Ok(NodeView {
+        id: s["node_id"].as_u64().context("status without node_id")?,
+        url: url.to_string(),
+        driver: s["driver"]["name"].as_str().unwrap_or_default().to_string(),
+        digest: s["driver"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        record,
+    })
+}
+
+/// One line per node: what it runs now.
+fn table(nodes: &[NodeView]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "  node {:<3} {:<28} {} (generation {}, floor {} ms){}\n",
+                n.id,
+                n.url,
+                n.driver,
+                n.record.generation,
+                n.record.floor,
+                if n.record.sealed { ", sealed" } else { "" }
+            )
+        })
+        .collect()
+}
+
+/// Move every node of `url`'s cluster to `target`, or (`None`) unseal a
+/// migration that switched no node yet. Progress goes to stderr.
+pub async fn run(url: &str, token: &str, target: Option<Target>) -> anyhow::Result<()> {
+    let admin = Admin { token };
+    let nodes = discover(&admin, url).await?;
+    eprintln!("the cluster now:\n{}", table(&nodes));
+    let Some(target) = target else {
+        let ids = abort(&nodes).map_err(anyhow::Error::msg)?;
+        return unseal(&admin, &nodes, &ids).await;
+    };
+    let digest = crate::driver::DriverSource::digest_of(&target.bytes);
+    match plan(&nodes, &digest) {
+        Plan::Done => {
+            eprintln!("every node runs {} already; nothing to do", target.label);
+            Ok(())
+        }
+        Plan::Unseal(ids) => {
+            eprintln!(
+                "every node runs {} already; unsealing the sealed ones",
+                target.label
+            );
+            unseal(&admin, &nodes, &ids).await
+        }
+        Plan::Migrate { seal, floor } => migrate(&admin, &nodes, &seal, floor, &target).await,
+    }
+}
+
+async fn unseal(admin: &Admin<'_>, nodes: &[NodeView], ids: &[u64]) -> anyhow::Result<()> {
+    for n in nodes.iter().filter(|n| ids.contains(&n.id)) {
+        admin
+            .json(
+                &n.url,
+                Method::DELETE,
+                "/v1/admin/migration/seal",
+                Bytes::new(),
+            )
+            .await?;
+        eprintln!(
+            "  node {}: unsealed; serving under {} again",
+            n.id, n.driver
+        );
+    }
+    Ok(())
+}
+
+async fn migrate(
+    admin: &Admin<'_>,
+    nodes: &[NodeView],
+    seal: &[u64],
+    floor: Option<u64>,
+    target: &Target,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let pending: Vec<&NodeView> = nodes.iter().filter(|n| seal.contains(&n.id)).collect();
+    // 1. Seal: nobody serves under the old driver from here on.
+    let mut held = 0;
+    for n in &pending {
+        let answer = admin
+            .json(
+                &n.url,
+                Method::POST,
+                "/v1/admin/migration/seal",
+                Bytes::new(),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "sealing node {} failed; nodes sealed so far do not serve: re-run to go on, \
+                     or `tsohost cluster migrate --abort` to unseal them",
+                    n.id
+                )
+            })?;
+        let hw = answer["high_water_ms"].as_u64().unwrap_or(0);
+        held = held.max(hw);
+        eprintln!(
+            "  node {}: sealed ({} held a high water of {hw} ms)",
+            n.id, n.driver
+        );
+    }
+    // 2. The floor: what a previous run switched nodes with, or the old
+    // driver's linearizable high water.
+    let floor = match floor {
+        Some(f) => {
+            eprintln!("  nodes switched by an earlier run use floor {f} ms: finishing with it");
+            f.max(held)
+        }
+        None => {
+            let read = read_high_water(admin, &pending).await?;
+            eprintln!("  the old driver's high water, read linearizably: {read} ms");
+            read.max(held)
+        }
+    };
+    // 3. Switch every sealed node.
+    let body = Bytes::from(target.bytes.clone());
+    let path = format!("/v1/admin/migration/driver?floor={floor}");
+    for n in &pending {
+        if let Err(e) = admin.json(&n.url, Method::PUT, &path, body.clone()).await {
+            let now = discover(admin, &n.url).await.map(|v| table(&v));
+            bail!(
+                "switching node {} to {} failed: {e:#}\nthe cluster now:\n{}\nre-run `tsohost \
+                 cluster migrate --to {}` to finish",
+                n.id,
+                target.label,
+                now.unwrap_or_else(|e| format!("  (cannot tell: {e:#})\n")),
+                target.label
+            );
+        }
+        eprintln!(
+            "  node {}: switched to {} above {floor} ms",
+            n.id, target.label
+        );
+    }
+    let pause = wait_serving(nodes, started).await?;
+    eprintln!(
+        "migrated to {} in {:.1?}; the first timestamp came {:.1?} after the first seal",
+        target.label,
+        started.elapsed(),
+        pause
+    );
+    let after = discover(admin, &nodes[0].url).await?;
+    eprintln!("the cluster now:\n{}", table(&after));
+    Ok(())
+}
+
+/// The old driver's high water from whichever sealed node leads it; the
+/// maximum if several answer.
+async fn read_high_water(admin: &Admin<'_>, nodes: &[&NodeView]) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut last_error = String::new();
+    loop {
+        let mut best = None;
+        for n in nodes {
+            match admin
+                .json(
+                    &n.url,
+                    Method::POST,
+                    "/v1/admin/migration/read",
+                    Bytes::new(),
+                )
+                .await
+            {
+                Ok(v) => best = best.max(v["high_water_ms"].as_u64()),
+                Err(e) => last_error = format!("{e:#}"),
+            }
+        }
+        if let Some(hw) = best {
+            return Ok(hw);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no node could read the old driver's high water in {READ_TIMEOUT:?} (is a \
+                 majority up?); last answer: {last_error}. The nodes stay sealed: re-run to \
+                 retry, or --abort to unseal"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait until some node hands out a timestamp; how long since `since`.
+async fn wait_serving(nodes: &[NodeView], since: Instant) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < SERVE_TIMEOUT {
+        for n in nodes {
+            if let Ok(a) =
+                crate::client::once(&n.url, Method::POST, "/v1/timestamps", Bytes::new()).await
+                && a.status.is_success()
+            {
+                return Ok(since.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!(
+        "every node switched, but none served within {SERVE_TIMEOUT:?}; see the nodes' logs \
+         (`tsohost status --url ...` shows each one's leadership)"
+    )
+}

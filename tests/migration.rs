@@ -1,0 +1,228 @@
+//! Migration of a running cluster to another driver (`tsohost cluster
+//! migrate`), under concurrent load: no answer after the migration is ≤ one
+//! before it, a migrated node refuses to start with the driver it left, an
+//! interrupted migration is finished by a re-run, and a sealed one can be
+//! given up.
+
+mod support;
+
+use hyper::Method;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use support::checker::History;
+use support::{ADMIN_TOKEN, ClusterSpec, PAXOS, RAFT, admin, json, metric, serving_node};
+
+async fn status(url: &str) -> serde_json::Value {
+    json(&support::get(url, "/v1/status").await.unwrap())
+}
+
+/// `tsohost cluster migrate ARGS --url URL`, which must succeed.
+fn migrate(spec: &ClusterSpec, url: &str, args: &[&str]) {
+    let mut all = vec!["cluster", "migrate", "--url", url];
+    all.extend_from_slice(args);
+    support::cli(spec, &all);
+}
+
+async fn assert_runs(spec: &ClusterSpec, driver: &str, generation: u64) {
+    for url in &spec.urls {
+        let s = status(url).await;
+        assert_eq!(s["driver"]["name"], driver, "{url}: {s}");
+        assert_eq!(s["migration"]["generation"], generation, "{url}: {s}");
+        assert_eq!(s["migration"]["sealed"], false, "{url}: {s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raft_cluster_moves_to_paxos_and_back_under_load() {
+    let spec = ClusterSpec::new(3);
+    let mut nodes: Vec<_> = (1..=3).map(|id| spec.start(id, &RAFT.founder())).collect();
+    serving_node(&spec.urls, Duration::from_secs(30)).await;
+    let history = History::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = support::spawn_cluster_clients(&spec.urls, 8, 1, history.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    migrate(&spec, &spec.urls[1], &["--to", "paxos"]);
+    assert_runs(&spec, "paxos", 1).await;
+    let floor = status(&spec.urls[0]).await["migration"]["floor"]
+        .as_u64()
+        .unwrap();
+    assert!(floor > 0);
+    let before = history.len();
+    serving_node(&spec.urls, Duration::from_secs(30)).await;
+
+    // A migrated node refuses the driver it left, and starts with the new.
+    nodes[2].kill9();
+    let args = spec.args(3, &RAFT.founder());
+    let out = std::process::Command::new(support::BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(spec.data_dir(3))
+        .args(&args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("migrated to the driver \"paxos\""),
+        "{stderr}"
+    );
+    nodes[2] = spec.start(3, &PAXOS.founder());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !status(&spec.urls[2]).await["leadership"]["leader"].is_u64() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 never followed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_runs(&spec, "paxos", 1).await;
+
+    // Back to raft, the way an interrupted run leaves it: every node
+    // sealed, node 1 already switched; a re-run finishes with node 1's floor.
+    let mut held = 0;
+    for url in &spec.urls {
+        let a = admin(
+            url,
+            Method::POST,
+            "/v1/admin/migration/seal",
+            "",
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        held = held.max(json(&a)["high_water_ms"].as_u64().unwrap());
+    }
+    let raft = std::fs::read(support::guest(RAFT.component)).unwrap();
+    let refused = put_driver(&spec.urls[0], "abc", raft.clone()).await;
+    assert_eq!(
+        refused.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let switched = put_driver(&spec.urls[0], &held.to_string(), raft).await;
+    assert_eq!(
+        switched.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&switched.body)
+    );
+    migrate(&spec, &spec.urls[2], &["--to", "raft"]);
+    assert_runs(&spec, "raft", 2).await;
+    assert_eq!(
+        status(&spec.urls[1]).await["migration"]["floor"],
+        held,
+        "the re-run used the floor node 1 switched with"
+    );
+    serving_node(&spec.urls, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(history.len() > before, "served after the migrations");
+    history.check();
+    for url in &spec.urls {
+        assert!(metric(url, "tsohost_driver_migrations_total").await >= 1);
+    }
+}
+
+async fn put_driver(url: &str, floor: &str, bytes: Vec<u8>) -> tsohost::client::Answer {
+    let mut conn = tsohost::client::Connection::open(url).await.unwrap();
+    conn.send_with(
+        Method::PUT,
+        &format!("/v1/admin/migration/driver?floor={floor}"),
+        bytes::Bytes::from(bytes),
+        Some(ADMIN_TOKEN),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_node_is_sealed_unsealed_then_moved_from_file_to_raft() {
+    let spec = ClusterSpec::new(1);
+    let url = spec.urls[0].clone();
+    let listen = url.trim_start_matches("http://").to_string();
+    let token = spec.dir.path().join("admin-token");
+    let flags = |driver: &'static str| {
+        vec![
+            "--driver".to_string(),
+            driver.to_string(),
+            "--listen".into(),
+            listen.clone(),
+            "--admin-token-file".into(),
+            token.display().to_string(),
+        ]
+    };
+    let start = |driver| {
+        let args = flags(driver);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::Server::start(&spec.data_dir(1), &args)
+    };
+    let mut node = start("file");
+    node.wait_ready().await;
+    let first = support::timestamp(&url).await;
+
+    // Sealed: not serving, and a switch to the same driver is refused.
+    let a = admin(
+        &url,
+        Method::POST,
+        "/v1/admin/migration/seal",
+        "",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert!(json(&a)["high_water_ms"].as_u64().unwrap() > first >> 18);
+    let a = support::post(&url, "/v1/timestamps", "").await.unwrap();
+    assert_eq!(a.status, 503);
+    let file = std::fs::read(support::guest("tsohost_driver_file.wasm")).unwrap();
+    let a = put_driver(&url, "1", file).await;
+    assert_eq!(a.status, 409, "{}", String::from_utf8_lossy(&a.body));
+    // A restart stays sealed.
+    node.kill9();
+    node = start("file");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&url).await["serving"], false);
+    assert_eq!(status(&url).await["migration"]["sealed"], true);
+
+    migrate(&spec, &url, &["--abort"]);
+    node.wait_ready().await;
+    let second = support::timestamp(&url).await;
+    assert!(second > first);
+
+    migrate(&spec, &url, &["--to", "raft"]);
+    node.wait_ready().await;
+    let third = support::timestamp(&url).await;
+    assert!(third > second, "{third} after {second}");
+    // Nothing left to do: a re-run says so and changes nothing.
+    migrate(&spec, &url, &["--to", "raft"]);
+    assert_eq!(status(&url).await["migration"]["generation"], 1);
+
+    node.kill9();
+    let args = flags("file");
+    let (code, stderr) = {
+        let out = std::process::Command::new(support::BIN)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(spec.data_dir(1))
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("migrated to the driver \"raft\""),
+        "{stderr}"
+    );
+    node = start("raft");
+    node.wait_ready().await;
+    assert!(support::timestamp(&url).await > third);
+}
