@@ -166,6 +166,26 @@ async fn a_single_node_is_sealed_unsealed_then_moved_from_file_to_raft() {
     node.wait_ready().await;
     let first = support::timestamp(&url).await;
 
+    // A component the node refuses stops the migration before any seal.
+    for bad in [
+        "tsohost-test-wrong-world.wasm",
+        "tsohost_test_init_fails.wasm",
+    ] {
+        let path = support::guest(bad);
+        let out = std::process::Command::new(support::BIN)
+            .args(["cluster", "migrate", "--url", &url, "--to"])
+            .arg(&path)
+            .arg("--admin-token-file")
+            .arg(&token)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("nothing was changed"), "{stderr}");
+        assert_eq!(status(&url).await["migration"]["sealed"], false);
+    }
+    assert!(support::timestamp(&url).await > first);
+
     // Sealed: not serving, and a switch to the same driver is refused.
     let a = admin(
         &url,

@@ -1,5 +1,5 @@
-//! Serving pause of a hot swap (same driver, new build), for
-//! docs/benchmarks.md.
+//! Serving pause of a hot swap (same driver, new build) and of a migration
+//! (another driver), for docs/benchmarks.md.
 //!
 //! ```sh
 //! cargo run --release --example swap -- [SWAPS]
@@ -9,7 +9,8 @@
 //! pause of a swap is the longest gap between two answered requests from
 //! just before the swap request until the node serves again. Measured on a
 //! single node (file driver) and on a 3-node raft cluster, swapping a
-//! follower and swapping the leader. Prints JSON.
+//! follower and swapping the leader; then migrating that cluster between
+//! raft and paxos (`tsohost cluster migrate`) back and forth. Prints JSON.
 
 mod common;
 
@@ -20,6 +21,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tsohost::chaos::cluster::ADMIN_TOKEN;
 use tsohost::client::Connection;
 
 /// Answer times of a client that follows the leader among `urls`.
@@ -68,26 +70,47 @@ async fn swap(cluster: &LocalCluster, id: u64, bytes: &[u8]) {
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
 }
 
-/// Swap the driver of the serving node (`leader`) or of the next one
-/// `swaps` times; the pauses in ms, sorted.
-async fn pauses(cluster: &LocalCluster, component: &[u8], swaps: usize, leader: bool) -> Vec<f64> {
+/// What each round of [`pauses`] does.
+enum Action<'a> {
+    /// Swap in `component` on the serving node (`leader`) or the next one.
+    Swap { component: &'a [u8], leader: bool },
+    /// Migrate the whole cluster, to each of `to` in turn.
+    Migrate { to: [(&'a str, &'a [u8]); 2] },
+}
+
+/// Do `action` `rounds` times; the pauses in ms, sorted.
+async fn pauses(cluster: &LocalCluster, action: Action<'_>, rounds: usize) -> Vec<f64> {
     let urls = cluster.urls.clone();
     let answers = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     client(urls.clone(), answers.clone(), stop.clone());
     let mut pauses = Vec::new();
-    for _ in 0..swaps {
+    for round in 0..rounds {
         let serving = first_serving(cluster, Duration::from_secs(30))
             .await
             .unwrap();
-        let target = if leader {
-            serving
-        } else {
-            serving % cluster.nodes() + 1
-        };
         tokio::time::sleep(Duration::from_millis(200)).await;
         let started = Instant::now();
-        swap(cluster, target, component).await;
+        match &action {
+            Action::Swap { component, leader } => {
+                let target = if *leader {
+                    serving
+                } else {
+                    serving % cluster.nodes() + 1
+                };
+                swap(cluster, target, component).await;
+            }
+            Action::Migrate { to } => {
+                let (label, bytes) = to[round % 2];
+                let target = tsohost::migration::orchestrate::Target {
+                    label: label.to_string(),
+                    bytes: bytes.to_vec(),
+                };
+                tsohost::migration::orchestrate::run(&urls[0], ADMIN_TOKEN, Some(target))
+                    .await
+                    .unwrap();
+            }
+        }
         // Until the client has been answered well after the swap.
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -111,7 +134,7 @@ async fn pauses(cluster: &LocalCluster, component: &[u8], swaps: usize, leader: 
 
 fn summary(pauses: &[f64]) -> serde_json::Value {
     serde_json::json!({
-        "swaps": pauses.len(),
+        "rounds": pauses.len(),
         "p50_ms": percentile(pauses, 0.5),
         "p99_ms": percentile(pauses, 0.99),
         "max_ms": pauses[pauses.len() - 1],
@@ -124,12 +147,17 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(20);
-    let dir = Path::new(tsohost::driver::builtin::guest_dir());
-    let file = std::fs::read(dir.join("tsohost_driver_file.wasm")).unwrap();
-    let raft = std::fs::read(dir.join("tsohost_driver_raft.wasm")).unwrap();
+    let guests = Path::new(tsohost::driver::builtin::guest_dir());
+    let file = std::fs::read(guests.join("tsohost_driver_file.wasm")).unwrap();
+    let raft = std::fs::read(guests.join("tsohost_driver_raft.wasm")).unwrap();
+    let paxos = std::fs::read(guests.join("tsohost_driver_paxos.wasm")).unwrap();
 
     let (single, dir) = common::start(1, &[]);
-    let file_pauses = pauses(&single, &file, swaps, true).await;
+    let swap_file = Action::Swap {
+        component: &file,
+        leader: true,
+    };
+    let file_pauses = pauses(&single, swap_file, swaps).await;
     drop((single, dir));
 
     let flags = [
@@ -141,12 +169,21 @@ async fn main() {
         "heartbeat-ms=30",
     ];
     let (cluster, _dir) = common::start(3, &flags);
-    let follower = pauses(&cluster, &raft, swaps, false).await;
-    let leader = pauses(&cluster, &raft, swaps, true).await;
+    let swap_raft = |leader| Action::Swap {
+        component: &raft,
+        leader,
+    };
+    let follower = pauses(&cluster, swap_raft(false), swaps).await;
+    let leader = pauses(&cluster, swap_raft(true), swaps).await;
+    let migrate = Action::Migrate {
+        to: [("paxos", &paxos), ("raft", &raft)],
+    };
+    let migrations = pauses(&cluster, migrate, swaps).await;
     let report = serde_json::json!({
         "single_node_file": summary(&file_pauses),
         "raft_follower": summary(&follower),
         "raft_leader": summary(&leader),
+        "migration_raft_paxos": summary(&migrations),
         "raft_election_timeout_ms": 300,
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());

@@ -97,6 +97,13 @@ pub enum Control {
     ReadHighWater {
         reply: tokio::sync::oneshot::Sender<Result<u64, DriverError>>,
     },
+    /// Check that `driver` could replace the running one in a migration
+    /// (another driver, instantiable here); answers its name and version.
+    /// Nothing changes, but the compiled component is cached for the switch.
+    Prepare {
+        driver: Box<LoadedDriver>,
+        reply: tokio::sync::oneshot::Sender<Result<DriverInfo, String>>,
+    },
     /// Replace the sealed driver by another driver, on a fresh namespace,
     /// serving above `floor`.
     Migrate {
@@ -507,6 +514,9 @@ impl Coordinator {
                 let request = self.request_id(Pending::Admin(reply));
                 self.send(Command::LoadHighWater { request });
             }
+            Control::Prepare { driver, reply } => {
+                let _ = reply.send(self.prepare(&driver));
+            }
             Control::Migrate {
                 driver,
                 floor,
@@ -676,6 +686,21 @@ impl Coordinator {
         }
     }
 
+    /// `driver`'s info, if it is another driver than the one this node runs.
+    fn prepare(&self, driver: &LoadedDriver) -> Result<DriverInfo, String> {
+        let info = self.spawner.probe_info(driver)?;
+        let running = self.node.driver_status().name;
+        if info.name == running {
+            return Err(format!(
+                "{} is the driver {:?}, which this node runs already: a migration moves to \
+                 another driver (a sealed node is unsealed with `tsohost cluster migrate \
+                 --abort`; a new build is swapped in with PUT /v1/admin/driver)",
+                driver.source, info.name
+            ));
+        }
+        Ok(info)
+    }
+
     /// Replace the sealed driver by `driver`, another driver, on a fresh
     /// namespace (the next generation) of this node's storage, with `floor`
     /// (at least the record's), bootstrapping with the membership the
@@ -691,14 +716,7 @@ impl Coordinator {
                     .into(),
             );
         }
-        let info = self.spawner.probe_info(&driver)?;
-        if info.name == before.driver {
-            return Err(format!(
-                "{} is the driver {:?}, which this node runs already: unseal it \
-                 (`tsohost cluster migrate --abort`), or swap builds with PUT /v1/admin/driver",
-                driver.source, info.name
-            ));
-        }
+        let info = self.prepare(&driver)?;
         let next = DriverRecord {
             driver: info.name.clone(),
             generation: before.generation + 1,

@@ -10,6 +10,26 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
+/// `POST /v1/admin/migration/prepare` with a component's bytes: compile and
+/// check it as the switch would (another driver than the running one),
+/// changing nothing; the switch then finds it compiled.
+pub async fn prepare(State(admin): State<Admin>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        admin.authorize(&headers)?;
+        let loaded = upload(&admin, body).await?;
+        let info = ask(&admin, |reply| Control::Prepare {
+            driver: Box::new(loaded),
+            reply,
+        })
+        .await?;
+        Ok(
+            axum::Json(serde_json::json!({ "name": info.name, "version": info.version }))
+                .into_response(),
+        )
+    };
+    respond(&admin.node, result.await)
+}
+
 /// `POST /v1/admin/migration/seal`: stop serving under the running driver,
 /// durably; answers the highest high water this node held.
 pub async fn seal(State(admin): State<Admin>, headers: HeaderMap) -> Response {

@@ -52,6 +52,7 @@ pub fn router(node: Arc<Node>, admin: AdminConfig) -> Router {
             post(migration::seal).delete(migration::unseal),
         )
         .route("/v1/admin/migration/read", post(migration::read))
+        .route("/v1/admin/migration/prepare", post(migration::prepare))
         .route("/v1/admin/migration/driver", put(migration::switch))
         .with_state(Admin {
             node: node.clone(),

@@ -37,7 +37,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The admin token of every harness cluster (loopback only).
-const ADMIN_TOKEN: &str = "chaos-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "chaos-admin-token-0123456789";
 
 /// How the nodes run: which binary, with which flags, where.
 #[derive(Debug, Clone)]

@@ -183,8 +183,34 @@ async fn migrate(
     floor: Option<u64>,
     target: &Target,
 ) -> anyhow::Result<()> {
-    let started = Instant::now();
     let pending: Vec<&NodeView> = nodes.iter().filter(|n| seal.contains(&n.id)).collect();
+    let body = Bytes::from(target.bytes.clone());
+    // 0. Every node compiles and checks the new driver while the old one
+    // serves: a component a node refuses stops the migration before it
+    // starts, and the switch below finds it compiled.
+    for n in &pending {
+        let info = admin
+            .json(
+                &n.url,
+                Method::POST,
+                "/v1/admin/migration/prepare",
+                body.clone(),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "node {} refused {}; nothing was changed",
+                    n.id, target.label
+                )
+            })?;
+        eprintln!(
+            "  node {}: {} {} compiled and checked",
+            n.id,
+            info["name"].as_str().unwrap_or("?"),
+            info["version"].as_str().unwrap_or("?")
+        );
+    }
+    let started = Instant::now();
     // 1. Seal: nobody serves under the old driver from here on.
     let mut held = 0;
     for n in &pending {
@@ -224,7 +250,6 @@ async fn migrate(
         }
     };
     // 3. Switch every sealed node.
-    let body = Bytes::from(target.bytes.clone());
     let path = format!("/v1/admin/migration/driver?floor={floor}");
     for n in &pending {
         if let Err(e) = admin.json(&n.url, Method::PUT, &path, body.clone()).await {
