@@ -129,6 +129,57 @@ async fn a_raft_cluster_moves_to_paxos_and_back_under_load() {
     }
 }
 
+/// A migration to raft stopped after switching one node of three; running
+/// the command back to paxos rolls it back: every node ends on paxos, on
+/// fresh storage, above everything served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_done_migration_is_rolled_back_by_migrating_back() {
+    let spec = ClusterSpec::new(3);
+    let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, &PAXOS.founder())).collect();
+    let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
+    let before = support::timestamp(&spec.urls[leader]).await;
+    let mut held = 0;
+    for url in &spec.urls {
+        let a = admin(
+            url,
+            Method::POST,
+            "/v1/admin/migration/seal",
+            "",
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        held = held.max(json(&a)["high_water_ms"].as_u64().unwrap());
+    }
+    let raft = std::fs::read(support::guest(RAFT.component)).unwrap();
+    let a = put_driver(&spec.urls[0], &held.to_string(), raft).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    // --abort cannot unseal: node 1 runs raft now.
+    let out = std::process::Command::new(support::BIN)
+        .args(["cluster", "migrate", "--abort", "--url", &spec.urls[0]])
+        .arg("--admin-token-file")
+        .arg(spec.dir.path().join("admin-token"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("node 1 runs raft"), "{stderr}");
+
+    migrate(&spec, &spec.urls[2], &["--to", "paxos"]);
+    for (i, url) in spec.urls.iter().enumerate() {
+        let s = status(url).await;
+        assert_eq!(s["driver"]["name"], "paxos", "{s}");
+        assert_eq!(
+            s["migration"]["generation"],
+            if i == 0 { 2 } else { 1 },
+            "{s}"
+        );
+        assert!(s["migration"]["floor"].as_u64().unwrap() >= held, "{s}");
+    }
+    let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
+    assert!(support::timestamp(&spec.urls[leader]).await > before);
+}
+
 async fn put_driver(url: &str, floor: &str, bytes: Vec<u8>) -> tsohost::client::Answer {
     let mut conn = tsohost::client::Connection::open(url).await.unwrap();
     conn.send_with(
@@ -186,7 +237,12 @@ async fn a_single_node_is_sealed_unsealed_then_moved_from_file_to_raft() {
     }
     assert!(support::timestamp(&url).await > first);
 
-    // Sealed: not serving, and a switch to the same driver is refused.
+    // A switch needs a seal first.
+    let raft = std::fs::read(support::guest(RAFT.component)).unwrap();
+    let a = put_driver(&url, "1", raft).await;
+    assert_eq!(a.status, 409, "{}", String::from_utf8_lossy(&a.body));
+    assert!(String::from_utf8_lossy(&a.body).contains("not sealed"));
+    // Sealed: not serving.
     let a = admin(
         &url,
         Method::POST,
@@ -199,9 +255,6 @@ async fn a_single_node_is_sealed_unsealed_then_moved_from_file_to_raft() {
     assert!(json(&a)["high_water_ms"].as_u64().unwrap() > first >> 18);
     let a = support::post(&url, "/v1/timestamps", "").await.unwrap();
     assert_eq!(a.status, 503);
-    let file = std::fs::read(support::guest("tsohost_driver_file.wasm")).unwrap();
-    let a = put_driver(&url, "1", file).await;
-    assert_eq!(a.status, 409, "{}", String::from_utf8_lossy(&a.body));
     // A restart stays sealed.
     node.kill9();
     node = start("file");

@@ -686,11 +686,13 @@ impl Coordinator {
         }
     }
 
-    /// `driver`'s info, if it is another driver than the one this node runs.
+    /// `driver`'s info, if a migration may move this node to it: another
+    /// driver, or (on a sealed node) the same driver on fresh storage, as
+    /// when a cluster part-way through a migration is moved back.
     fn prepare(&self, driver: &LoadedDriver) -> Result<DriverInfo, String> {
         let info = self.spawner.probe_info(driver)?;
         let running = self.node.driver_status().name;
-        if info.name == running {
+        if info.name == running && !self.sealed() {
             return Err(format!(
                 "{} is the driver {:?}, which this node runs already: a migration moves to \
                  another driver (a sealed node is unsealed with `tsohost cluster migrate \
@@ -701,8 +703,8 @@ impl Coordinator {
         Ok(info)
     }
 
-    /// Replace the sealed driver by `driver`, another driver, on a fresh
-    /// namespace (the next generation) of this node's storage, with `floor`
+    /// Replace the sealed driver by `driver` (see [`Self::prepare`]) on a
+    /// fresh namespace (the next generation) of this node's storage, with `floor`
     /// (at least the record's), bootstrapping with the membership the
     /// peer network knows. The record naming it is durable before the new
     /// driver starts; if it refuses to start, the old record and driver are

@@ -22,6 +22,12 @@
 //! names touches storage, so a node restarted half-way refuses to start
 //! with the wrong driver, and a re-run of the command ([`plan`]) knows
 //! which nodes are done and which floor they used.
+//!
+//! Rolling back a migration that stopped part-way is a migration back: the
+//! nodes still on the old driver (sealed) move to a fresh generation of it
+//! like the others, and the floor is read from every driver that a
+//! majority runs (only such a driver can have served since the seal) and
+//! taken above every floor a node was switched with.
 
 pub mod orchestrate;
 

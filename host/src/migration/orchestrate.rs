@@ -236,19 +236,23 @@ async fn migrate(
             n.id, n.driver
         );
     }
-    // 2. The floor: what a previous run switched nodes with, or the old
-    // driver's linearizable high water.
+    // 2. The floor: above what every node held, every floor a node was
+    // switched with, and what a previous run switched nodes with or else
+    // what each driver that may have served says, read linearizably.
+    let recorded = nodes.iter().map(|n| n.record.floor).max().unwrap_or(0);
     let floor = match floor {
         Some(f) => {
             eprintln!("  nodes switched by an earlier run use floor {f} ms: finishing with it");
-            f.max(held)
+            f
         }
         None => {
-            let read = read_high_water(admin, &pending).await?;
+            let read = read_high_water(admin, nodes, &pending).await?;
             eprintln!("  the old driver's high water, read linearizably: {read} ms");
-            read.max(held)
+            read
         }
-    };
+    }
+    .max(held)
+    .max(recorded);
     // 3. Switch every sealed node.
     let path = format!("/v1/admin/migration/driver?floor={floor}");
     for n in &pending {
@@ -280,39 +284,52 @@ async fn migrate(
     Ok(())
 }
 
-/// The old driver's high water from whichever sealed node leads it; the
-/// maximum if several answer.
-async fn read_high_water(admin: &Admin<'_>, nodes: &[&NodeView]) -> anyhow::Result<u64> {
+/// The high water of every driver that may have served, read on its
+/// (sealed) leader: every driver that a majority of `all` runs. Normally
+/// that is the one old driver; a cluster part-way through a migration runs
+/// two, and only one can have a majority (a driver run by fewer nodes
+/// cannot commit anything). The maximum of the answers.
+async fn read_high_water(
+    admin: &Admin<'_>,
+    all: &[NodeView],
+    sealed: &[&NodeView],
+) -> anyhow::Result<u64> {
     let deadline = Instant::now() + READ_TIMEOUT;
-    let mut last_error = String::new();
-    loop {
-        let mut best = None;
-        for n in nodes {
-            match admin
-                .json(
-                    &n.url,
-                    Method::POST,
-                    "/v1/admin/migration/read",
-                    Bytes::new(),
-                )
-                .await
-            {
-                Ok(v) => best = best.max(v["high_water_ms"].as_u64()),
-                Err(e) => last_error = format!("{e:#}"),
+    let mut drivers: Vec<&str> = sealed.iter().map(|n| n.driver.as_str()).collect();
+    drivers.sort_unstable();
+    drivers.dedup();
+    drivers.retain(|d| 2 * all.iter().filter(|n| n.driver == *d).count() > all.len());
+    let mut highest = 0;
+    for driver in drivers {
+        let group: Vec<&&NodeView> = sealed.iter().filter(|n| n.driver == driver).collect();
+        let mut last_error = String::new();
+        let hw = 'read: loop {
+            for n in &group {
+                match admin
+                    .json(
+                        &n.url,
+                        Method::POST,
+                        "/v1/admin/migration/read",
+                        Bytes::new(),
+                    )
+                    .await
+                {
+                    Ok(v) => break 'read v["high_water_ms"].as_u64().unwrap_or(0),
+                    Err(e) => last_error = format!("{e:#}"),
+                }
             }
-        }
-        if let Some(hw) = best {
-            return Ok(hw);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "no node could read the old driver's high water in {READ_TIMEOUT:?} (is a \
-                 majority up?); last answer: {last_error}. The nodes stay sealed: re-run to \
-                 retry, or --abort to unseal"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            if Instant::now() > deadline {
+                bail!(
+                    "no node could read {driver}'s high water in {READ_TIMEOUT:?} (is a \
+                     majority up?); last answer: {last_error}. The nodes stay sealed: re-run \
+                     to retry, or --abort to unseal"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        highest = highest.max(hw);
     }
+    Ok(highest)
 }
 
 /// Wait until some node hands out a timestamp; how long since `since`.
