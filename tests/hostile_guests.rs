@@ -147,3 +147,54 @@ async fn a_guest_cannot_leave_the_sandbox() {
         "the guest connected to the probe"
     );
 }
+
+/// Faults injected into a real driver mid-run (`PUT /v1/admin/faults
+/// {"guest": ...}`, as `tsohost chaos` does): each tears the instance down
+/// through the real trap or time-limit path, the node rebuilds it from
+/// storage, and the history keeps the contract.
+#[tokio::test(flavor = "multi_thread")]
+async fn injected_traps_and_hangs_of_the_built_in_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::start_with_admin(dir.path(), &["--guest-call-timeout", "200ms"]);
+    server.wait_ready().await;
+    let history = History::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = spawn_clients(&server.url, 4, 10, history.clone(), stop.clone());
+    let reasons = [
+        ("trap", "trap injected through PUT /v1/admin/faults"),
+        ("hang", "ran longer than the per-call limit"),
+    ];
+    for (round, (fault, reason)) in reasons.into_iter().enumerate() {
+        let body = format!("{{\"guest\": \"{fault}\"}}");
+        let a = support::admin(
+            &server.url,
+            hyper::Method::PUT,
+            "/v1/admin/faults",
+            &body,
+            Some(support::ADMIN_TOKEN),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while metric(&server.url, "tsohost_driver_crashes_total").await <= round as u64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the injected {fault} did not fire:\n{}",
+                server.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let status = json(&get(&server.url, "/v1/status").await.unwrap());
+        let last = status["driver"]["last_crash"].as_str().unwrap().to_string();
+        assert!(last.contains(reason), "{last:?} lacks {reason:?}");
+        server.wait_ready().await;
+    }
+    let served = history.len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(history.len() > served, "served after the faults");
+    history.check();
+}

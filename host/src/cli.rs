@@ -125,8 +125,8 @@ struct ChaosArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Faults to draw from, comma-separated: kill, pause, isolate-leader,
-    /// isolate-follower, one-way, swap, clock-jump, storage-fault (default:
-    /// all).
+    /// isolate-follower, one-way, swap, clock-jump, storage-fault,
+    /// guest-fault (default: all).
     #[arg(long, value_delimiter = ',')]
     nemesis: Vec<crate::chaos::Nemesis>,
     /// The nodes' election timeout; faults are scaled to it.

@@ -112,6 +112,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         );
     }
     let driver = spawner.spawn(loaded.clone())?;
+    let guest_faults = spawner.faults();
     let network = match &cfg.cluster {
         None => None,
         Some(c) => Some(
@@ -163,6 +164,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         control: control_tx,
         storage_faults: db.failpoint(),
         clock: skewed,
+        guest_faults,
     };
     let limits = crate::http::fit_to_open_file_limit(cfg.http);
     crate::http::serve(

@@ -36,6 +36,8 @@ pub struct AdminConfig {
     pub storage_faults: Arc<crate::storage::Failpoint>,
     /// The node's clock, whose wall-clock offset `/v1/admin/faults` sets.
     pub clock: Arc<crate::clock::SkewedClock>,
+    /// Traps and hangs injected into the running driver.
+    pub guest_faults: Arc<crate::driver::fault::GuestFaults>,
 }
 
 /// Largest driver component accepted by `PUT /v1/admin/driver`.
@@ -61,6 +63,7 @@ pub fn router(node: Arc<Node>, admin: AdminConfig) -> Router {
             control: admin.control,
             storage_faults: admin.storage_faults,
             clock: admin.clock,
+            guest_faults: admin.guest_faults,
         });
     Router::new()
         .route("/v1/timestamps", post(post_timestamps))
@@ -330,6 +333,7 @@ struct Admin {
     control: mpsc::UnboundedSender<Control>,
     storage_faults: Arc<crate::storage::Failpoint>,
     clock: Arc<crate::clock::SkewedClock>,
+    guest_faults: Arc<crate::driver::fault::GuestFaults>,
 }
 
 impl Admin {
@@ -376,6 +380,7 @@ impl Admin {
             "dropped_from": self.node.network.as_ref().map(|n| n.faults.dropped_from()),
             "fail_storage_writes": self.storage_faults.pending(),
             "clock_offset_ms": self.clock.offset_ms(),
+            "guest": self.guest_faults.pending(),
         })
     }
 
@@ -411,6 +416,8 @@ struct FaultsBody {
     fail_storage_writes: Option<u64>,
     /// Step this node's wall clock by this much from the system's; 0 heals.
     clock_offset_ms: Option<i64>,
+    /// Make the running driver's next call into the host trap or hang.
+    guest: Option<crate::driver::fault::GuestFault>,
 }
 
 /// `PUT /v1/admin/faults`: fault injection for tests and `tsohost chaos`
@@ -426,7 +433,8 @@ async fn put_faults(State(admin): State<Admin>, headers: HeaderMap, body: Body) 
                 "body",
                 format!(
                     "{e}; expected {{\"blocked_peers\": [node ids], \"dropped_from\": [node ids], \
-                     \"fail_storage_writes\": N, \"clock_offset_ms\": N}}, each optional"
+                     \"fail_storage_writes\": N, \"clock_offset_ms\": N, \"guest\": \"trap\" or \
+                     \"hang\"}}, each optional"
                 ),
             )
         })?;
@@ -451,6 +459,10 @@ async fn put_faults(State(admin): State<Admin>, headers: HeaderMap, body: Body) 
         if let Some(n) = faults.fail_storage_writes {
             tracing::warn!("fault injection: failing the next {n} storage writes");
             admin.storage_faults.fail_writes(n);
+        }
+        if let Some(fault) = faults.guest {
+            tracing::warn!("fault injection: the driver's next host call will {fault:?}");
+            admin.guest_faults.inject(fault);
         }
         if let Some(offset) = faults.clock_offset_ms {
             tracing::warn!("fault injection: wall clock stepped to the system's {offset:+} ms");

@@ -74,10 +74,14 @@ pub enum Nemesis {
     /// the time), as a failing disk would: the driver fails the request or
     /// traps and is rebuilt from storage.
     StorageFault,
+    /// Make a node's driver (the leader's half of the time) trap, or hang
+    /// past its per-call limit, inside its next call into the host: the
+    /// instance is torn down and rebuilt from storage mid-run.
+    GuestFault,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 8] = [
+    pub const ALL: [Nemesis; 9] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::IsolateLeader,
@@ -86,6 +90,7 @@ impl Nemesis {
         Nemesis::Swap,
         Nemesis::ClockJump,
         Nemesis::StorageFault,
+        Nemesis::GuestFault,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +103,7 @@ impl Nemesis {
             Nemesis::Swap => "swap",
             Nemesis::ClockJump => "clock-jump",
             Nemesis::StorageFault => "storage-fault",
+            Nemesis::GuestFault => "guest-fault",
         }
     }
 }
@@ -285,6 +291,23 @@ pub async fn apply(
             let set = serde_json::json!({ "fail_storage_writes": writes });
             let heal = serde_json::json!({ "fail_storage_writes": 0 });
             what + &fault_for(cluster, id, set, heal, held).await
+        }
+        Nemesis::GuestFault => {
+            let id = leader_or_random(rng);
+            let fault = *rng.pick(&["trap", "hang"]);
+            let settle = rng.millis(e, 3 * e);
+            let what = format!(
+                "made node {id}{}'s driver {fault} in its next host call, then waited {settle:?}",
+                role(id)
+            );
+            let set = serde_json::json!({ "guest": fault });
+            match cluster.set_faults(id, set).await {
+                Ok(()) => {
+                    tokio::time::sleep(settle).await;
+                    what
+                }
+                Err(err) => what + &format!(" (not applied: {err})"),
+            }
         }
     };
     Fault {

@@ -13,6 +13,7 @@
 
 use super::bindings::{Config, ConsensusDriver, DriverError, DriverInfo, Epoch, Leadership, Peer};
 use super::component::{EPOCH_TICK, LoadedDriver};
+use super::fault::GuestFaults;
 use super::mailbox::{Item, Mailbox};
 use super::sandbox::GuestState;
 use crate::clock::Clock;
@@ -137,6 +138,7 @@ pub struct Spawner {
     clock: Arc<dyn Clock>,
     events: UnboundedSender<Event>,
     mailbox: Arc<Mailbox>,
+    faults: Arc<GuestFaults>,
 }
 
 impl Spawner {
@@ -152,7 +154,13 @@ impl Spawner {
             clock,
             events,
             mailbox: Arc::new(Mailbox::new(MAX_QUEUED_MESSAGES)),
+            faults: Arc::default(),
         }
+    }
+
+    /// Faults injected into whichever instance runs (chaos runs).
+    pub fn faults(&self) -> Arc<GuestFaults> {
+        self.faults.clone()
     }
 
     /// How the next actor will be started; a migration changes the floor,
@@ -180,6 +188,7 @@ impl Spawner {
             self.clock.clone(),
             self.events.clone(),
             self.mailbox.clone(),
+            self.faults.clone(),
         )
     }
 
@@ -194,6 +203,8 @@ impl Spawner {
             self.config.seed,
             events,
             self.clock.clone(),
+            Arc::default(),
+            self.config.call_timeout,
         );
         let mut store = Store::new(&engine, state);
         store.limiter(|s| &mut s.limits);
@@ -219,6 +230,7 @@ impl DriverHandle {
         clock: Arc<dyn Clock>,
         events: UnboundedSender<Event>,
         mailbox: Arc<Mailbox>,
+        faults: Arc<GuestFaults>,
     ) -> Result<DriverHandle, StartError> {
         let rx = mailbox.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -232,6 +244,7 @@ impl DriverHandle {
                     config,
                     clock,
                     events,
+                    faults,
                     instance: None,
                     info: None,
                 };
@@ -324,6 +337,7 @@ struct Actor {
     config: ActorConfig,
     clock: Arc<dyn Clock>,
     events: UnboundedSender<Event>,
+    faults: Arc<GuestFaults>,
     instance: Option<Live>,
     info: Option<DriverInfo>,
 }
@@ -341,6 +355,8 @@ impl Actor {
             self.config.seed,
             self.events.clone(),
             self.clock.clone(),
+            self.faults.clone(),
+            self.config.call_timeout,
         );
         let mut store = Store::new(&engine, state);
         store.limiter(|s| &mut s.limits);

@@ -5,6 +5,9 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "consensus-driver",
     additional_derives: [PartialEq, Eq, PartialOrd, Ord, Hash],
+    // Every import may trap: that is how an injected fault
+    // ([`super::fault`]) fires inside the guest.
+    imports: { default: trappable },
 });
 
 pub use exports::tsohost::driver::driver::Guest;

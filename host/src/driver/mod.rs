@@ -5,11 +5,13 @@
 //! - [`sandbox`]: what a guest can touch (the `host` interface, virtual WASI).
 //! - [`actor`]: one thread per instance; all events through one queue, so the
 //!   guest is never re-entered; traps and overruns rebuild the instance.
+//! - [`fault`]: traps and hangs injected into a running guest, for chaos.
 
 pub mod actor;
 pub mod bindings;
 pub mod builtin;
 pub mod component;
+pub mod fault;
 pub mod mailbox;
 pub mod sandbox;
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 use super::actor::Event;
 use super::bindings::{ConsensusDriver, DriverError, Leadership, LogLevel, Peer, tsohost};
+use super::fault::{GuestFault, GuestFaults};
 use crate::clock::Clock;
 use crate::storage::{Storage, WriteBatch};
 use std::collections::HashSet;
@@ -48,6 +49,9 @@ pub struct GuestState {
     /// What the current call has used of its budgets; reset per call.
     log_lines: u32,
     sent_bytes: usize,
+    faults: Arc<GuestFaults>,
+    /// How long an injected hang blocks: past the per-call limit.
+    hang_for: Duration,
 }
 
 impl GuestState {
@@ -56,6 +60,8 @@ impl GuestState {
         seed: u64,
         events: UnboundedSender<Event>,
         clock: Arc<dyn Clock>,
+        faults: Arc<GuestFaults>,
+        call_timeout: Duration,
     ) -> GuestState {
         let seed_bytes: Vec<u8> = (0..32u64)
             .flat_map(|i| (seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes())
@@ -84,6 +90,26 @@ impl GuestState {
             name: String::from("(unnamed)"),
             log_lines: 0,
             sent_bytes: 0,
+            faults,
+            hang_for: call_timeout + 4 * super::component::EPOCH_TICK,
+        }
+    }
+
+    /// Fire an injected fault, if one waits (see [`super::fault`]).
+    fn fault(&self) -> wasmtime::Result<()> {
+        match self.faults.take() {
+            None => Ok(()),
+            Some(GuestFault::Trap) => {
+                tracing::warn!(driver = %self.name, "fault injection: trapping the guest");
+                Err(wasmtime::format_err!(
+                    "trap injected through PUT /v1/admin/faults"
+                ))
+            }
+            Some(GuestFault::Hang) => {
+                tracing::warn!(driver = %self.name, "fault injection: hanging the guest");
+                std::thread::sleep(self.hang_for);
+                Ok(())
+            }
         }
     }
 
@@ -146,24 +172,29 @@ impl HostMonotonicClock for FrozenClock {
 impl tsohost::driver::types::Host for GuestState {}
 
 impl tsohost::driver::host::Host for GuestState {
-    fn send(&mut self, to: u64, payload: Vec<u8>) {
+    fn send(&mut self, to: u64, payload: Vec<u8>) -> wasmtime::Result<()> {
+        self.fault()?;
         self.sent_bytes = self.sent_bytes.saturating_add(payload.len());
         if self.sent_bytes > MAX_SEND_BYTES_PER_CALL {
             self.emit(Event::SendDropped);
-            return;
+            return Ok(());
         }
         self.emit(Event::Send { to, payload });
+        Ok(())
     }
 
-    fn storage_get(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
-        let storage = self.storage().ok()?;
-        match storage.get(&key) {
+    fn storage_get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.fault()?;
+        let Ok(storage) = self.storage() else {
+            return Ok(None);
+        };
+        Ok(match storage.get(&key) {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(driver = %self.name, "storage-get failed: {e}");
                 None
             }
-        }
+        })
     }
 
     fn storage_write(
@@ -171,10 +202,13 @@ impl tsohost::driver::host::Host for GuestState {
         puts: Vec<(Vec<u8>, Vec<u8>)>,
         deletes: Vec<Vec<u8>>,
         sync: bool,
-    ) -> Result<(), DriverError> {
-        self.storage()?
-            .write(WriteBatch { puts, deletes }, sync)
-            .map_err(|e| DriverError::Storage(e.to_string()))
+    ) -> wasmtime::Result<Result<(), DriverError>> {
+        self.fault()?;
+        Ok(self.storage().and_then(|storage| {
+            storage
+                .write(WriteBatch { puts, deletes }, sync)
+                .map_err(|e| DriverError::Storage(e.to_string()))
+        }))
     }
 
     fn storage_scan(
@@ -182,28 +216,39 @@ impl tsohost::driver::host::Host for GuestState {
         start: Vec<u8>,
         end: Vec<u8>,
         limit: u32,
-    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+    ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.fault()?;
         let Ok(storage) = self.storage() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        match storage.scan(&start, &end, (limit as usize).min(MAX_SCAN)) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(driver = %self.name, "storage-scan failed: {e}");
-                Vec::new()
-            }
-        }
+        Ok(
+            match storage.scan(&start, &end, (limit as usize).min(MAX_SCAN)) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(driver = %self.name, "storage-scan failed: {e}");
+                    Vec::new()
+                }
+            },
+        )
     }
 
-    fn now_ms(&mut self) -> u64 {
-        self.clock.now().mono_ms
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        self.fault()?;
+        Ok(self.clock.now().mono_ms)
     }
 
-    fn report_leadership(&mut self, report: Leadership) {
+    fn report_leadership(&mut self, report: Leadership) -> wasmtime::Result<()> {
+        self.fault()?;
         self.emit(Event::Leadership(report));
+        Ok(())
     }
 
-    fn completed(&mut self, request: u64, outcome: Result<u64, DriverError>) {
+    fn completed(
+        &mut self,
+        request: u64,
+        outcome: Result<u64, DriverError>,
+    ) -> wasmtime::Result<()> {
+        self.fault()?;
         if self.pending.remove(&request) {
             self.emit(Event::Completed { request, outcome });
         } else {
@@ -213,13 +258,17 @@ impl tsohost::driver::host::Host for GuestState {
                  completed: ignored (a driver bug)"
             );
         }
+        Ok(())
     }
 
-    fn report_membership(&mut self, members: Vec<Peer>) {
+    fn report_membership(&mut self, members: Vec<Peer>) -> wasmtime::Result<()> {
+        self.fault()?;
         self.emit(Event::Membership(members));
+        Ok(())
     }
 
-    fn log(&mut self, level: LogLevel, mut message: String) {
+    fn log(&mut self, level: LogLevel, mut message: String) -> wasmtime::Result<()> {
+        self.fault()?;
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES_PER_CALL {
             if self.log_lines == MAX_LOG_LINES_PER_CALL + 1 {
@@ -229,7 +278,7 @@ impl tsohost::driver::host::Host for GuestState {
                      dropping the rest of this call's lines"
                 );
             }
-            return;
+            return Ok(());
         }
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
@@ -247,5 +296,6 @@ impl tsohost::driver::host::Host for GuestState {
             LogLevel::Debug => tracing::debug!(driver = %name, "{message}"),
             LogLevel::Trace => tracing::trace!(driver = %name, "{message}"),
         }
+        Ok(())
     }
 }
