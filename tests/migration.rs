@@ -24,6 +24,25 @@ fn migrate(spec: &ClusterSpec, url: &str, args: &[&str]) {
     support::cli(spec, &all);
 }
 
+/// Seal every node through the admin API, as an interrupted run leaves
+/// them; the highest high water they held.
+async fn seal_all(spec: &ClusterSpec) -> u64 {
+    let mut held = 0;
+    for url in &spec.urls {
+        let a = admin(
+            url,
+            Method::POST,
+            "/v1/admin/migration/seal",
+            "",
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        held = held.max(json(&a)["high_water_ms"].as_u64().unwrap());
+    }
+    held
+}
+
 async fn assert_runs(spec: &ClusterSpec, driver: &str, generation: u64) {
     for url in &spec.urls {
         let s = status(url).await;
@@ -81,19 +100,7 @@ async fn a_raft_cluster_moves_to_paxos_and_back_under_load() {
 
     // Back to raft, the way an interrupted run leaves it: every node
     // sealed, node 1 already switched; a re-run finishes with node 1's floor.
-    let mut held = 0;
-    for url in &spec.urls {
-        let a = admin(
-            url,
-            Method::POST,
-            "/v1/admin/migration/seal",
-            "",
-            Some(ADMIN_TOKEN),
-        )
-        .await;
-        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-        held = held.max(json(&a)["high_water_ms"].as_u64().unwrap());
-    }
+    let held = seal_all(&spec).await;
     let raft = std::fs::read(support::guest(RAFT.component)).unwrap();
     let refused = put_driver(&spec.urls[0], "abc", raft.clone()).await;
     assert_eq!(
@@ -138,19 +145,7 @@ async fn a_half_done_migration_is_rolled_back_by_migrating_back() {
     let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, &PAXOS.founder())).collect();
     let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
     let before = support::timestamp(&spec.urls[leader]).await;
-    let mut held = 0;
-    for url in &spec.urls {
-        let a = admin(
-            url,
-            Method::POST,
-            "/v1/admin/migration/seal",
-            "",
-            Some(ADMIN_TOKEN),
-        )
-        .await;
-        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-        held = held.max(json(&a)["high_water_ms"].as_u64().unwrap());
-    }
+    let held = seal_all(&spec).await;
     let raft = std::fs::read(support::guest(RAFT.component)).unwrap();
     let a = put_driver(&spec.urls[0], &held.to_string(), raft).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
