@@ -160,3 +160,69 @@ async fn fault_injection_needs_the_token_and_drops_traffic() {
     assert_eq!(a.status, 404);
     assert_eq!(json(&a)["error"]["code"], "admin_off");
 }
+
+/// A peer that knows the secret, completes the handshake, then announces a
+/// frame over the limit is cut off before the node reads (or allocates) it,
+/// and counted; the node serves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_frame_from_an_authenticated_peer_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tsohost::peer::auth::{MAGIC, NONCE, Secret, TAG, Transcript, constant_time_eq, nonce};
+    let spec = ClusterSpec::new(2);
+    let driver = gossip();
+    let one = spec.start(1, &["--driver", &driver]);
+    one.wait_ready().await;
+    let secret = std::fs::read(spec.dir.path().join("secret")).unwrap();
+    let secret = Secret::new(secret.trim_ascii()).unwrap();
+
+    // The dialer's half of the handshake, as node 2.
+    let mut s = tokio::net::TcpStream::connect(spec.address(1))
+        .await
+        .unwrap();
+    let nonce_d = nonce();
+    let mut hello = MAGIC.to_vec();
+    hello.extend_from_slice(&2u64.to_be_bytes());
+    hello.extend_from_slice(&nonce_d);
+    hello.extend_from_slice(&0u16.to_be_bytes());
+    s.write_all(&hello).await.unwrap();
+    let mut magic = [0; MAGIC.len()];
+    s.read_exact(&mut magic).await.unwrap();
+    assert_eq!(&magic, MAGIC);
+    assert_eq!(s.read_u64().await.unwrap(), 1);
+    let mut nonce_a = [0; NONCE];
+    s.read_exact(&mut nonce_a).await.unwrap();
+    let mut accept_tag = [0; TAG];
+    s.read_exact(&mut accept_tag).await.unwrap();
+    let url_len = s.read_u16().await.unwrap();
+    let mut url = vec![0; url_len as usize];
+    s.read_exact(&mut url).await.unwrap();
+    let transcript = Transcript {
+        dialer: 2,
+        acceptor: 1,
+        nonce_d,
+        nonce_a,
+    };
+    assert!(constant_time_eq(
+        &transcript.accept_tag(&secret),
+        &accept_tag
+    ));
+    s.write_all(&transcript.dial_tag(&secret)).await.unwrap();
+
+    let before = metric(&one.url, "tsohost_peer_auth_failures_total").await;
+    let announced = tsohost::peer::MAX_FRAME as u32 + 1;
+    s.write_all(&announced.to_be_bytes()).await.unwrap();
+    let _ = s.write_all(&[0; 1024]).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the node kept the connection open");
+    assert!(metric(&one.url, "tsohost_peer_auth_failures_total").await > before);
+    assert!(
+        one.stderr().contains("-byte frame (limit"),
+        "{}",
+        one.stderr()
+    );
+    assert_eq!(
+        post(&one.url, "/v1/timestamps", "").await.unwrap().status,
+        200
+    );
+}

@@ -1,6 +1,6 @@
 //! The perimeter of a node under abuse: floods of HTTP and of
 //! unauthenticated peer connections, and clients that never finish a
-//! request. (The admin token, oversized bodies, peer authentication and the
+//! request. (The admin token, oversized bodies and frames, peer authentication and the
 //! guest sandbox are tested in api.rs, peer_network.rs and
 //! hostile_guests.rs.)
 

@@ -365,8 +365,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, inbox: Inbox) {
                 }
             };
             shared.urls.lock().unwrap().insert(peer, url);
-            if let Err(e) = receive(stream, peer, session, &inbox, &shared.faults, metrics).await {
-                tracing::debug!("peer {peer} ({remote}) disconnected: {e}");
+            match receive(stream, peer, session, &inbox, &shared.faults, metrics).await {
+                // A forged or oversized frame: someone to look into.
+                Err(e @ PeerError::Handshake(_)) => {
+                    tracing::warn!("cut off peer {peer} ({remote}): {e}");
+                }
+                Err(e) => tracing::debug!("peer {peer} ({remote}) disconnected: {e}"),
+                Ok(()) => {}
             }
         });
     }
