@@ -22,6 +22,8 @@ pub struct Target {
 
 /// How long the command waits for the migrated cluster to serve.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the command waits for every node to be up and known.
+const DISCOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the old driver's leader is looked for, to read the high water.
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -135,7 +137,22 @@ fn table(nodes: &[NodeView]) -> String {
 /// migration that switched no node yet. Progress goes to stderr.
 pub async fn run(url: &str, token: &str, target: Option<Target>) -> anyhow::Result<()> {
     let admin = Admin { token };
-    let nodes = discover(&admin, url).await?;
+    // Right after a cluster starts, nodes may not have met yet: wait a
+    // little for every node to be up and known.
+    let started = Instant::now();
+    let mut told = false;
+    let nodes = loop {
+        match discover(&admin, url).await {
+            Ok(nodes) => break nodes,
+            Err(e) if started.elapsed() < DISCOVER_TIMEOUT => {
+                if !std::mem::replace(&mut told, true) {
+                    eprintln!("waiting up to {DISCOVER_TIMEOUT:?} for every node: {e:#}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     eprintln!("the cluster now:\n{}", table(&nodes));
     let Some(target) = target else {
         let ids = abort(&nodes).map_err(anyhow::Error::msg)?;
