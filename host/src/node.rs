@@ -43,7 +43,7 @@ pub struct DriverStatus {
     pub healthy: bool,
     pub crashes: u64,
     pub last_crash: Option<String>,
-    /// Hot swaps since the node started.
+    /// Hot swaps and migrations since the node started.
     pub swaps: u64,
 }
 
