@@ -4,33 +4,22 @@
 use std::time::Duration;
 
 use openraft::{Config as RaftConfig, SnapshotPolicy, StepDownPolicy};
-use tsohost_guest_sdk::{Config, DriverError, rules};
+use tsohost_guest_sdk::rules::{Timing, TimingRules};
+use tsohost_guest_sdk::{Config, DriverError};
 
-/// Every option this driver knows; anything else is `invalid-config`.
-pub const KNOWN: &[&str] = &["election-timeout-ms", "heartbeat-ms", "snapshot-every"];
+/// Validated settings: the shared [`Timing`] options.
+/// `election-timeout-ms` is the minimum election timeout (the maximum is
+/// twice it); all nodes of a cluster must use the same value: the lease
+/// argument compares this node's lease with the other nodes' vote refusal
+/// (see [`crate::core`]). A snapshot is taken, and the log before it
+/// purged, every `snapshot-every` entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Settings(pub Timing);
 
-/// Validated settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    /// The minimum election timeout; the maximum is twice it. All nodes of a
-    /// cluster must use the same value: the lease argument compares this
-    /// node's lease with the other nodes' vote refusal (see
-    /// [`crate::core`]).
-    pub election_timeout_ms: u64,
-    /// The leader's heartbeat interval.
-    pub heartbeat_ms: u64,
-    /// A snapshot is taken, and the log before it purged, every this many
-    /// entries.
-    pub snapshot_every: u64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            election_timeout_ms: 1000,
-            heartbeat_ms: 100,
-            snapshot_every: 1000,
-        }
+impl std::ops::Deref for Settings {
+    type Target = Timing;
+    fn deref(&self) -> &Timing {
+        &self.0
     }
 }
 
@@ -41,32 +30,15 @@ fn invalid(msg: String) -> DriverError {
 impl Settings {
     /// Parse and check `cfg.options`.
     pub fn from_config(cfg: &Config) -> Result<Self, DriverError> {
-        let mut s = Settings::default();
-        for (key, n) in rules::numeric_options(cfg, KNOWN)? {
-            match key {
-                "election-timeout-ms" => s.election_timeout_ms = n,
-                "heartbeat-ms" => s.heartbeat_ms = n,
-                "snapshot-every" => s.snapshot_every = n,
-                _ => unreachable!("check_options admits only KNOWN keys"),
-            }
-        }
-        if s.heartbeat_ms == 0 || s.heartbeat_ms * 3 > s.election_timeout_ms {
-            return Err(invalid(format!(
-                "option `heartbeat-ms` ({}) must be positive and at most a third of \
-                 `election-timeout-ms` ({}), or followers time out between heartbeats",
-                s.heartbeat_ms, s.election_timeout_ms
-            )));
-        }
-        if s.election_timeout_ms > 600_000 {
-            return Err(invalid(format!(
-                "option `election-timeout-ms` ({}) is above 10 minutes",
-                s.election_timeout_ms
-            )));
-        }
-        if s.snapshot_every == 0 {
-            return Err(invalid("option `snapshot-every` must be positive".into()));
-        }
-        Ok(s)
+        Timing::from_config(
+            cfg,
+            TimingRules {
+                heartbeats_per_timeout: 3,
+                because: "followers time out between heartbeats",
+                snapshots_optional: false,
+            },
+        )
+        .map(Settings)
     }
 
     /// The longest election timeout; openraft's followers refuse votes for

@@ -67,3 +67,76 @@ pub fn numeric_options<'a>(
         })
         .collect()
 }
+
+/// The timing options of the replicated drivers (`election-timeout-ms`,
+/// `heartbeat-ms`, `snapshot-every`), parsed and checked alike. Every node
+/// of a cluster must use the same election timeout: a driver's lease
+/// argument compares one node's lease with the others' refusal windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub election_timeout_ms: u64,
+    pub heartbeat_ms: u64,
+    /// Compact the log every this many entries; `0`: never (where allowed).
+    pub snapshot_every: u64,
+}
+
+/// What a driver demands of its [`Timing`].
+#[derive(Debug, Clone, Copy)]
+pub struct TimingRules {
+    /// At least this many heartbeats fit in one election timeout,
+    pub heartbeats_per_timeout: u64,
+    /// or else this happens (for the error message).
+    pub because: &'static str,
+    /// Whether `snapshot-every = 0` (no compaction) is allowed.
+    pub snapshots_optional: bool,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            election_timeout_ms: 1000,
+            heartbeat_ms: 100,
+            snapshot_every: 1000,
+        }
+    }
+}
+
+impl Timing {
+    /// The option keys; a driver with no other options passes these to
+    /// [`check_options`].
+    pub const OPTIONS: &'static [&'static str] =
+        &["election-timeout-ms", "heartbeat-ms", "snapshot-every"];
+
+    /// Parse and check `cfg.options` (only [`Timing::OPTIONS`] are known).
+    pub fn from_config(cfg: &crate::Config, rules: TimingRules) -> Result<Timing, DriverError> {
+        let invalid = DriverError::InvalidConfig;
+        let mut t = Timing::default();
+        for (key, n) in numeric_options(cfg, Self::OPTIONS)? {
+            match key {
+                "election-timeout-ms" => t.election_timeout_ms = n,
+                "heartbeat-ms" => t.heartbeat_ms = n,
+                "snapshot-every" => t.snapshot_every = n,
+                _ => unreachable!("check_options admits only the known keys"),
+            }
+        }
+        if t.heartbeat_ms == 0
+            || t.heartbeat_ms * rules.heartbeats_per_timeout > t.election_timeout_ms
+        {
+            return Err(invalid(format!(
+                "option `heartbeat-ms` ({}) must be positive and at most 1/{} of \
+                 `election-timeout-ms` ({}), or {}",
+                t.heartbeat_ms, rules.heartbeats_per_timeout, t.election_timeout_ms, rules.because
+            )));
+        }
+        if t.election_timeout_ms > 600_000 {
+            return Err(invalid(format!(
+                "option `election-timeout-ms` ({}) is above 10 minutes",
+                t.election_timeout_ms
+            )));
+        }
+        if t.snapshot_every == 0 && !rules.snapshots_optional {
+            return Err(invalid("option `snapshot-every` must be positive".into()));
+        }
+        Ok(t)
+    }
+}
