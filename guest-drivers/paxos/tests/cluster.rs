@@ -69,33 +69,8 @@ fn elects_a_leader_with_a_lease_and_persists() {
 #[test]
 fn fails_over_fences_the_old_epoch_and_rejoins() {
     let mut c = new_cluster(&[]);
-    let (old, old_report) = c.wait_leader();
-    assert_eq!(c.persist(old, 500, old_report.epoch), Ok(500));
-    assert_eq!(c.persist(old, 700, old_report.epoch), Ok(700));
-
-    c.kill(old);
-    let (new, new_report) = c.wait_leader();
-    assert_ne!(new, old);
-    assert!(
-        new_report.epoch > old_report.epoch,
-        "{new_report:?} vs {old_report:?}"
-    );
-
-    assert_eq!(c.load(new), Ok(700), "linearizable after failover");
-    assert_eq!(
-        c.persist(new, 900, old_report.epoch),
-        Err(DriverError::Fenced(new_report.epoch))
-    );
-    assert_eq!(c.persist(new, 900, new_report.epoch), Ok(900));
-
-    // The old node restarts from its storage and catches up as a follower.
-    c.start(old, false);
-    c.run_until(10_000, |c| {
-        high_water(c, old) == 900 && c.last_report(old).is_some_and(|r| r.leader == Some(new))
-    });
-    assert_eq!(c.last_report(old).unwrap().role, Role::Follower);
-    assert_eq!(c.serving_leader().map(|l| l.0), Some(new));
-    assert_eq!(c.persist(new, 1000, new_report.epoch), Ok(1000));
+    let (old, new, epoch) = c.check_failover(high_water);
+    assert_eq!(c.persist(new, 1000, epoch), Ok(1000));
     c.run_until(1_000, |c| high_water(c, old) == 1000);
     c.assert_single_serving_leader();
 }

@@ -531,6 +531,42 @@ impl<D> SimCluster<D> {
             Err(DriverError::NotLeader(Some(leader)))
         );
     }
+
+    /// Failover, checked the same way for each driver: the leader persists
+    /// 700 and is killed; another node leads in a greater epoch, loads at
+    /// least 700 (linearizable after failover) and fences the old epoch;
+    /// the old node restarts from its storage and follows it, applying the
+    /// new high water (`high_water` reads a node's applied state). Returns
+    /// the old leader, the new one and the new epoch.
+    pub fn check_failover(
+        &mut self,
+        high_water: impl Fn(&Self, NodeId) -> u64,
+    ) -> (NodeId, NodeId, Epoch) {
+        let (old, old_report) = self.wait_leader();
+        assert_eq!(self.persist(old, 500, old_report.epoch), Ok(500));
+        assert_eq!(self.persist(old, 700, old_report.epoch), Ok(700));
+        self.kill(old);
+        let (new, new_report) = self.wait_leader();
+        assert_ne!(new, old);
+        assert!(
+            new_report.epoch > old_report.epoch,
+            "{new_report:?} vs {old_report:?}"
+        );
+        let loaded = self.load(new).unwrap();
+        assert!(loaded >= 700, "linearizable after failover: {loaded}");
+        assert_eq!(
+            self.persist(new, 900, old_report.epoch),
+            Err(DriverError::Fenced(new_report.epoch))
+        );
+        assert_eq!(self.persist(new, 900, new_report.epoch), Ok(900));
+        self.start(old, false);
+        self.run_until(10_000, |c| {
+            high_water(c, old) == 900 && c.last_report(old).is_some_and(|r| r.leader == Some(new))
+        });
+        assert_eq!(self.last_report(old).unwrap().role, Role::Follower);
+        assert_eq!(self.serving_leader().map(|l| l.0), Some(new));
+        (old, new, new_report.epoch)
+    }
 }
 
 #[cfg(test)]
