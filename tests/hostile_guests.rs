@@ -198,3 +198,38 @@ async fn injected_traps_and_hangs_of_the_built_in_driver() {
     assert!(history.len() > served, "served after the faults");
     history.check();
 }
+
+/// A replicated driver made to allocate past its memory cap mid-run (the
+/// next peer message is delivered larger than the cap, as `tsohost chaos`
+/// does): the node rebuilds it, and the cluster serves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_injected_allocation_past_the_cap_of_a_cluster_node() {
+    let spec = support::ClusterSpec::new(3);
+    let mut flags = support::RAFT.founder();
+    flags.extend(["--guest-memory-mib", "64"]);
+    let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, &flags)).collect();
+    let leader = support::serving_node(&spec.urls, Duration::from_secs(30)).await;
+    let victim = &spec.urls[(leader + 1) % 3];
+    let a = support::admin(
+        victim,
+        hyper::Method::PUT,
+        "/v1/admin/faults",
+        r#"{"guest": "exhaust"}"#,
+        Some(support::ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(victim, "tsohost_driver_crashes_total").await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the injected exhaustion did not fire"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = json(&get(victim, "/v1/status").await.unwrap());
+    let last = status["driver"]["last_crash"].as_str().unwrap().to_string();
+    assert!(last.contains("memory limit (64 MiB)"), "{last}");
+    let leader = support::serving_node(&spec.urls, Duration::from_secs(30)).await;
+    support::timestamp(&spec.urls[leader]).await;
+}

@@ -416,7 +416,8 @@ struct FaultsBody {
     fail_storage_writes: Option<u64>,
     /// Step this node's wall clock by this much from the system's; 0 heals.
     clock_offset_ms: Option<i64>,
-    /// Make the running driver's next call into the host trap or hang.
+    /// Make the running driver trap or hang in its next call into the
+    /// host, or exhaust its memory with the next peer message.
     guest: Option<crate::driver::fault::GuestFault>,
 }
 
@@ -433,8 +434,8 @@ async fn put_faults(State(admin): State<Admin>, headers: HeaderMap, body: Body) 
                 "body",
                 format!(
                     "{e}; expected {{\"blocked_peers\": [node ids], \"dropped_from\": [node ids], \
-                     \"fail_storage_writes\": N, \"clock_offset_ms\": N, \"guest\": \"trap\" or \
-                     \"hang\"}}, each optional"
+                     \"fail_storage_writes\": N, \"clock_offset_ms\": N, \"guest\": \"trap\", \
+                     \"hang\" or \"exhaust\"}}, each optional"
                 ),
             )
         })?;
@@ -461,7 +462,7 @@ async fn put_faults(State(admin): State<Admin>, headers: HeaderMap, body: Body) 
             admin.storage_faults.fail_writes(n);
         }
         if let Some(fault) = faults.guest {
-            tracing::warn!("fault injection: the driver's next host call will {fault:?}");
+            tracing::warn!("fault injection: the driver will {fault:?}");
             admin.guest_faults.inject(fault);
         }
         if let Some(offset) = faults.clock_offset_ms {

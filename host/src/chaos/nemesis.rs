@@ -75,8 +75,9 @@ pub enum Nemesis {
     /// traps and is rebuilt from storage.
     StorageFault,
     /// Make a node's driver (the leader's half of the time) trap, or hang
-    /// past its per-call limit, inside its next call into the host: the
-    /// instance is torn down and rebuilt from storage mid-run.
+    /// past its per-call limit, inside its next call into the host, or
+    /// allocate past its memory cap for its next peer message: the instance
+    /// is torn down and rebuilt from storage mid-run.
     GuestFault,
 }
 
@@ -294,12 +295,17 @@ pub async fn apply(
         }
         Nemesis::GuestFault => {
             let id = leader_or_random(rng);
-            let fault = *rng.pick(&["trap", "hang"]);
+            let (fault, when) = *rng.pick(&[
+                ("trap", "in its next host call"),
+                ("hang", "in its next host call"),
+                ("exhaust its memory", "with its next peer message"),
+            ]);
             let settle = rng.millis(e, 3 * e);
             let what = format!(
-                "made node {id}{}'s driver {fault} in its next host call, then waited {settle:?}",
+                "made node {id}{}'s driver {fault} {when}, then waited {settle:?}",
                 role(id)
             );
+            let fault = fault.split(' ').next().unwrap_or(fault);
             let set = serde_json::json!({ "guest": fault });
             match cluster.set_faults(id, set).await {
                 Ok(()) => {

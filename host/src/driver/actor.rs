@@ -13,7 +13,7 @@
 
 use super::bindings::{Config, ConsensusDriver, DriverError, DriverInfo, Epoch, Leadership, Peer};
 use super::component::{EPOCH_TICK, LoadedDriver};
-use super::fault::GuestFaults;
+use super::fault::{GuestFault, GuestFaults};
 use super::mailbox::{Item, Mailbox};
 use super::sandbox::GuestState;
 use crate::clock::Clock;
@@ -584,8 +584,14 @@ impl Actor {
 
     /// Peer messages, one `on-message` call each, each with its own time
     /// budget. After a failure the rest are dropped with the instance.
-    fn messages(&mut self, messages: Vec<(u64, Vec<u8>)>) -> Result<(), String> {
+    fn messages(&mut self, mut messages: Vec<(u64, Vec<u8>)>) -> Result<(), String> {
         let ticks = self.ticks(1);
+        if let Some((_, payload)) = messages.first_mut()
+            && self.faults.take(GuestFault::Exhaust)
+        {
+            tracing::warn!("fault injection: a peer message larger than the guest's memory cap");
+            payload.resize(self.config.memory_limit + 1, 0);
+        }
         for (from, payload) in messages {
             let live = self.instance.as_mut().expect("checked by run");
             live.store.data_mut().begin_call();

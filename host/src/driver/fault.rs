@@ -1,12 +1,16 @@
 //! Faults injected into a running guest for chaos runs
-//! (`PUT /v1/admin/faults {"guest": "trap"}` or `"hang"`).
+//! (`PUT /v1/admin/faults {"guest": "trap"}`, `"hang"` or `"exhaust"`).
 //!
-//! The fault fires inside the guest's next call into the host, so the real
-//! failure path runs, not a shortcut around it: the import traps (the guest
-//! unwinds as from `unreachable`), or it blocks past the per-call time limit
-//! and returns, and the guest is interrupted at its next epoch check as a
-//! hung guest is. Either way the actor drops the instance, fails its open
-//! requests and rebuilds it from storage.
+//! Each fires inside the guest, so the real failure path runs, not a
+//! shortcut around it. `trap` and `hang` fire in the guest's next call into
+//! the host: the import traps (the guest unwinds as from `unreachable`), or
+//! it blocks past the per-call time limit and returns, and the guest is
+//! interrupted at its next epoch check as a hung guest is. `exhaust` fires
+//! with the next peer message: it is delivered grown past the guest's
+//! memory cap, so the guest's own allocator, asked to hold it, fails to
+//! grow its memory as a guest allocating without bound does. Either way the
+//! actor drops the instance, fails its open requests and rebuilds it from
+//! storage.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -18,6 +22,8 @@ pub enum GuestFault {
     Trap,
     /// Block past the per-call time limit.
     Hang,
+    /// Allocate past the memory cap (with the next peer message).
+    Exhaust,
 }
 
 /// The fault waiting for the running guest's next host call, if any. Shared
@@ -35,9 +41,12 @@ impl GuestFaults {
         Self::fault(self.0.load(Ordering::Relaxed))
     }
 
-    /// The pending fault, consumed.
-    pub(super) fn take(&self) -> Option<GuestFault> {
-        Self::fault(self.0.swap(0, Ordering::Relaxed))
+    /// Whether `fault` is pending, consuming it if so.
+    pub(super) fn take(&self, fault: GuestFault) -> bool {
+        let code = Self::code(Some(fault));
+        self.0
+            .compare_exchange(code, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     fn code(fault: Option<GuestFault>) -> u8 {
@@ -45,6 +54,7 @@ impl GuestFaults {
             None => 0,
             Some(GuestFault::Trap) => 1,
             Some(GuestFault::Hang) => 2,
+            Some(GuestFault::Exhaust) => 3,
         }
     }
 
@@ -52,6 +62,7 @@ impl GuestFaults {
         match code {
             1 => Some(GuestFault::Trap),
             2 => Some(GuestFault::Hang),
+            3 => Some(GuestFault::Exhaust),
             _ => None,
         }
     }
@@ -62,12 +73,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fault_fires_once() {
+    fn a_fault_fires_once_and_only_where_it_belongs() {
         let f = GuestFaults::default();
-        assert_eq!(f.take(), None);
+        assert!(!f.take(GuestFault::Hang));
         f.inject(GuestFault::Hang);
         assert_eq!(f.pending(), Some(GuestFault::Hang));
-        assert_eq!(f.take(), Some(GuestFault::Hang));
-        assert_eq!(f.take(), None);
+        assert!(!f.take(GuestFault::Trap));
+        assert!(f.take(GuestFault::Hang));
+        assert!(!f.take(GuestFault::Hang));
+        assert_eq!(f.pending(), None);
     }
 }

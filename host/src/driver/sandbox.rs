@@ -97,20 +97,17 @@ impl GuestState {
 
     /// Fire an injected fault, if one waits (see [`super::fault`]).
     fn fault(&self) -> wasmtime::Result<()> {
-        match self.faults.take() {
-            None => Ok(()),
-            Some(GuestFault::Trap) => {
-                tracing::warn!(driver = %self.name, "fault injection: trapping the guest");
-                Err(wasmtime::format_err!(
-                    "trap injected through PUT /v1/admin/faults"
-                ))
-            }
-            Some(GuestFault::Hang) => {
-                tracing::warn!(driver = %self.name, "fault injection: hanging the guest");
-                std::thread::sleep(self.hang_for);
-                Ok(())
-            }
+        if self.faults.take(GuestFault::Trap) {
+            tracing::warn!(driver = %self.name, "fault injection: trapping the guest");
+            return Err(wasmtime::format_err!(
+                "trap injected through PUT /v1/admin/faults"
+            ));
         }
+        if self.faults.take(GuestFault::Hang) {
+            tracing::warn!(driver = %self.name, "fault injection: hanging the guest");
+            std::thread::sleep(self.hang_for);
+        }
+        Ok(())
     }
 
     /// Reset the per-call budgets; the actor calls it before every call.
