@@ -143,7 +143,12 @@ impl Storage {
                         io::Error::new(io::ErrorKind::InvalidData, "malformed log key")
                     })?;
                 out.push((index, v));
-                from = log_key(index + 1);
+                // The last possible index ends the log (and `+ 1` would
+                // wrap to index 0 and scan it again).
+                let Some(next) = index.checked_add(1) else {
+                    return Ok(out);
+                };
+                from = log_key(next);
             }
             if !full {
                 return Ok(out);
