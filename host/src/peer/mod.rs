@@ -423,27 +423,42 @@ async fn receive(
     metrics: &Metrics,
 ) -> Result<(), PeerError> {
     loop {
-        let len = stream.read_u32().await? as usize;
-        if len > MAX_FRAME {
-            Metrics::inc(&metrics.peer_auth_failures_total);
-            return Err(PeerError::Handshake(format!(
-                "peer {peer} sent a {len}-byte frame (limit {MAX_FRAME}); disconnected"
-            )));
-        }
-        let mut payload = vec![0; len];
-        stream.read_exact(&mut payload).await?;
-        let tag = read_tag(&mut stream).await?;
-        if !session.open(&payload, &tag) {
-            Metrics::inc(&metrics.peer_auth_failures_total);
-            return Err(PeerError::Handshake(format!(
-                "a frame from peer {peer} failed authentication; disconnected"
-            )));
-        }
-        Metrics::inc(&metrics.peer_frames_received_total);
+        let payload = read_frame(&mut stream, peer, &mut session, metrics).await?;
         if faults.drops_from(peer) || !inbox.deliver(peer, payload) {
             Metrics::inc(&metrics.peer_messages_dropped_total);
         }
     }
+}
+
+/// Read and authenticate the next frame of an accepted connection from
+/// `peer` (a big-endian u32 length, the payload, its tag under `session`),
+/// counting it in `metrics`. An oversized or forged frame is a
+/// [`PeerError::Handshake`] (the connection is cut); public for the fuzz
+/// targets (`host/fuzz`).
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    peer: u64,
+    session: &mut auth::Session,
+    metrics: &Metrics,
+) -> Result<Vec<u8>, PeerError> {
+    let len = r.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        Metrics::inc(&metrics.peer_auth_failures_total);
+        return Err(PeerError::Handshake(format!(
+            "peer {peer} sent a {len}-byte frame (limit {MAX_FRAME}); disconnected"
+        )));
+    }
+    let mut payload = vec![0; len];
+    r.read_exact(&mut payload).await?;
+    let tag = read_tag(r).await?;
+    if !session.open(&payload, &tag) {
+        Metrics::inc(&metrics.peer_auth_failures_total);
+        return Err(PeerError::Handshake(format!(
+            "a frame from peer {peer} failed authentication; disconnected"
+        )));
+    }
+    Metrics::inc(&metrics.peer_frames_received_total);
+    Ok(payload)
 }
 
 async fn write_frame<W: AsyncWrite + Unpin>(
@@ -456,7 +471,9 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     out.write_all(&session.seal(payload)).await
 }
 
-async fn read_greeting<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, Nonce), PeerError> {
+/// Read a dialer's greeting (magic, node id, nonce), the first thing an
+/// accepted connection sends; public for the fuzz targets (`host/fuzz`).
+pub async fn read_greeting<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, Nonce), PeerError> {
     let mut magic = [0; MAGIC.len()];
     r.read_exact(&mut magic).await?;
     if &magic != MAGIC {
@@ -482,7 +499,9 @@ fn put_url(buf: &mut Vec<u8>, url: &str) {
     buf.extend_from_slice(url);
 }
 
-async fn read_url<R: AsyncRead + Unpin>(r: &mut R) -> Result<String, PeerError> {
+/// Read a URL as the handshake carries it (big-endian u16 length, at most
+/// [`MAX_URL`] bytes of UTF-8); public for the fuzz targets (`host/fuzz`).
+pub async fn read_url<R: AsyncRead + Unpin>(r: &mut R) -> Result<String, PeerError> {
     let len = r.read_u16().await? as usize;
     if len > MAX_URL {
         return Err(PeerError::Handshake(format!("URL of {len} bytes")));

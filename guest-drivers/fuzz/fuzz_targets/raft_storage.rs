@@ -1,0 +1,11 @@
+//! The raft driver core started on storage holding arbitrary records (see
+//! `run_storage` for the input format): `init` returns an error or runs.
+//! Panics allowed: the driver's deliberate trap when openraft stops on a
+//! storage error (`RAFT_TRAPS`) and, unless `TSOHOST_FUZZ_STRICT=1`, panics
+//! inside openraft, which trusts its storage (`LIBRARY_SOURCES`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tsohost_guest_fuzz::{RAFT, RAFT_TRAPS, run_storage};
+
+fuzz_target!(|data: &[u8]| run_storage(RAFT, RAFT_TRAPS, data));
