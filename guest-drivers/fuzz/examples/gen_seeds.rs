@@ -6,7 +6,7 @@
 //! header), and valid frames for the frame decoder.
 //!
 //! `cargo run --release --example gen_seeds --target <host> -- <dir>` writes
-//! `<dir>/<target>/<name>`; ../../fuzz.sh runs it (`FUZZ_SEEDS=1`) and the
+//! `<dir>/<target>/<name>`; ../../host/fuzz/fuzz.sh runs it (`FUZZ_SEEDS=1`) and the
 //! output is checked in under `corpus/`.
 
 use std::collections::BTreeSet;

@@ -205,7 +205,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
         self.st
             .scan_log(start, end)?
             .into_iter()
-            .map(|(i, v)| decode(&log_key(i), &v))
+            .map(|(i, v)| {
+                let entry: Entry = decode(&log_key(i), &v)?;
+                // openraft assumes the entry under index i has index i;
+                // storage that says otherwise (corrupt) would send it in
+                // circles (found by fuzzing).
+                if entry.log_id.index != i {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the log entry stored under index {i} has index {}",
+                            entry.log_id.index
+                        ),
+                    ));
+                }
+                Ok(entry)
+            })
             .collect()
     }
 
