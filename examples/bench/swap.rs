@@ -104,7 +104,7 @@ async fn pauses(cluster: &LocalCluster, action: Action<'_>, rounds: usize) -> Ve
                 let (label, bytes) = to[round % 2];
                 let target = tsohost::migration::orchestrate::Target {
                     label: label.to_string(),
-                    bytes: bytes.to_vec(),
+                    bytes: Bytes::copy_from_slice(bytes),
                 };
                 tsohost::migration::orchestrate::run(&urls[0], ADMIN_TOKEN, Some(target))
                     .await

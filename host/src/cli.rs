@@ -449,7 +449,10 @@ async fn cluster(action: ClusterCmd, url: &str, token_file: Option<PathBuf>) -> 
                 let source = driver_source(to)?;
                 Some(crate::migration::orchestrate::Target {
                     label: to.clone(),
-                    bytes: source.bytes()?.into_owned(),
+                    bytes: match source.bytes()? {
+                        std::borrow::Cow::Borrowed(b) => Bytes::from_static(b),
+                        std::borrow::Cow::Owned(b) => Bytes::from(b),
+                    },
                 })
             }
             None => None,

@@ -447,7 +447,10 @@ impl Coordinator {
                 },
                 Some(control) = control.recv() => self.on_control(control),
                 _ = node.wake.notified() => self.maybe_extend(),
-                _ = check.tick() => self.maybe_extend(),
+                _ = check.tick() => {
+                    self.expire_refused_swap();
+                    self.maybe_extend();
+                }
                 _ = retry => {
                     self.retry_at = None;
                     self.start_load();
@@ -990,7 +993,8 @@ impl Coordinator {
         }
     }
 
-    fn maybe_extend(&mut self) {
+    /// Answer a refused swap whose previous build has not settled in time.
+    fn expire_refused_swap(&mut self) {
         if self
             .refused_swap
             .as_ref()
@@ -998,6 +1002,9 @@ impl Coordinator {
         {
             self.settle_refused_swap();
         }
+    }
+
+    fn maybe_extend(&mut self) {
         let now = self.node.clock.now();
         let serving = self.node.allocator.lock().unwrap().is_serving(now);
         Metrics::set(&self.node.metrics.serving, u64::from(serving));

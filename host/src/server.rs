@@ -101,17 +101,23 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         })?;
     let addr = listener.local_addr()?;
     let mut spawner = Spawner::new(storage_for, actor_config, clock.clone(), events_tx);
-    let record = admitted_record(&db, &spawner, &loaded)?;
-    spawner.config_mut().floor = record.floor;
-    spawner.config_mut().generation = record.generation;
-    if record.sealed {
-        tracing::warn!(
-            "this node is sealed for a migration to another driver: it will not serve under {} \
-             until `tsohost cluster migrate` finishes (or --abort unseals it)",
-            record.driver
-        );
+    // A data directory that was sealed or migrated records its driver:
+    // check `loaded` against it before it touches storage.
+    let record = DriverRecord::load(&db)?;
+    if let Some(record) = &record {
+        admit(&spawner, &loaded, record)?;
+        spawner.config_mut().floor = record.floor;
+        spawner.config_mut().generation = record.generation;
+        if record.sealed {
+            tracing::warn!(
+                "this node is sealed for a migration to another driver: it will not serve under \
+                 {} until `tsohost cluster migrate` finishes (or --abort unseals it)",
+                record.driver
+            );
+        }
     }
     let driver = spawner.spawn(loaded.clone())?;
+    let record = record.unwrap_or_else(|| DriverRecord::first(&driver.info().name));
     let guest_faults = spawner.faults();
     let network = match &cfg.cluster {
         None => None,
@@ -181,21 +187,18 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The node's driver record, if `loaded` is the driver it names (a fresh
-/// record if the data directory has none): a migrated node refuses to start
-/// the driver it left, whose state on this node is out of date.
-fn admitted_record(
-    db: &Db,
+/// Whether `loaded` is the driver `record` names: a migrated node refuses
+/// to start the driver it left, whose state on this node is out of date.
+fn admit(
     spawner: &Spawner,
     loaded: &crate::driver::LoadedDriver,
-) -> anyhow::Result<DriverRecord> {
-    let record = DriverRecord::load(db)?;
+    record: &DriverRecord,
+) -> anyhow::Result<()> {
     let name = spawner
         .probe_info(loaded)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .name;
-    DriverRecord::admits(record.as_ref(), &name)?;
-    Ok(record.unwrap_or_else(|| DriverRecord::first(&name)))
+    Ok(DriverRecord::admits(Some(record), &name)?)
 }
 
 async fn signal() {

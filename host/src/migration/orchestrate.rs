@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 pub struct Target {
     /// For messages: a built-in name or a path.
     pub label: String,
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
 }
 
 /// How long the command waits for the migrated cluster to serve.
@@ -201,7 +201,7 @@ async fn migrate(
     target: &Target,
 ) -> anyhow::Result<()> {
     let pending: Vec<&NodeView> = nodes.iter().filter(|n| seal.contains(&n.id)).collect();
-    let body = Bytes::from(target.bytes.clone());
+    let body = target.bytes.clone();
     // 0. Every node compiles and checks the new driver while the old one
     // serves: a component a node refuses stops the migration before it
     // starts, and the switch below finds it compiled.
