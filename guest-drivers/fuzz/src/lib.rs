@@ -43,26 +43,10 @@ pub const MAX_EVENTS: usize = 256;
 pub const SETTLE_MS: u64 = 1_500;
 
 /// The raft driver core's entry points.
-pub const RAFT: DriverFns<RaftDriver> = DriverFns {
-    init: |host, cfg| RaftDriver::init(host, cfg),
-    on_message: RaftDriver::on_message,
-    on_tick: RaftDriver::on_tick,
-    load: RaftDriver::load_high_water,
-    persist: RaftDriver::persist_high_water,
-    change_membership: RaftDriver::change_membership,
-    transfer_leadership: RaftDriver::transfer_leadership,
-};
+pub const RAFT: DriverFns<RaftDriver> = tsohost_driver_raft::SIM;
 
 /// The paxos driver core's entry points.
-pub const PAXOS: DriverFns<PaxosDriver> = DriverFns {
-    init: |host, cfg| PaxosDriver::init(host, cfg),
-    on_message: PaxosDriver::on_message,
-    on_tick: PaxosDriver::on_tick,
-    load: PaxosDriver::load_high_water,
-    persist: PaxosDriver::persist_high_water,
-    change_membership: |d, r, members| d.change_membership(r, members),
-    transfer_leadership: PaxosDriver::transfer_leadership,
-};
+pub const PAXOS: DriverFns<PaxosDriver> = tsohost_driver_paxos::SIM;
 
 /// A cursor over fuzz input.
 pub struct Reader<'a>(&'a [u8]);

@@ -21,3 +21,17 @@ pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
+
+/// The driver core's entry points, for the SDK's simulated cluster (the
+/// simulation tests and the fuzz targets).
+#[cfg(feature = "sim")]
+pub const SIM: tsohost_guest_sdk::sim::cluster::DriverFns<core::PaxosDriver> =
+    tsohost_guest_sdk::sim::cluster::DriverFns {
+        init: |host, cfg| core::PaxosDriver::init(host, cfg),
+        on_message: core::PaxosDriver::on_message,
+        on_tick: core::PaxosDriver::on_tick,
+        load: core::PaxosDriver::load_high_water,
+        persist: core::PaxosDriver::persist_high_water,
+        change_membership: |d, r, members| d.change_membership(r, members),
+        transfer_leadership: core::PaxosDriver::transfer_leadership,
+    };

@@ -13,15 +13,7 @@ use tsohost_guest_sdk::{DriverError, NodeId, Role};
 
 type Cluster = SimCluster<PaxosDriver>;
 
-const FNS: DriverFns<PaxosDriver> = DriverFns {
-    init: |host, cfg| PaxosDriver::init(host, cfg),
-    on_message: PaxosDriver::on_message,
-    on_tick: PaxosDriver::on_tick,
-    load: PaxosDriver::load_high_water,
-    persist: PaxosDriver::persist_high_water,
-    change_membership: |d, r, members| d.change_membership(r, members),
-    transfer_leadership: PaxosDriver::transfer_leadership,
-};
+const FNS: DriverFns<PaxosDriver> = tsohost_driver_paxos::SIM;
 
 fn new_cluster(opts: &[(&str, &str)]) -> Cluster {
     SimCluster::new(FNS, &[1, 2, 3], opts)

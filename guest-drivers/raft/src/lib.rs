@@ -17,3 +17,17 @@ pub mod types;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
+
+/// The driver core's entry points, for the SDK's simulated cluster (the
+/// simulation tests and the fuzz targets).
+#[cfg(feature = "sim")]
+pub const SIM: tsohost_guest_sdk::sim::cluster::DriverFns<core::RaftDriver> =
+    tsohost_guest_sdk::sim::cluster::DriverFns {
+        init: |host, cfg| core::RaftDriver::init(host, cfg),
+        on_message: core::RaftDriver::on_message,
+        on_tick: core::RaftDriver::on_tick,
+        load: core::RaftDriver::load_high_water,
+        persist: core::RaftDriver::persist_high_water,
+        change_membership: core::RaftDriver::change_membership,
+        transfer_leadership: core::RaftDriver::transfer_leadership,
+    };

@@ -14,15 +14,7 @@ use tsohost_guest_sdk::{DriverError, NodeId, Role};
 
 type Cluster = SimCluster<RaftDriver>;
 
-const FNS: DriverFns<RaftDriver> = DriverFns {
-    init: |host, cfg| RaftDriver::init(host, cfg),
-    on_message: RaftDriver::on_message,
-    on_tick: RaftDriver::on_tick,
-    load: RaftDriver::load_high_water,
-    persist: RaftDriver::persist_high_water,
-    change_membership: RaftDriver::change_membership,
-    transfer_leadership: RaftDriver::transfer_leadership,
-};
+const FNS: DriverFns<RaftDriver> = tsohost_driver_raft::SIM;
 
 /// Nodes 1, 2 and 3 (1 bootstraps), counting the request frames each node
 /// delivers to each other.
