@@ -3,31 +3,43 @@
 //!
 //! It leads forever (nothing else can lead its storage) and takes a new epoch
 //! on every start, so a persist from an instance that has since been replaced
-//! is fenced. See [`tsohost_guest_sdk::register`] for the invariants.
+//! is fenced. It is the SDK's [`SingleNode`] register under the name `file`,
+//! knowing no options; see [`tsohost_guest_sdk::register`] for the
+//! invariants.
+//!
+//! The component glue is compiled for `wasm32` only (its export names are
+//! not native symbols); natively the crate is a library for the tests, which
+//! run it in the SDK's simulator.
 
-use tsohost_guest_sdk::{
-    Config, DriverError, DriverInfo, Epoch, Guest, LogLevel, NodeId, Peer, export_driver, host,
-    register, rules,
-};
+use std::rc::Rc;
 
-struct FileDriver;
+use tsohost_guest_sdk::port::Host;
+use tsohost_guest_sdk::register::SingleNode;
+use tsohost_guest_sdk::{Config, Driver, DriverError, Epoch, LogLevel, NodeId, Peer, rules};
 
-impl Guest for FileDriver {
-    fn info() -> DriverInfo {
-        DriverInfo {
-            name: "file".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        }
+/// One instance of the file driver.
+#[derive(Debug)]
+pub struct FileDriver(SingleNode);
+
+impl FileDriver {
+    /// The register this instance runs.
+    pub fn register(&self) -> &SingleNode {
+        &self.0
+    }
+}
+
+impl Driver for FileDriver {
+    const NAME: &'static str = "file";
+
+    /// Refuse any option (the file driver has none) and any other node,
+    /// then open the register: a new generation, synced, then leadership.
+    fn init(host: Rc<dyn Host>, cfg: &Config) -> Result<Self, DriverError> {
+        rules::check_options(cfg, &[])?;
+        SingleNode::init(host, cfg).map(FileDriver)
     }
 
-    fn init(cfg: Config) -> Result<(), DriverError> {
-        tsohost_guest_sdk::report_panics();
-        rules::check_options(&cfg, &[])?;
-        register::init(&cfg)
-    }
-
-    fn on_message(from: NodeId, payload: Vec<u8>) {
-        host::log(
+    fn on_message(&mut self, from: NodeId, payload: &[u8]) {
+        self.0.host().log(
             LogLevel::Warn,
             &format!(
                 "ignored {} bytes from node {from}: the file driver has no peers",
@@ -36,25 +48,26 @@ impl Guest for FileDriver {
         );
     }
 
-    fn on_tick(_now_ms: u64) -> u64 {
-        u64::MAX
+    fn on_tick(&mut self, now_ms: u64) -> u64 {
+        self.0.on_tick(now_ms)
     }
 
-    fn load_high_water(request: u64) {
-        register::load_high_water(request);
+    fn load_high_water(&mut self, request: u64) {
+        self.0.load_high_water(request);
     }
 
-    fn persist_high_water(request: u64, at_least: u64, epoch: Epoch) {
-        register::persist_high_water(request, at_least, epoch);
+    fn persist_high_water(&mut self, request: u64, at_least: u64, epoch: Epoch) {
+        self.0.persist_high_water(request, at_least, epoch);
     }
 
-    fn change_membership(request: u64, _members: Vec<Peer>) {
-        register::refuse_cluster_operation(request, "change-membership");
+    fn change_membership(&mut self, request: u64, members: &[Peer]) {
+        self.0.change_membership(request, members);
     }
 
-    fn transfer_leadership(request: u64, _to: Option<NodeId>) {
-        register::refuse_cluster_operation(request, "transfer-leadership");
+    fn transfer_leadership(&mut self, request: u64, to: Option<NodeId>) {
+        self.0.transfer_leadership(request, to);
     }
 }
 
-export_driver!(FileDriver);
+#[cfg(target_arch = "wasm32")]
+tsohost_guest_sdk::export_driver!(FileDriver);

@@ -14,12 +14,12 @@ use std::fs;
 use std::path::Path;
 
 use tsohost_guest_fuzz::{
-    MessageEvent, OPTIONS, PAXOS, RAFT, Scenario, encode_storage, storage_header,
+    MessageEvent, OPTIONS, PaxosDriver, RaftDriver, Scenario, encode_storage, storage_header,
 };
 use tsohost_guest_sdk::frame::{self, Frame};
 use tsohost_guest_sdk::port::Host;
-use tsohost_guest_sdk::sim::cluster::{DriverFns, SimCluster};
-use tsohost_guest_sdk::{Epoch, NodeId};
+use tsohost_guest_sdk::sim::cluster::SimCluster;
+use tsohost_guest_sdk::{Driver, Epoch, NodeId};
 
 /// Events per replay seed.
 const REPLAY_EVENTS: usize = 64;
@@ -32,7 +32,7 @@ fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
 
 /// Step `c` for `ms`, recording every message delivered to a node as
 /// `(delivered_at, from, to, payload)`.
-fn step_recording<D>(
+fn step_recording<D: Driver>(
     c: &mut SimCluster<D>,
     ms: u64,
     log: &mut Vec<(u64, NodeId, NodeId, Vec<u8>)>,
@@ -50,7 +50,7 @@ fn step_recording<D>(
 
 /// The serving leader and its epoch, stepping (and recording) until there
 /// is one.
-fn leader<D>(
+fn leader<D: Driver>(
     c: &mut SimCluster<D>,
     log: &mut Vec<(u64, NodeId, NodeId, Vec<u8>)>,
 ) -> (NodeId, Epoch) {
@@ -68,22 +68,19 @@ fn hex(body: &[u8]) -> String {
     body.iter().take(3).map(|b| format!("{b:02x}")).collect()
 }
 
-fn seeds<D>(dir: &Path, driver: &str, fns: DriverFns<D>) {
-    let mut c = SimCluster::new(fns, &[1, 2, 3], OPTIONS);
+fn seeds<D: Driver>(dir: &Path, driver: &str) {
+    let mut c = SimCluster::<D>::new(&[1, 2, 3], OPTIONS);
     let mut log = Vec::new();
     let (lead, epoch) = leader(&mut c, &mut log);
     // Enough writes for snapshots (`snapshot-every` = 8) and a purged log.
     for n in 1..=20u64 {
-        let persist = c.fns.persist;
-        c.request(lead, |d, r| persist(d, r, n * 10, epoch));
+        c.request(lead, |d, r| d.persist_high_water(r, n * 10, epoch));
         step_recording(&mut c, 5, &mut log);
     }
-    let load = c.fns.load;
-    c.request(lead, load);
+    c.request(lead, |d, r| d.load_high_water(r));
     step_recording(&mut c, 500, &mut log);
     // A leader change, so that elections of a running cluster show up.
-    let transfer = c.fns.transfer_leadership;
-    c.request(lead, |d, r| transfer(d, r, None));
+    c.request(lead, |d, r| d.transfer_leadership(r, None));
     step_recording(&mut c, 3_000, &mut log);
 
     let message_target = format!("{driver}_message");
@@ -167,11 +164,10 @@ fn seeds<D>(dir: &Path, driver: &str, fns: DriverFns<D>) {
         }
     }
     // A single-node cluster's storage (node 1 bootstrapped alone).
-    let mut single = SimCluster::new(fns, &[1], OPTIONS);
+    let mut single = SimCluster::<D>::new(&[1], OPTIONS);
     let mut ignored = Vec::new();
     let (lead, epoch) = leader(&mut single, &mut ignored);
-    let persist = single.fns.persist;
-    single.request(lead, |d, r| persist(d, r, 42, epoch));
+    single.request(lead, |d, r| d.persist_high_water(r, 42, epoch));
     step_recording(&mut single, 100, &mut ignored);
     let records = single.nodes[&1].host.storage_scan(b"", b"", u32::MAX);
     write(
@@ -187,8 +183,8 @@ fn main() {
         .nth(1)
         .expect("usage: gen_seeds <corpus dir>");
     let dir = Path::new(&dir);
-    seeds(dir, "raft", RAFT);
-    seeds(dir, "paxos", PAXOS);
+    seeds::<RaftDriver>(dir, "raft");
+    seeds::<PaxosDriver>(dir, "paxos");
     let mut batch = vec![Frame::Request {
         id: u64::MAX,
         kind: 7,

@@ -6,6 +6,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tsohost_guest_fuzz::{PAXOS, run_messages};
+use tsohost_guest_fuzz::{PaxosDriver, run_messages};
 
-fuzz_target!(|data: &[u8]| run_messages(PAXOS, data));
+fuzz_target!(|data: &[u8]| run_messages::<PaxosDriver>(data));

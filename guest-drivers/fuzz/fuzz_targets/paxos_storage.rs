@@ -6,6 +6,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tsohost_guest_fuzz::{PAXOS, PAXOS_TRAPS, run_storage};
+use tsohost_guest_fuzz::{PAXOS_TRAPS, PaxosDriver, run_storage};
 
-fuzz_target!(|data: &[u8]| run_storage(PAXOS, PAXOS_TRAPS, data));
+fuzz_target!(|data: &[u8]| run_storage::<PaxosDriver>(PAXOS_TRAPS, data));

@@ -6,6 +6,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tsohost_guest_fuzz::{RAFT, run_messages};
+use tsohost_guest_fuzz::{RaftDriver, run_messages};
 
-fuzz_target!(|data: &[u8]| run_messages(RAFT, data));
+fuzz_target!(|data: &[u8]| run_messages::<RaftDriver>(data));

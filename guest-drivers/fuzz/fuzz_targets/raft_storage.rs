@@ -6,6 +6,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tsohost_guest_fuzz::{RAFT, RAFT_TRAPS, run_storage};
+use tsohost_guest_fuzz::{RAFT_TRAPS, RaftDriver, run_storage};
 
-fuzz_target!(|data: &[u8]| run_storage(RAFT, RAFT_TRAPS, data));
+fuzz_target!(|data: &[u8]| run_storage::<RaftDriver>(RAFT_TRAPS, data));

@@ -19,12 +19,12 @@ use std::panic::{self, AssertUnwindSafe, PanicHookInfo};
 use std::rc::Rc;
 use std::sync::{Mutex, Once, OnceLock};
 
-use tsohost_driver_paxos::core::PaxosDriver;
-use tsohost_driver_raft::core::RaftDriver;
+pub use tsohost_driver_paxos::core::PaxosDriver;
+pub use tsohost_driver_raft::core::RaftDriver;
 use tsohost_guest_sdk::port::Host;
-use tsohost_guest_sdk::sim::cluster::{DriverFns, config, options};
+use tsohost_guest_sdk::sim::cluster::{config, options};
 use tsohost_guest_sdk::sim::{MemStorage, SimClock, SimHost};
-use tsohost_guest_sdk::{Epoch, NodeId};
+use tsohost_guest_sdk::{Driver, Epoch, NodeId};
 
 /// The driver options of every instance: frequent snapshots, so that
 /// snapshot messages and records appear in short runs.
@@ -41,12 +41,6 @@ pub const MAX_EVENTS: usize = 256;
 
 /// Time run after the last message, or after `init` in a storage input.
 pub const SETTLE_MS: u64 = 1_500;
-
-/// The raft driver core's entry points.
-pub const RAFT: DriverFns<RaftDriver> = tsohost_driver_raft::SIM;
-
-/// The paxos driver core's entry points.
-pub const PAXOS: DriverFns<PaxosDriver> = tsohost_driver_paxos::SIM;
 
 /// A cursor over fuzz input.
 pub struct Reader<'a>(&'a [u8]);
@@ -85,8 +79,6 @@ impl<'a> Reader<'a> {
 /// One instance of a driver on a simulation host, with the cluster
 /// harness's notion of time.
 pub struct Instance<D> {
-    /// The entry points.
-    pub fns: DriverFns<D>,
     /// The host (storage, clock, everything emitted).
     pub host: Rc<SimHost>,
     /// The instance.
@@ -96,11 +88,10 @@ pub struct Instance<D> {
     next_request: u64,
 }
 
-impl<D> Instance<D> {
+impl<D: Driver> Instance<D> {
     /// `init` node `node` on `storage` at [`START_MS`]; `peers` as its
     /// `config.peers`. `init`'s error is returned.
     pub fn start(
-        fns: DriverFns<D>,
         node: NodeId,
         peers: &[NodeId],
         bootstrap: bool,
@@ -116,9 +107,8 @@ impl<D> Instance<D> {
             node * 1000 + node,
             &options(OPTIONS),
         );
-        let driver = (fns.init)(host.clone(), &cfg)?;
+        let driver = D::init(host.clone(), &cfg)?;
         let mut i = Instance {
-            fns,
             host,
             driver,
             next_tick: START_MS,
@@ -148,7 +138,7 @@ impl<D> Instance<D> {
     fn tick_phase(&mut self) {
         let now = self.now();
         if !self.ticked && self.next_tick <= now {
-            self.next_tick = (self.fns.on_tick)(&mut self.driver, now);
+            self.next_tick = self.driver.on_tick(now);
             assert!(
                 self.next_tick > now,
                 "next tick {} not after {now}",
@@ -170,7 +160,7 @@ impl<D> Instance<D> {
 
     /// Deliver `payload` from `from` now.
     pub fn deliver(&mut self, from: NodeId, payload: &[u8]) {
-        (self.fns.on_message)(&mut self.driver, from, payload);
+        self.driver.on_message(from, payload);
         self.discard();
     }
 
@@ -183,8 +173,8 @@ impl<D> Instance<D> {
             .map_or(Epoch { hi: 0, lo: 0 }, |r| r.epoch);
         let r = self.next_request;
         self.next_request += 2;
-        (self.fns.load)(&mut self.driver, r);
-        (self.fns.persist)(&mut self.driver, r + 1, at_least, epoch);
+        self.driver.load_high_water(r);
+        self.driver.persist_high_water(r + 1, at_least, epoch);
         self.discard();
     }
 }
@@ -255,23 +245,17 @@ impl MessageEvent {
 /// ([`MessageEvent::encode`]) until the input ends, then [`SETTLE_MS`] of
 /// ticks. A driver must survive whatever peers send: any panic is a crash,
 /// except one raised inside the consensus library (see [`allowing_traps`]).
-pub fn run_messages<D>(fns: DriverFns<D>, data: &[u8]) {
-    allowing_traps(&[], || messages(fns, data));
+pub fn run_messages<D: Driver>(data: &[u8]) {
+    allowing_traps(&[], || messages::<D>(data));
 }
 
-fn messages<D>(fns: DriverFns<D>, data: &[u8]) {
+fn messages<D: Driver>(data: &[u8]) {
     let mut r = Reader::new(data);
     let Some(b) = r.u8() else { return };
     let scenario = Scenario::from_byte(b);
     let bootstrap = scenario == Scenario::Bootstrapper;
-    let mut i = Instance::start(
-        fns,
-        scenario.node(),
-        PEERS,
-        bootstrap,
-        MemStorage::default(),
-    )
-    .expect("init on empty storage");
+    let mut i = Instance::<D>::start(scenario.node(), PEERS, bootstrap, MemStorage::default())
+        .expect("init on empty storage");
     for _ in 0..MAX_EVENTS {
         let (Some(from), Some(dt), Some(len)) = (r.u8(), r.u16(), r.u16()) else {
             break;
@@ -316,7 +300,7 @@ pub fn encode_storage(header: u8, records: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 /// `traps` is a deliberate trap of the driver (the host re-creates the
 /// instance) and passes; so does, unless strict, one raised inside the
 /// consensus library (see [`allowing_traps`]); any other is a crash.
-pub fn run_storage<D>(fns: DriverFns<D>, traps: &'static [&'static str], data: &[u8]) {
+pub fn run_storage<D: Driver>(traps: &'static [&'static str], data: &[u8]) {
     let mut r = Reader::new(data);
     let Some(header) = r.u8() else { return };
     let node = match header & 3 {
@@ -339,7 +323,7 @@ pub fn run_storage<D>(fns: DriverFns<D>, traps: &'static [&'static str], data: &
         .storage_write(&puts, &[], true)
         .expect("memory storage");
     allowing_traps(traps, || {
-        let Ok(mut i) = Instance::start(fns, node, peers, bootstrap, storage) else {
+        let Ok(mut i) = Instance::<D>::start(node, peers, bootstrap, storage) else {
             return;
         };
         i.advance(1);

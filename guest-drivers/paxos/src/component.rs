@@ -2,4 +2,4 @@
 
 use crate::core::PaxosDriver;
 
-tsohost_guest_sdk::export_sans_io_driver!(PaxosDriver, "paxos");
+tsohost_guest_sdk::export_driver!(PaxosDriver);

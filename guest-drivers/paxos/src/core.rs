@@ -139,7 +139,9 @@ use omnipaxos::{ClusterConfig, OmniPaxos, OmniPaxosConfig, ProposeErr, ServerCon
 use tsohost_guest_sdk::frame::Frame;
 use tsohost_guest_sdk::port::Host;
 use tsohost_guest_sdk::rules::{ZERO_EPOCH, check_epoch, check_range};
-use tsohost_guest_sdk::{Config, DriverError, Epoch, Leadership, LogLevel, NodeId, Peer, Role};
+use tsohost_guest_sdk::{
+    Config, Driver, DriverError, Epoch, Leadership, LogLevel, NodeId, Peer, Role,
+};
 
 use crate::ballot::{check_node_id, epoch_of, pair};
 use crate::lease::{Lease, Voters};
@@ -217,9 +219,11 @@ pub struct PaxosDriver {
     reported: Option<Leadership>,
 }
 
-impl PaxosDriver {
+impl Driver for PaxosDriver {
+    const NAME: &'static str = "paxos";
+
     /// Start (or resume from storage) on `host` with `cfg`.
-    pub fn init(host: Rc<dyn Host>, cfg: &Config) -> Result<Self, DriverError> {
+    fn init(host: Rc<dyn Host>, cfg: &Config) -> Result<Self, DriverError> {
         let settings = Settings::from_config(cfg)?;
         let node = cfg.node_id;
         check_node_id(node, "node-id")?;
@@ -302,6 +306,123 @@ impl PaxosDriver {
         Ok(driver)
     }
 
+    /// Bytes from a peer's driver.
+    fn on_message(&mut self, from: NodeId, payload: &[u8]) {
+        self.now = self.now.max(self.host.now_ms());
+        match wire::decode(payload) {
+            Ok(packets) => {
+                for p in packets {
+                    self.receive(from, p);
+                }
+            }
+            Err(e) => self.log(
+                LogLevel::Warn,
+                format!("dropped {} bytes from node {from}: {e}", payload.len()),
+            ),
+        }
+        self.settle();
+    }
+
+    /// Time passes; returns when to be ticked next.
+    fn on_tick(&mut self, now_ms: u64) -> u64 {
+        self.now = self.now.max(now_ms);
+        let hb = self.settings.heartbeat_ms;
+        if self.now >= self.next_op_tick {
+            // After a long pause, tick once rather than replaying every
+            // missed tick at once.
+            if self.now - self.next_op_tick > 10 * hb {
+                self.next_op_tick = self.now;
+            }
+            while self.next_op_tick <= self.now {
+                if let Some(op) = self.op.as_mut() {
+                    op.tick();
+                }
+                self.next_op_tick += hb;
+            }
+        }
+        self.expire();
+        self.settle();
+        let mut next = self.next_op_tick.min(self.next_join);
+        if self.lease.leading().is_some() || self.stepping_down.is_some() {
+            next = next.min(self.next_heartbeat);
+        }
+        if let Some(p) = self.pending.values().map(|p| p.deadline).min() {
+            next = next.min(p);
+        }
+        next.max(self.now + 1)
+    }
+
+    /// `load-high-water`, answered through `host.completed`.
+    fn load_high_water(&mut self, request: u64) {
+        self.now = self.now.max(self.host.now_ms());
+        let outcome = self.serving_ballot().and_then(|mine| {
+            let epoch = epoch_of(mine);
+            let cmd = Command::Barrier {
+                floor: self.floor,
+                epoch: pair(epoch),
+                request,
+            };
+            self.propose(request, Kind::Load, epoch, cmd)
+        });
+        if let Err(e) = outcome {
+            self.host.completed(request, Err(e));
+        }
+        self.settle();
+    }
+
+    /// `persist-high-water`, answered through `host.completed`.
+    fn persist_high_water(&mut self, request: u64, at_least: u64, epoch: Epoch) {
+        self.now = self.now.max(self.host.now_ms());
+        let outcome = check_range(at_least).and_then(|()| {
+            let mine = epoch_of(self.serving_ballot()?);
+            check_epoch(epoch, mine.max(self.state.highest_epoch()))?;
+            if epoch > mine {
+                return Err(DriverError::Internal(format!(
+                    "persist carries epoch {}.{}, newer than this leader's {}.{}",
+                    epoch.hi, epoch.lo, mine.hi, mine.lo
+                )));
+            }
+            let cmd = Command::Persist {
+                at_least: at_least.max(self.floor),
+                epoch: pair(mine),
+                request,
+            };
+            self.propose(request, Kind::Persist, mine, cmd)
+        });
+        if let Err(e) = outcome {
+            self.host.completed(request, Err(e));
+        }
+        self.settle();
+    }
+
+    /// `change-membership`, answered through `host.completed`.
+    fn change_membership(&mut self, request: u64, members: &[Peer]) {
+        self.now = self.now.max(self.host.now_ms());
+        match self.propose_membership(members.to_vec()) {
+            Ok(None) => self.host.completed(request, Ok(0)),
+            Ok(Some(config_id)) => {
+                self.reconfig = Some(PendingReconfig {
+                    request,
+                    config_id,
+                    deadline: self.now + 10 * self.settings.election_timeout_ms,
+                });
+            }
+            Err(e) => self.host.completed(request, Err(e)),
+        }
+        self.settle();
+    }
+
+    /// `transfer-leadership`, answered through `host.completed`.
+    fn transfer_leadership(&mut self, request: u64, to: Option<NodeId>) {
+        self.now = self.now.max(self.host.now_ms());
+        let outcome = self.step_down(to);
+        // Report the step-down before completing.
+        self.settle();
+        self.host.completed(request, outcome);
+    }
+}
+
+impl PaxosDriver {
     /// Run configuration `m` (stored already): state from its base, and an
     /// omnipaxos instance if this node is a member.
     fn start_config(&mut self, m: Membership) -> Result<(), DriverError> {
@@ -363,123 +484,6 @@ impl PaxosDriver {
             Some(m) => self.host.report_membership(&m.peers()),
             None => self.host.report_membership(&self.configured_peers),
         }
-    }
-
-    // ----- exports ---------------------------------------------------------
-
-    /// Bytes from a peer's driver.
-    pub fn on_message(&mut self, from: NodeId, payload: &[u8]) {
-        self.now = self.now.max(self.host.now_ms());
-        match wire::decode(payload) {
-            Ok(packets) => {
-                for p in packets {
-                    self.receive(from, p);
-                }
-            }
-            Err(e) => self.log(
-                LogLevel::Warn,
-                format!("dropped {} bytes from node {from}: {e}", payload.len()),
-            ),
-        }
-        self.settle();
-    }
-
-    /// Time passes; returns when to be ticked next.
-    pub fn on_tick(&mut self, now_ms: u64) -> u64 {
-        self.now = self.now.max(now_ms);
-        let hb = self.settings.heartbeat_ms;
-        if self.now >= self.next_op_tick {
-            // After a long pause, tick once rather than replaying every
-            // missed tick at once.
-            if self.now - self.next_op_tick > 10 * hb {
-                self.next_op_tick = self.now;
-            }
-            while self.next_op_tick <= self.now {
-                if let Some(op) = self.op.as_mut() {
-                    op.tick();
-                }
-                self.next_op_tick += hb;
-            }
-        }
-        self.expire();
-        self.settle();
-        let mut next = self.next_op_tick.min(self.next_join);
-        if self.lease.leading().is_some() || self.stepping_down.is_some() {
-            next = next.min(self.next_heartbeat);
-        }
-        if let Some(p) = self.pending.values().map(|p| p.deadline).min() {
-            next = next.min(p);
-        }
-        next.max(self.now + 1)
-    }
-
-    /// `load-high-water`, answered through `host.completed`.
-    pub fn load_high_water(&mut self, request: u64) {
-        self.now = self.now.max(self.host.now_ms());
-        let outcome = self.serving_ballot().and_then(|mine| {
-            let epoch = epoch_of(mine);
-            let cmd = Command::Barrier {
-                floor: self.floor,
-                epoch: pair(epoch),
-                request,
-            };
-            self.propose(request, Kind::Load, epoch, cmd)
-        });
-        if let Err(e) = outcome {
-            self.host.completed(request, Err(e));
-        }
-        self.settle();
-    }
-
-    /// `persist-high-water`, answered through `host.completed`.
-    pub fn persist_high_water(&mut self, request: u64, at_least: u64, epoch: Epoch) {
-        self.now = self.now.max(self.host.now_ms());
-        let outcome = check_range(at_least).and_then(|()| {
-            let mine = epoch_of(self.serving_ballot()?);
-            check_epoch(epoch, mine.max(self.state.highest_epoch()))?;
-            if epoch > mine {
-                return Err(DriverError::Internal(format!(
-                    "persist carries epoch {}.{}, newer than this leader's {}.{}",
-                    epoch.hi, epoch.lo, mine.hi, mine.lo
-                )));
-            }
-            let cmd = Command::Persist {
-                at_least: at_least.max(self.floor),
-                epoch: pair(mine),
-                request,
-            };
-            self.propose(request, Kind::Persist, mine, cmd)
-        });
-        if let Err(e) = outcome {
-            self.host.completed(request, Err(e));
-        }
-        self.settle();
-    }
-
-    /// `change-membership`, answered through `host.completed`.
-    pub fn change_membership(&mut self, request: u64, members: &[Peer]) {
-        self.now = self.now.max(self.host.now_ms());
-        match self.propose_membership(members.to_vec()) {
-            Ok(None) => self.host.completed(request, Ok(0)),
-            Ok(Some(config_id)) => {
-                self.reconfig = Some(PendingReconfig {
-                    request,
-                    config_id,
-                    deadline: self.now + 10 * self.settings.election_timeout_ms,
-                });
-            }
-            Err(e) => self.host.completed(request, Err(e)),
-        }
-        self.settle();
-    }
-
-    /// `transfer-leadership`, answered through `host.completed`.
-    pub fn transfer_leadership(&mut self, request: u64, to: Option<NodeId>) {
-        self.now = self.now.max(self.host.now_ms());
-        let outcome = self.step_down(to);
-        // Report the step-down before completing.
-        self.settle();
-        self.host.completed(request, outcome);
     }
 
     // ----- requests --------------------------------------------------------

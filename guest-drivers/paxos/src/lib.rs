@@ -1,9 +1,10 @@
 //! The `paxos` driver: omnipaxos 0.2 inside a guest component.
 //!
-//! The consensus logic is [`core::PaxosDriver`], written against the SDK's
-//! [`Host`](tsohost_guest_sdk::port::Host) trait and tested natively; the
-//! `component` module only binds it to the WIT exports with the real
-//! imports (`WitHost`). See [`core`] for the requests, the leader lease and
+//! The consensus logic is [`core::PaxosDriver`], the SDK's
+//! [`Driver`](tsohost_guest_sdk::Driver) written against its
+//! [`Host`](tsohost_guest_sdk::port::Host) trait and tested natively (the
+//! SDK's contract suite and `tests/cluster.rs`); the `component` module only
+//! exports it with `export_driver!`, on the real imports (`WitHost`). See [`core`] for the requests, the leader lease and
 //! membership, [`ballot`] for the epoch encoding, [`store`] for the storage
 //! layout.
 //!
@@ -22,16 +23,17 @@ pub mod wire;
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-/// The driver core's entry points, for the SDK's simulated cluster (the
-/// simulation tests and the fuzz targets).
+/// What the SDK's simulator reads of a node beyond the exports (the
+/// simulation tests, the contract suite and the fuzz targets).
 #[cfg(feature = "sim")]
-pub const SIM: tsohost_guest_sdk::sim::cluster::DriverFns<core::PaxosDriver> =
-    tsohost_guest_sdk::sim::cluster::DriverFns {
-        init: |host, cfg| core::PaxosDriver::init(host, cfg),
-        on_message: core::PaxosDriver::on_message,
-        on_tick: core::PaxosDriver::on_tick,
-        load: core::PaxosDriver::load_high_water,
-        persist: core::PaxosDriver::persist_high_water,
-        change_membership: |d, r, members| d.change_membership(r, members),
-        transfer_leadership: core::PaxosDriver::transfer_leadership,
-    };
+impl tsohost_guest_sdk::sim::SimDriver for core::PaxosDriver {
+    /// Half the election timeout ([`settings::Settings`]).
+    const MAX_LEASE_MS: u64 = tsohost_guest_sdk::sim::contract::ELECTION_TIMEOUT_MS / 2;
+    /// A new ballot's leader waits out the promise gate, which covers every
+    /// lease granted before it, however the older leadership ended.
+    const HONOURS_EVERY_LEASE: bool = true;
+
+    fn applied_high_water(&self) -> u64 {
+        self.state().high_water
+    }
+}

@@ -2,4 +2,4 @@
 
 use crate::core::RaftDriver;
 
-tsohost_guest_sdk::export_sans_io_driver!(RaftDriver, "raft");
+tsohost_guest_sdk::export_driver!(RaftDriver);

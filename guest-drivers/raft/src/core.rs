@@ -150,7 +150,9 @@ use tsohost_guest_sdk::port::Host;
 use tsohost_guest_sdk::rules::{check_epoch, check_range};
 use tsohost_guest_sdk::runtime::rpc::{Incoming, Rpc};
 use tsohost_guest_sdk::runtime::{Executor, GuestInstant, GuestRuntime};
-use tsohost_guest_sdk::{Config, DriverError, Epoch, Leadership, LogLevel, NodeId, Peer, Role};
+use tsohost_guest_sdk::{
+    Config, Driver, DriverError, Epoch, Leadership, LogLevel, NodeId, Peer, Role,
+};
 
 use crate::network::{Kind, Network, encode};
 use crate::settings::Settings;
@@ -201,9 +203,11 @@ fn node_map(peers: &[Peer], field: &str) -> Result<BTreeMap<NodeId, BasicNode>, 
     Ok(nodes)
 }
 
-impl RaftDriver {
+impl Driver for RaftDriver {
+    const NAME: &'static str = "raft";
+
     /// Start (or resume from storage) on `host` with `cfg`.
-    pub fn init(host: Rc<dyn Host>, cfg: &Config) -> Result<Self, DriverError> {
+    fn init(host: Rc<dyn Host>, cfg: &Config) -> Result<Self, DriverError> {
         let settings = Settings::from_config(cfg)?;
         let node = cfg.node_id;
         let mut members = node_map(&cfg.peers, "peers")?;
@@ -288,7 +292,7 @@ impl RaftDriver {
     }
 
     /// Bytes from a peer's driver.
-    pub fn on_message(&mut self, from: NodeId, payload: &[u8]) {
+    fn on_message(&mut self, from: NodeId, payload: &[u8]) {
         self.exec.advance_to_ms(self.host.now_ms());
         match self.rpc.receive(from, payload) {
             Ok(requests) => {
@@ -305,14 +309,14 @@ impl RaftDriver {
     }
 
     /// Time passes; returns when to be ticked next.
-    pub fn on_tick(&mut self, now_ms: u64) -> u64 {
+    fn on_tick(&mut self, now_ms: u64) -> u64 {
         self.exec.advance_to_ms(now_ms);
         let next = self.settle();
         next.unwrap_or(now_ms + self.settings.heartbeat_ms)
     }
 
     /// `load-high-water`, answered through `host.completed`.
-    pub fn load_high_water(&mut self, request: u64) {
+    fn load_high_water(&mut self, request: u64) {
         self.exec.advance_to_ms(self.host.now_ms());
         match self.lead() {
             Err(e) => self.host.completed(request, Err(e)),
@@ -350,7 +354,7 @@ impl RaftDriver {
     }
 
     /// `persist-high-water`, answered through `host.completed`.
-    pub fn persist_high_water(&mut self, request: u64, at_least: u64, epoch: Epoch) {
+    fn persist_high_water(&mut self, request: u64, at_least: u64, epoch: Epoch) {
         self.exec.advance_to_ms(self.host.now_ms());
         let checked = check_range(at_least).and_then(|()| {
             let lead = self.lead()?;
@@ -384,7 +388,7 @@ impl RaftDriver {
 
     /// `change-membership`, answered through `host.completed` (see
     /// "Membership" in the module docs).
-    pub fn change_membership(&mut self, request: u64, members: &[Peer]) {
+    fn change_membership(&mut self, request: u64, members: &[Peer]) {
         self.exec.advance_to_ms(self.host.now_ms());
         match self.check_members(members) {
             Err(e) => self.host.completed(request, Err(e)),
@@ -402,7 +406,7 @@ impl RaftDriver {
 
     /// `transfer-leadership`, answered through `host.completed` with the new
     /// leader (see "Handing leadership over" in the module docs).
-    pub fn transfer_leadership(&mut self, request: u64, to: Option<NodeId>) {
+    fn transfer_leadership(&mut self, request: u64, to: Option<NodeId>) {
         self.exec.advance_to_ms(self.host.now_ms());
         match self.successor(to) {
             Err(e) => self.host.completed(request, Err(e)),
@@ -418,7 +422,9 @@ impl RaftDriver {
         }
         self.settle();
     }
+}
 
+impl RaftDriver {
     /// The leadership this node holds and has not handed over, or
     /// `not-leader`.
     fn lead(&self) -> Result<Lead, DriverError> {

@@ -1,9 +1,11 @@
 //! The `raft` driver: openraft 0.10 inside a guest component.
 //!
-//! The consensus logic is [`core::RaftDriver`], written against the SDK's
-//! [`Host`](tsohost_guest_sdk::port::Host) trait and tested natively; this
-//! file only binds it to the WIT exports with the real imports
-//! (`WitHost`). One instance per component instance, created by `init`.
+//! The consensus logic is [`core::RaftDriver`], the SDK's
+//! [`Driver`](tsohost_guest_sdk::Driver) written against its
+//! [`Host`](tsohost_guest_sdk::port::Host) trait and tested natively (the
+//! SDK's contract suite and `tests/cluster.rs`); the `component` module only
+//! exports it with `export_driver!`, on the real imports (`WitHost`). One
+//! instance per component instance, created by `init`.
 //!
 //! The glue is compiled for `wasm32` only: the component exports carry names
 //! (`tsohost:driver/driver@0.1.0#init`) a native shared library cannot
@@ -18,16 +20,14 @@ pub mod types;
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-/// The driver core's entry points, for the SDK's simulated cluster (the
-/// simulation tests and the fuzz targets).
+/// What the SDK's simulator reads of a node beyond the exports (the
+/// simulation tests, the contract suite and the fuzz targets).
 #[cfg(feature = "sim")]
-pub const SIM: tsohost_guest_sdk::sim::cluster::DriverFns<core::RaftDriver> =
-    tsohost_guest_sdk::sim::cluster::DriverFns {
-        init: |host, cfg| core::RaftDriver::init(host, cfg),
-        on_message: core::RaftDriver::on_message,
-        on_tick: core::RaftDriver::on_tick,
-        load: core::RaftDriver::load_high_water,
-        persist: core::RaftDriver::persist_high_water,
-        change_membership: core::RaftDriver::change_membership,
-        transfer_leadership: core::RaftDriver::transfer_leadership,
-    };
+impl tsohost_guest_sdk::sim::SimDriver for core::RaftDriver {
+    /// ¾ of the election timeout (see "The leader lease" in [`core`]).
+    const MAX_LEASE_MS: u64 = tsohost_guest_sdk::sim::contract::ELECTION_TIMEOUT_MS * 3 / 4;
+
+    fn applied_high_water(&self) -> u64 {
+        self.state().high_water
+    }
+}

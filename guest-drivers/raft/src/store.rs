@@ -8,19 +8,25 @@
 //! | `format`                | `[1]`, the layout version               | once     |
 //! | `log/` + be64(index)    | the entry (big-endian: scans are ordered) | synced |
 //! | `vote`                  | the vote                                | synced   |
-//! | `committed`             | the last committed log id               | unsynced |
+//! | `committed`             | the last committed log id               | synced   |
 //! | `purged`                | the last purged log id                  | with the purge |
 //! | `sm`                    | [`SmState`]                             | unsynced |
 //! | `snapshot`              | [`StoredSnapshot`]                      | synced   |
 //!
 //! Why these sync choices: a vote and a log append must be durable before
 //! this node says so to anyone (openraft sends the vote response or the
-//! append acknowledgement after the callback). The committed index and the
-//! state machine can be rebuilt from the synced log and snapshot, so losing
-//! their latest unsynced write only makes openraft re-apply entries (which
-//! [`Command::Persist`] tolerates: it is idempotent). A snapshot is written
-//! synced together with the state it captures before openraft purges the log
-//! it replaces.
+//! append acknowledgement after the callback). The committed index must be
+//! durable before anything it covers is applied and answered: a leader
+//! whose committed vote survives a restart resumes its term without a new
+//! election and without a new entry, and answers a ReadIndex read with its
+//! stored committed index, so after a power cut that lost it the read would
+//! miss a persist already completed (the SDK's contract test
+//! `a_power_cut_of_every_node_loses_nothing_acknowledged`). The state
+//! machine can be rebuilt from the synced log, snapshot and committed index,
+//! so losing its latest unsynced write only makes openraft re-apply entries
+//! (which [`Command::Persist`] tolerates: it is idempotent). A snapshot is
+//! written synced together with the state it captures before openraft purges
+//! the log it replaces.
 
 use std::cell::RefCell;
 use std::fmt::Debug;
@@ -257,11 +263,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
-        self.st.write(
-            vec![(COMMITTED.to_vec(), encode(&committed))],
-            vec![],
-            false,
-        )
+        self.st
+            .write(vec![(COMMITTED.to_vec(), encode(&committed))], vec![], true)
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {

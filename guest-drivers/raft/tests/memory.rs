@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tsohost_driver_raft::core::RaftDriver;
 use tsohost_guest_sdk::sim::{MemStorage, SimClock, SimHost};
-use tsohost_guest_sdk::{Config, Peer};
+use tsohost_guest_sdk::{Config, Driver, Peer};
 
 struct Counting;
 

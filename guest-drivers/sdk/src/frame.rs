@@ -5,7 +5,7 @@
 //! every frame is self-contained: a request carries the id its response must
 //! echo and a protocol-defined `kind`; a response carries only the id. The
 //! body is the protocol's own encoding. Batching several frames into one
-//! payload matters because each host→guest call has a fixed cost (DESIGN §9).
+//! payload matters because each host→guest call has a fixed cost (docs/architecture.md §9).
 //!
 //! Wire format (version 1), all integers LEB128 varints:
 //! `payload := 0x01 frame*`,

@@ -7,7 +7,8 @@
 //! rules stated there (no re-entrancy, atomic and optionally synced writes,
 //! fire-and-forget sends) are the contract every implementation keeps.
 
-use crate::{DriverError, Leadership, LogLevel, NodeId, Peer, host};
+use crate::bindings::tsohost::driver::host;
+use crate::{DriverError, Leadership, LogLevel, NodeId, Peer};
 
 /// The host as a driver sees it.
 pub trait Host {

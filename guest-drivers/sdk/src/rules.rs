@@ -74,7 +74,10 @@ pub fn numeric_options<'a>(
 /// argument compares one node's lease with the others' refusal windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
+    /// The minimum election timeout: how long a node hears no leader before
+    /// it may campaign. A leader's lease must be shorter.
     pub election_timeout_ms: u64,
+    /// How often a leader heartbeats (and so extends its lease).
     pub heartbeat_ms: u64,
     /// Compact the log every this many entries; `0`: never (where allowed).
     pub snapshot_every: u64,
@@ -83,7 +86,8 @@ pub struct Timing {
 /// What a driver demands of its [`Timing`].
 #[derive(Debug, Clone, Copy)]
 pub struct TimingRules {
-    /// At least this many heartbeats fit in one election timeout,
+    /// At least this many heartbeats fit in one election timeout, so that a
+    /// few lost heartbeats do not end a healthy lease or start an election,
     pub heartbeats_per_timeout: u64,
     /// or else this happens (for the error message).
     pub because: &'static str,
@@ -93,15 +97,19 @@ pub struct TimingRules {
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing {
-            election_timeout_ms: 1000,
-            heartbeat_ms: 100,
-            snapshot_every: 1000,
-        }
+        Self::DEFAULT
     }
 }
 
 impl Timing {
+    /// The timing without options: a 1 s election timeout, heartbeats every
+    /// 100 ms, a snapshot every 1000 entries.
+    pub const DEFAULT: Timing = Timing {
+        election_timeout_ms: 1000,
+        heartbeat_ms: 100,
+        snapshot_every: 1000,
+    };
+
     /// The option keys; a driver with no other options passes these to
     /// [`check_options`].
     pub const OPTIONS: &'static [&'static str] =

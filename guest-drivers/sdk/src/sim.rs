@@ -9,25 +9,97 @@
 //!
 //! [`cluster`] builds a deterministic simulated cluster of driver instances
 //! on these hosts, with the single-serving-leader check every replicated
-//! driver must pass.
+//! driver must pass; [`contract`] is the suite of tests every driver runs in
+//! it ([`contract_suite!`](crate::contract_suite)).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use crate::port::Host;
-use crate::{DriverError, Leadership, LogLevel, NodeId, Peer};
+use crate::{Driver, DriverError, Leadership, LogLevel, NodeId, Peer};
 
 pub mod cluster;
+pub mod contract;
+
+/// What the contract suite needs of a replicated driver beyond its exports:
+/// the bounds it claims for its leases, and the state a node has applied,
+/// which no export reveals (a follower answers `load-high-water` with
+/// `not-leader`) but which shows that a node caught up. Implemented by each
+/// replicated driver under its `sim` feature, so that release builds carry
+/// nothing for the simulator.
+pub trait SimDriver: Driver {
+    /// The longest lease, in ms from when it is reported, the driver grants
+    /// with the default timing options. The contract suite checks it, and
+    /// that it is at most an election timeout
+    /// ([`contract::ELECTION_TIMEOUT_MS`]).
+    const MAX_LEASE_MS: u64 = contract::ELECTION_TIMEOUT_MS;
+
+    /// Whether, in the contract's scenarios, no leadership starts serving
+    /// before every older lease ran out, even one its holder ended early by
+    /// reporting again: the conservative reading
+    /// ([`cluster::assert_single_serving_leader`]). The suite checks it when
+    /// true; the host's own model
+    /// ([`cluster::assert_single_serving_leader_host_model`]) always.
+    const HONOURS_EVERY_LEASE: bool = false;
+
+    /// The high water this instance has applied (the replicated state
+    /// machine's, not necessarily committed cluster-wide yet).
+    fn applied_high_water(&self) -> u64;
+}
+
+/// The value a key had before a write, `None` if absent.
+type Undo = (Vec<u8>, Option<Vec<u8>>);
 
 /// A node's key-value storage; clones share it.
+///
+/// It models what a power cut would leave: a synced write makes durable
+/// everything written before it (as an fsync of the host's store does);
+/// writes since the last synced one can be lost together
+/// ([`MemStorage::lose_unsynced`]).
 #[derive(Debug, Clone, Default)]
 pub struct MemStorage {
     map: Rc<RefCell<BTreeMap<Vec<u8>, Vec<u8>>>>,
     synced_writes: Rc<Cell<u64>>,
+    /// How to undo every write since the last synced one, oldest first.
+    unsynced: Rc<RefCell<Vec<Undo>>>,
 }
 
 impl MemStorage {
+    /// Apply `puts` then `deletes`; with `sync`, everything written so far
+    /// becomes durable.
+    fn write(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>], sync: bool) {
+        let mut map = self.map.borrow_mut();
+        let mut unsynced = self.unsynced.borrow_mut();
+        for (k, v) in puts {
+            let old = map.insert(k.clone(), v.clone());
+            if !sync {
+                unsynced.push((k.clone(), old));
+            }
+        }
+        for k in deletes {
+            let old = map.remove(k);
+            if !sync {
+                unsynced.push((k.clone(), old));
+            }
+        }
+        if sync {
+            unsynced.clear();
+            self.synced_writes.set(self.synced_writes.get() + 1);
+        }
+    }
+
+    /// A power cut: undo every write made since the last synced one.
+    pub fn lose_unsynced(&self) {
+        let mut map = self.map.borrow_mut();
+        for (k, old) in self.unsynced.borrow_mut().drain(..).rev() {
+            match old {
+                Some(v) => map.insert(k, v),
+                None => map.remove(&k),
+            };
+        }
+    }
+
     /// Number of keys stored.
     pub fn len(&self) -> usize {
         self.map.borrow().len()
@@ -172,18 +244,7 @@ impl Host for SimHost {
         deletes: &[Vec<u8>],
         sync: bool,
     ) -> Result<(), DriverError> {
-        let mut map = self.storage.map.borrow_mut();
-        for (k, v) in puts {
-            map.insert(k.clone(), v.clone());
-        }
-        for k in deletes {
-            map.remove(k);
-        }
-        if sync {
-            self.storage
-                .synced_writes
-                .set(self.storage.synced_writes.get() + 1);
-        }
+        self.storage.write(puts, deletes, sync);
         Ok(())
     }
 
@@ -221,5 +282,38 @@ impl Host for SimHost {
 
     fn report_membership(&self, members: &[Peer]) {
         self.memberships.borrow_mut().push(members.to_vec());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(host: &SimHost, key: &[u8]) -> Option<Vec<u8>> {
+        host.storage_get(key)
+    }
+
+    #[test]
+    fn a_power_cut_loses_exactly_the_writes_since_the_last_sync() {
+        let storage = MemStorage::default();
+        let host = SimHost::new(1, storage.clone(), SimClock::default());
+        let put = |k: &[u8], v: &[u8]| (k.to_vec(), v.to_vec());
+        host.storage_write(&[put(b"a", b"1")], &[], false).unwrap();
+        host.storage_write(&[put(b"b", b"1")], &[], true).unwrap();
+        host.storage_write(&[put(b"a", b"2"), put(b"c", b"1")], &[], false)
+            .unwrap();
+        host.storage_write(&[put(b"a", b"3")], &[b"b".to_vec()], false)
+            .unwrap();
+        storage.lose_unsynced();
+        assert_eq!(get(&host, b"a"), Some(b"1".to_vec()), "synced by b's write");
+        assert_eq!(
+            get(&host, b"b"),
+            Some(b"1".to_vec()),
+            "the delete is undone"
+        );
+        assert_eq!(get(&host, b"c"), None);
+        assert_eq!(storage.synced_writes(), 1);
+        storage.lose_unsynced();
+        assert_eq!(storage.len(), 2, "nothing more to lose");
     }
 }

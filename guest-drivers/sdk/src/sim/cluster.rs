@@ -4,9 +4,9 @@
 //! every replicated driver must pass (a single serving leader at any
 //! instant).
 //!
-//! The harness is generic over the driver's sans-IO core `D`; a driver
-//! supplies its entry points as plain functions ([`DriverFns`]), so that no
-//! driver crate has to implement an SDK trait outside its tests.
+//! The harness is generic over the driver `D`, any [`Driver`]: it calls the
+//! same methods the component exports call, with a [`SimHost`] instead of
+//! the real imports.
 //!
 //! Nodes can join later ([`SimCluster::add_node`]), and the harness drives
 //! membership changes and leadership transfers, counts what each node
@@ -23,35 +23,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use super::{MemStorage, SimClock, SimHost};
+use super::{MemStorage, SimClock, SimDriver, SimHost};
 use crate::frame::{self, Frame};
-use crate::{Config, DriverError, Epoch, Leadership, NodeId, Peer, Role};
-
-/// The entry points of a driver core the harness calls.
-pub struct DriverFns<D> {
-    /// Create an instance (`init`).
-    pub init: fn(Rc<SimHost>, &Config) -> Result<D, DriverError>,
-    /// `on-message`.
-    pub on_message: fn(&mut D, NodeId, &[u8]),
-    /// `on-tick`; returns the next wake-up time.
-    pub on_tick: fn(&mut D, u64) -> u64,
-    /// `load-high-water`.
-    pub load: fn(&mut D, u64),
-    /// `persist-high-water`.
-    pub persist: fn(&mut D, u64, u64, Epoch),
-    /// `change-membership`.
-    pub change_membership: fn(&mut D, u64, &[Peer]),
-    /// `transfer-leadership`.
-    pub transfer_leadership: fn(&mut D, u64, Option<NodeId>),
-}
-
-impl<D> Clone for DriverFns<D> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<D> Copy for DriverFns<D> {}
+use crate::{Config, Driver, DriverError, Epoch, Leadership, NodeId, Peer, Role};
 
 /// One node of the simulated cluster.
 pub struct SimNode<D> {
@@ -71,8 +45,6 @@ pub type InFlight = (u64, NodeId, NodeId, Vec<u8>);
 
 /// A simulated cluster.
 pub struct SimCluster<D> {
-    /// The entry points of the driver under test.
-    pub fns: DriverFns<D>,
     /// The cluster's clock.
     pub clock: SimClock,
     /// The nodes started so far, in order.
@@ -89,6 +61,8 @@ pub struct SimCluster<D> {
     pub isolated: BTreeSet<NodeId>,
     /// Driver options for every instance.
     pub options: Vec<(String, String)>,
+    /// `config.floor` of every instance started from now on (0 by default).
+    pub floor: u64,
     /// One-way message latency, in ms.
     pub latency_ms: u64,
     /// The next request id.
@@ -155,12 +129,17 @@ pub fn options(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-impl<D> SimCluster<D> {
+impl<D: Driver> SimCluster<D> {
     /// Nodes `ids`, started at time 1000; the first one bootstraps the
     /// cluster (`config.bootstrap`), the others start with empty storage.
-    pub fn new(fns: DriverFns<D>, ids: &[NodeId], opts: &[(&str, &str)]) -> Self {
+    pub fn new(ids: &[NodeId], opts: &[(&str, &str)]) -> Self {
+        Self::with_floor(ids, opts, 0)
+    }
+
+    /// As [`SimCluster::new`], with `config.floor` = `floor` for every
+    /// instance.
+    pub fn with_floor(ids: &[NodeId], opts: &[(&str, &str)], floor: u64) -> Self {
         let mut c = SimCluster {
-            fns,
             clock: SimClock::default(),
             ids: Vec::new(),
             peers: ids.to_vec(),
@@ -169,6 +148,7 @@ impl<D> SimCluster<D> {
             in_flight: Vec::new(),
             isolated: BTreeSet::new(),
             options: options(opts),
+            floor,
             latency_ms: 1,
             next_request: 1,
             instances: 0,
@@ -196,14 +176,15 @@ impl<D> SimCluster<D> {
             self.ids.push(id);
         }
         let host = Rc::new(SimHost::new(id, storage, self.clock.clone()));
-        let cfg = config(
+        let mut cfg = config(
             id,
             &self.peers,
             bootstrap,
             id * 1000 + self.instances,
             &self.options,
         );
-        let driver = (self.fns.init)(host.clone(), &cfg)?;
+        cfg.floor = self.floor;
+        let driver = D::init(host.clone(), &cfg)?;
         let mut node = SimNode {
             host,
             driver: Some(driver),
@@ -234,6 +215,13 @@ impl<D> SimCluster<D> {
         let node = self.nodes.get_mut(&id).expect("known node");
         node.driver = None;
         node.host.outbox.borrow_mut().clear();
+    }
+
+    /// Drop the instance and lose what it wrote since its last synced write
+    /// (a power cut of the node).
+    pub fn power_cut(&mut self, id: NodeId) {
+        self.kill(id);
+        self.storages[&id].lose_unsynced();
     }
 
     /// The live instance of `id`.
@@ -268,7 +256,7 @@ impl<D> SimCluster<D> {
             if let Some(d) = self.nodes.get_mut(&to).and_then(|n| n.driver.as_mut()) {
                 *self.delivered_counts.entry((from, to)).or_default() +=
                     (self.count_message)(&payload);
-                (self.fns.on_message)(d, from, &payload);
+                d.on_message(from, &payload);
                 self.collect(to);
             }
         }
@@ -277,7 +265,7 @@ impl<D> SimCluster<D> {
             if node.next_tick <= now
                 && let Some(d) = node.driver.as_mut()
             {
-                node.next_tick = (self.fns.on_tick)(d, now);
+                node.next_tick = d.on_tick(now);
                 assert!(
                     node.next_tick > now,
                     "node {id}: next tick {} not after {now}",
@@ -361,22 +349,19 @@ impl<D> SimCluster<D> {
 
     /// `persist-high-water` on `id`, waited for.
     pub fn persist(&mut self, id: NodeId, at_least: u64, epoch: Epoch) -> Result<u64, DriverError> {
-        let persist = self.fns.persist;
-        let req = self.request(id, |d, r| persist(d, r, at_least, epoch));
+        let req = self.request(id, |d, r| d.persist_high_water(r, at_least, epoch));
         self.wait(id, req)
     }
 
     /// `load-high-water` on `id`, waited for.
     pub fn load(&mut self, id: NodeId) -> Result<u64, DriverError> {
-        let load = self.fns.load;
-        let req = self.request(id, load);
+        let req = self.request(id, |d, r| d.load_high_water(r));
         self.wait(id, req)
     }
 
     /// `change-membership` on `id` to `members`, waited for.
     pub fn change(&mut self, id: NodeId, members: &[Peer]) -> Result<u64, DriverError> {
-        let change = self.fns.change_membership;
-        let req = self.request(id, |d, r| change(d, r, members));
+        let req = self.request(id, |d, r| d.change_membership(r, members));
         self.wait(id, req)
     }
 
@@ -388,8 +373,7 @@ impl<D> SimCluster<D> {
 
     /// `transfer-leadership` on `id` to `to`, waited for.
     pub fn transfer(&mut self, id: NodeId, to: Option<NodeId>) -> Result<u64, DriverError> {
-        let transfer = self.fns.transfer_leadership;
-        let req = self.request(id, |d, r| transfer(d, r, to));
+        let req = self.request(id, |d, r| d.transfer_leadership(r, to));
         self.wait(id, req)
     }
 
@@ -505,7 +489,7 @@ pub fn assert_single_serving_leader_host_model(per_node: &[&[(u64, Leadership)]]
     }
 }
 
-impl<D> SimCluster<D> {
+impl<D: Driver> SimCluster<D> {
     /// The contract every replicated driver keeps with a healthy leader,
     /// checked the same way for each: a fresh cluster loads 0; persists
     /// complete with at least `at-least` and never lower the high water;
@@ -531,17 +515,21 @@ impl<D> SimCluster<D> {
             Err(DriverError::NotLeader(Some(leader)))
         );
     }
+}
+
+impl<D: SimDriver> SimCluster<D> {
+    /// The high water node `id`'s live instance has applied.
+    pub fn applied(&self, id: NodeId) -> u64 {
+        self.driver(id).applied_high_water()
+    }
 
     /// Failover, checked the same way for each driver: the leader persists
     /// 700 and is killed; another node leads in a greater epoch, loads at
     /// least 700 (linearizable after failover) and fences the old epoch;
     /// the old node restarts from its storage and follows it, applying the
-    /// new high water (`high_water` reads a node's applied state). Returns
-    /// the old leader, the new one and the new epoch.
-    pub fn check_failover(
-        &mut self,
-        high_water: impl Fn(&Self, NodeId) -> u64,
-    ) -> (NodeId, NodeId, Epoch) {
+    /// new high water. Returns the old leader, the new one and the new
+    /// epoch.
+    pub fn check_failover(&mut self) -> (NodeId, NodeId, Epoch) {
         let (old, old_report) = self.wait_leader();
         assert_eq!(self.persist(old, 500, old_report.epoch), Ok(500));
         assert_eq!(self.persist(old, 700, old_report.epoch), Ok(700));
@@ -561,7 +549,7 @@ impl<D> SimCluster<D> {
         assert_eq!(self.persist(new, 900, new_report.epoch), Ok(900));
         self.start(old, false);
         self.run_until(10_000, |c| {
-            high_water(c, old) == 900 && c.last_report(old).is_some_and(|r| r.leader == Some(new))
+            c.applied(old) == 900 && c.last_report(old).is_some_and(|r| r.leader == Some(new))
         });
         assert_eq!(self.last_report(old).unwrap().role, Role::Follower);
         assert_eq!(self.serving_leader().map(|l| l.0), Some(new));

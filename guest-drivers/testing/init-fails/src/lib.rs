@@ -3,52 +3,48 @@
 //! but whose `init` always fails, as a broken upgrade would. The host must
 //! keep the old build serving and report the refusal.
 
-use tsohost_guest_sdk::{
-    Config, DriverError, DriverInfo, Epoch, Guest, NodeId, Peer, complete, export_driver,
-};
+use std::rc::Rc;
 
-struct InitFails;
+use tsohost_guest_sdk::port::Host;
+use tsohost_guest_sdk::{Config, Driver, DriverError, Epoch, NodeId, Peer};
 
-/// Requests cannot reach an instance whose `init` failed; answer anyway.
-fn never_started(request: u64) {
-    complete(request, Err(DriverError::Internal("never started".into())));
-}
+/// No instance ever exists: `init` fails, so the other exports answer
+/// through the export glue (`internal`, "called before init").
+enum InitFails {}
 
-impl Guest for InitFails {
-    fn info() -> DriverInfo {
-        DriverInfo {
-            name: "file".into(),
-            version: "0.0.0-init-fails".into(),
-        }
-    }
+impl Driver for InitFails {
+    const NAME: &'static str = "file";
+    const VERSION: Option<&'static str> = Some("0.0.0-init-fails");
 
-    fn init(_cfg: Config) -> Result<(), DriverError> {
+    fn init(_host: Rc<dyn Host>, _cfg: &Config) -> Result<Self, DriverError> {
         Err(DriverError::InvalidConfig(
             "this build of `file` refuses to start (a test of a broken upgrade)".into(),
         ))
     }
 
-    fn on_message(_from: NodeId, _payload: Vec<u8>) {}
-
-    fn on_tick(_now_ms: u64) -> u64 {
-        u64::MAX
+    fn on_message(&mut self, _from: NodeId, _payload: &[u8]) {
+        match *self {}
     }
 
-    fn load_high_water(request: u64) {
-        never_started(request);
+    fn on_tick(&mut self, _now_ms: u64) -> u64 {
+        match *self {}
     }
 
-    fn persist_high_water(request: u64, _at_least: u64, _epoch: Epoch) {
-        never_started(request);
+    fn load_high_water(&mut self, _request: u64) {
+        match *self {}
     }
 
-    fn change_membership(request: u64, _members: Vec<Peer>) {
-        never_started(request);
+    fn persist_high_water(&mut self, _request: u64, _at_least: u64, _epoch: Epoch) {
+        match *self {}
     }
 
-    fn transfer_leadership(request: u64, _to: Option<NodeId>) {
-        never_started(request);
+    fn change_membership(&mut self, _request: u64, _members: &[Peer]) {
+        match *self {}
+    }
+
+    fn transfer_leadership(&mut self, _request: u64, _to: Option<NodeId>) {
+        match *self {}
     }
 }
 
-export_driver!(InitFails);
+tsohost_guest_sdk::export_driver!(InitFails);

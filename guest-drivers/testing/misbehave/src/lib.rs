@@ -14,10 +14,13 @@
 //!   environment, the real clock, connect to the address in option `probe`)
 //!   and refuse to start, naming what worked, if anything did.
 
-use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use tsohost_guest_sdk::port::Host;
+use tsohost_guest_sdk::register::{self, SingleNode};
+use tsohost_guest_sdk::storage;
 use tsohost_guest_sdk::{
-    Config, DriverError, DriverInfo, Epoch, Guest, Leadership, NodeId, Peer, Role, export_driver,
-    host, register, rules, storage,
+    Config, Driver, DriverError, Epoch, Leadership, NodeId, Peer, Role, rules,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -25,16 +28,6 @@ enum Fault {
     Trap,
     Loop,
     Hog,
-}
-
-std::thread_local! {
-    /// (fault, on which persist; 0 = in init), persists seen by this instance.
-    static PLAN: Cell<Option<(Fault, u64)>> = const { Cell::new(None) };
-    static PERSISTS: Cell<u64> = const { Cell::new(0) };
-    /// The rule `break=` breaks, if any.
-    static BROKEN: RefCell<String> = const { RefCell::new(String::new()) };
-    /// `amnesia`: the only copy of the high water.
-    static MEMORY: Cell<u64> = const { Cell::new(0) };
 }
 
 const BREAKABLE: &[&str] = &[
@@ -47,69 +40,112 @@ const BREAKABLE: &[&str] = &[
     "amnesia",
 ];
 
-fn broken(rule: &str) -> bool {
-    BROKEN.with_borrow(|b| b == rule)
+/// One instance. Everything but `memory` is derived from the config, so a
+/// new instance behaves as the old one did (on a fresh count of persists).
+struct Misbehave {
+    host: Rc<dyn Host>,
+    /// The register; `None` for `no-leader` and `amnesia`, which never open
+    /// it.
+    register: Option<SingleNode>,
+    /// (fault, on which persist; 0 = in init).
+    plan: Option<(Fault, u64)>,
+    /// Persists seen by this instance.
+    persists: u64,
+    /// The rule `break=` breaks, if any.
+    broken: Option<String>,
+    /// `amnesia`: the only copy of the high water.
+    memory: u64,
 }
 
-/// `init` for `break=...`: the register, or a register that breaks a rule.
-fn init_broken(cfg: &Config, rule: &str) -> Result<(), DriverError> {
-    if !BREAKABLE.contains(&rule) {
-        return Err(DriverError::InvalidConfig(format!(
-            "break `{rule}`: one of {}",
-            BREAKABLE.join(", ")
-        )));
+impl Misbehave {
+    fn broken(&self, rule: &str) -> bool {
+        self.broken.as_deref() == Some(rule)
     }
-    BROKEN.set(rule.to_string());
-    let epoch = Epoch { hi: 1, lo: 0 };
-    match rule {
-        "no-leader" => Ok(()),
-        "amnesia" => {
-            host::report_leadership(Leadership {
-                role: Role::Leader,
-                leader: Some(cfg.node_id),
-                epoch,
-                lease_until_ms: u64::MAX,
-            });
-            Ok(())
+
+    /// `init` for `break=...`: the register, or a register that breaks a rule.
+    fn init_broken(host: Rc<dyn Host>, cfg: &Config, rule: &str) -> Result<Self, DriverError> {
+        if !BREAKABLE.contains(&rule) {
+            return Err(DriverError::InvalidConfig(format!(
+                "break `{rule}`: one of {}",
+                BREAKABLE.join(", ")
+            )));
         }
-        "no-floor" => register::open_instance(cfg.node_id, 0),
-        _ => register::open_instance(cfg.node_id, cfg.floor),
-    }
-}
-
-/// `persist-high-water` for the rules that break it; `None`: not broken.
-fn persist_broken(at_least: u64, epoch: Epoch) -> Option<Result<u64, DriverError>> {
-    let stored = || storage::get_u64(b"high-water").map(|v| v.unwrap_or(0));
-    let write = |value: u64, sync: bool| {
-        host::storage_write(
-            &[(b"high-water".to_vec(), value.to_be_bytes().to_vec())],
-            &[],
-            sync,
-        )
-        .map(|()| value)
-    };
-    let current = register::epoch().unwrap_or(Epoch { hi: 1, lo: 0 });
-    let result = if broken("amnesia") {
-        rules::check_range(at_least).map(|()| {
-            MEMORY.set(MEMORY.get().max(at_least));
-            MEMORY.get()
+        let epoch = Epoch { hi: 1, lo: 0 };
+        let register = match rule {
+            "no-leader" => None,
+            "amnesia" => {
+                host.report_leadership(Leadership {
+                    role: Role::Leader,
+                    leader: Some(cfg.node_id),
+                    epoch,
+                    lease_until_ms: u64::MAX,
+                });
+                None
+            }
+            "no-floor" => Some(SingleNode::open(host.clone(), cfg.node_id, 0)?),
+            _ => Some(SingleNode::open(host.clone(), cfg.node_id, cfg.floor)?),
+        };
+        Ok(Misbehave {
+            host,
+            register,
+            plan: None,
+            persists: 0,
+            broken: Some(rule.to_string()),
+            memory: 0,
         })
-    } else if broken("no-sync") {
-        rules::check_range(at_least)
-            .and_then(|()| rules::check_epoch(epoch, current))
-            .and_then(|()| write(stored()?.max(at_least), false))
-    } else if broken("decrease") {
-        rules::check_range(at_least)
-            .and_then(|()| rules::check_epoch(epoch, current))
-            .and_then(|()| write(at_least, true))
-    } else if broken("no-fence") {
-        rules::check_range(at_least).and_then(|()| write(stored()?.max(at_least), true))
-    } else if broken("no-range") {
-        rules::check_epoch(epoch, current).and_then(|()| write(stored()?.max(at_least), true))
-    } else {
-        return None;
-    };
-    Some(result)
+    }
+
+    /// `persist-high-water` for the rules that break it; `None`: not broken.
+    fn persist_broken(&mut self, at_least: u64, epoch: Epoch) -> Option<Result<u64, DriverError>> {
+        let host = self.host.clone();
+        let stored = || storage::get_u64(&*host, b"high-water").map(|v| v.unwrap_or(0));
+        let write = |value: u64, sync: bool| {
+            host.storage_write(
+                &[(b"high-water".to_vec(), value.to_be_bytes().to_vec())],
+                &[],
+                sync,
+            )
+            .map(|()| value)
+        };
+        let current = self
+            .register
+            .as_ref()
+            .map_or(Epoch { hi: 1, lo: 0 }, SingleNode::epoch);
+        let result = if self.broken("amnesia") {
+            rules::check_range(at_least).map(|()| {
+                self.memory = self.memory.max(at_least);
+                self.memory
+            })
+        } else if self.broken("no-sync") {
+            rules::check_range(at_least)
+                .and_then(|()| rules::check_epoch(epoch, current))
+                .and_then(|()| write(stored()?.max(at_least), false))
+        } else if self.broken("decrease") {
+            rules::check_range(at_least)
+                .and_then(|()| rules::check_epoch(epoch, current))
+                .and_then(|()| write(at_least, true))
+        } else if self.broken("no-fence") {
+            rules::check_range(at_least).and_then(|()| write(stored()?.max(at_least), true))
+        } else if self.broken("no-range") {
+            rules::check_epoch(epoch, current).and_then(|()| write(stored()?.max(at_least), true))
+        } else {
+            return None;
+        };
+        Some(result)
+    }
+
+    /// Run `f` on the register, or fail `request` if this instance has none.
+    fn with_register(&mut self, request: u64, f: impl FnOnce(&mut SingleNode)) {
+        match self.register.as_mut() {
+            Some(r) => f(r),
+            None => self.host.completed(
+                request,
+                Err(DriverError::Internal(
+                    "no register: leadership was never taken".into(),
+                )),
+            ),
+        }
+    }
 }
 
 fn parse(value: &str) -> Result<(Fault, u64), DriverError> {
@@ -177,22 +213,16 @@ fn try_to_escape(probe: Option<&str>) -> Vec<String> {
     escaped
 }
 
-struct Misbehave;
+impl Driver for Misbehave {
+    const NAME: &'static str = "misbehave";
 
-impl Guest for Misbehave {
-    fn info() -> DriverInfo {
-        DriverInfo {
-            name: "misbehave".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        }
-    }
-
-    fn init(cfg: Config) -> Result<(), DriverError> {
-        rules::check_options(&cfg, &["fault", "probe", "break"])?;
+    fn init(host: Rc<dyn Host>, cfg: &Config) -> Result<Self, DriverError> {
+        rules::check_options(cfg, &["fault", "probe", "break"])?;
         let option = |key: &str| cfg.options.iter().find(|(k, _)| k == key).map(|(_, v)| v);
         if let Some(rule) = option("break") {
-            return init_broken(&cfg, rule);
+            return Self::init_broken(host, cfg, rule);
         }
+        let mut plan = None;
         if option("fault").map(String::as_str) == Some("escape") {
             let escaped = try_to_escape(option("probe").map(String::as_str));
             if !escaped.is_empty() {
@@ -201,52 +231,58 @@ impl Guest for Misbehave {
                     escaped.join("; ")
                 )));
             }
-            return register::init(&cfg);
-        }
-        if let Some(value) = option("fault") {
-            let plan = parse(value)?;
-            PLAN.set(Some(plan));
-            if plan.1 == 0 {
-                misbehave(plan.0);
+        } else if let Some(value) = option("fault") {
+            let p = parse(value)?;
+            plan = Some(p);
+            if p.1 == 0 {
+                misbehave(p.0);
             }
         }
-        register::init(&cfg)
+        let register = SingleNode::init(host.clone(), cfg)?;
+        Ok(Misbehave {
+            host,
+            register: Some(register),
+            plan,
+            persists: 0,
+            broken: None,
+            memory: 0,
+        })
     }
 
-    fn on_message(_from: NodeId, _payload: Vec<u8>) {}
+    fn on_message(&mut self, _from: NodeId, _payload: &[u8]) {}
 
-    fn on_tick(_now_ms: u64) -> u64 {
+    fn on_tick(&mut self, _now_ms: u64) -> u64 {
         u64::MAX
     }
 
-    fn load_high_water(request: u64) {
-        if broken("amnesia") {
-            tsohost_guest_sdk::complete(request, Ok(MEMORY.get()));
+    fn load_high_water(&mut self, request: u64) {
+        if self.broken("amnesia") {
+            self.host.completed(request, Ok(self.memory));
         } else {
-            register::load_high_water(request);
+            self.with_register(request, |r| r.load_high_water(request));
         }
     }
 
-    fn persist_high_water(request: u64, at_least: u64, epoch: Epoch) {
-        PERSISTS.set(PERSISTS.get() + 1);
-        if let Some((fault, at)) = PLAN.get()
-            && at == PERSISTS.get()
+    fn persist_high_water(&mut self, request: u64, at_least: u64, epoch: Epoch) {
+        self.persists += 1;
+        if let Some((fault, at)) = self.plan
+            && at == self.persists
         {
             misbehave(fault);
         }
-        match persist_broken(at_least, epoch) {
-            Some(result) => tsohost_guest_sdk::complete(request, result),
-            None => register::persist_high_water(request, at_least, epoch),
+        match self.persist_broken(at_least, epoch) {
+            Some(result) => self.host.completed(request, result),
+            None => self.with_register(request, |r| r.persist_high_water(request, at_least, epoch)),
         }
     }
 
-    fn change_membership(request: u64, _members: Vec<Peer>) {
-        register::refuse_cluster_operation(request, "change-membership");
+    fn change_membership(&mut self, request: u64, _members: &[Peer]) {
+        register::refuse_cluster_operation(&*self.host, request, "change-membership");
     }
 
-    fn transfer_leadership(request: u64, _to: Option<NodeId>) {
-        register::refuse_cluster_operation(request, "transfer-leadership");
+    fn transfer_leadership(&mut self, request: u64, _to: Option<NodeId>) {
+        register::refuse_cluster_operation(&*self.host, request, "transfer-leadership");
     }
 }
 
-export_driver!(Misbehave);
+tsohost_guest_sdk::export_driver!(Misbehave);
