@@ -2,7 +2,7 @@
 //!
 //! It hands out timestamps from memory below a durable **high water** (HW),
 //! a bound on the physical part, so consensus stays off the hot path
-//! (DESIGN §3). Every input that is not deterministic — the clocks, what the
+//! (docs/architecture.md §3). Every input that is not deterministic — the clocks, what the
 //! driver made durable, leadership — is an argument.
 //!
 //! Invariants:
@@ -214,9 +214,9 @@ impl Allocator {
     /// If the high water should be extended now and no extension is under
     /// way, mark one under way and return `(term, target)` to persist.
     ///
-    /// Extends when less than a third of the window is left between the
-    /// current physical time (the clock, or the last timestamp if it ran
-    /// ahead) and the high water.
+    /// Extends once a third of the window is used: when less than two thirds
+    /// of it are left between the current physical time (the clock, or the
+    /// last timestamp if it ran ahead) and the high water.
     pub fn begin_extension(&mut self, now: Now) -> Option<(Term, u64)> {
         let target = self.extension_due(now)?;
         let State::Serving {
@@ -346,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn extension_starts_with_a_third_of_the_window_left() {
+    fn extension_starts_once_a_third_of_the_window_is_used() {
         let (mut a, _) = serving(3000, 0, T0);
         assert_eq!(a.begin_extension(now(T0 + 999)), None);
         assert!(a.begin_extension(now(T0 + 1001)).is_some());

@@ -4,7 +4,7 @@
 use crate::clock::{Clock, SkewedClock, SystemClock};
 use crate::driver::actor::{ActorConfig, StorageFor};
 use crate::driver::bindings::Peer;
-use crate::driver::{DriverSource, Runtime, Spawner};
+use crate::driver::{DriverSource, GuestLimits, Runtime, Spawner};
 use crate::metrics::Metrics;
 use crate::migration::DriverRecord;
 use crate::node::{Coordinator, DriverStatus, Node};
@@ -56,13 +56,17 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         )
     })?;
     let db = Db::open(&cfg.data_dir.join("db"))?;
-    let runtime = Runtime::new(Some(cfg.data_dir.join("component-cache")))?;
+    let runtime =
+        Runtime::new(Some(cfg.data_dir.join("component-cache")))?.with_limits(GuestLimits {
+            memory: cfg.guest_memory,
+            call_timeout: cfg.guest_call_timeout,
+        });
     let loaded = runtime.load(&cfg.driver)?;
     let skewed = Arc::new(SkewedClock::new(Arc::new(SystemClock::new())));
     let clock: Arc<dyn Clock> = skewed.clone();
     let metrics = Arc::new(Metrics::default());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let status = DriverStatus::loaded(&loaded);
+    let status = DriverStatus::from(&loaded);
     let storage_for: StorageFor = {
         let db = db.clone();
         Arc::new(move |name: &str, generation| {
@@ -105,7 +109,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // check `loaded` against it before it touches storage.
     let record = DriverRecord::load(&db)?;
     if let Some(record) = &record {
-        admit(&spawner, &loaded, record)?;
+        // A migrated node refuses to start the driver it left, whose state
+        // on this node is out of date.
+        DriverRecord::admits(Some(record), &loaded.info.name)?;
         spawner.config_mut().floor = record.floor;
         spawner.config_mut().generation = record.generation;
         if record.sealed {
@@ -117,7 +123,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         }
     }
     let driver = spawner.spawn(loaded.clone())?;
-    let record = record.unwrap_or_else(|| DriverRecord::first(&driver.info().name));
+    let record = record.unwrap_or_else(|| DriverRecord::first(&loaded.info.name));
     let guest_faults = spawner.faults();
     let network = match &cfg.cluster {
         None => None,
@@ -185,20 +191,6 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let _ = coordinator.await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Whether `loaded` is the driver `record` names: a migrated node refuses
-/// to start the driver it left, whose state on this node is out of date.
-fn admit(
-    spawner: &Spawner,
-    loaded: &crate::driver::LoadedDriver,
-    record: &DriverRecord,
-) -> anyhow::Result<()> {
-    let name = spawner
-        .probe_info(loaded)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .name;
-    Ok(DriverRecord::admits(Some(record), &name)?)
 }
 
 async fn signal() {

@@ -11,11 +11,12 @@
 //! - every request given to the guest is completed exactly once, by the guest
 //!   or, when the instance is lost, by the actor.
 
-use super::bindings::{Config, ConsensusDriver, DriverError, DriverInfo, Epoch, Leadership, Peer};
-use super::component::{EPOCH_TICK, LoadedDriver};
+use super::bindings::{Config, ConsensusDriver, DriverError, Peer};
+use super::component::LoadedDriver;
 use super::fault::{GuestFault, GuestFaults};
 use super::mailbox::{Item, Mailbox};
-use super::sandbox::GuestState;
+use super::protocol::{Command, Event};
+use super::sandbox::{self, GuestState};
 use crate::clock::Clock;
 use crate::storage::Storage;
 use std::sync::Arc;
@@ -49,52 +50,6 @@ pub struct ActorConfig {
     pub call_timeout: Duration,
 }
 
-/// Into the actor.
-#[derive(Debug)]
-pub enum Command {
-    LoadHighWater {
-        request: u64,
-    },
-    PersistHighWater {
-        request: u64,
-        at_least: u64,
-        epoch: Epoch,
-    },
-    ChangeMembership {
-        request: u64,
-        members: Vec<Peer>,
-    },
-    TransferLeadership {
-        request: u64,
-        to: Option<u64>,
-    },
-    Shutdown,
-}
-
-/// Out of the actor, in the order they happened.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// A fresh instance finished `init`.
-    Started(DriverInfo),
-    Leadership(Leadership),
-    Completed {
-        request: u64,
-        outcome: Result<u64, DriverError>,
-    },
-    Send {
-        to: u64,
-        payload: Vec<u8>,
-    },
-    /// A message the guest sent over its per-call budget, dropped.
-    SendDropped,
-    /// The membership the driver knows, this node included.
-    Membership(Vec<Peer>),
-    /// The instance is gone; a new one will be built after a backoff.
-    Crashed {
-        reason: String,
-    },
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(
@@ -105,8 +60,6 @@ pub enum StartError {
         source_label: String,
         error: DriverError,
     },
-    #[error("driver {source_label} reports the name {name:?}; a name is 1-64 of [a-z0-9_-]")]
-    BadName { source_label: String, name: String },
     #[error("cannot start the driver thread: {0}")]
     Thread(std::io::Error),
 }
@@ -121,7 +74,6 @@ pub const MAX_QUEUED_MESSAGES: usize = 4096;
 /// The running actor. Dropping it does not stop it: call `shutdown`.
 pub struct DriverHandle {
     mailbox: Arc<Mailbox>,
-    info: DriverInfo,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -191,35 +143,6 @@ impl Spawner {
             self.faults.clone(),
         )
     }
-
-    /// Instantiate `driver` in a scratch store (no storage, no events) and
-    /// ask its `info`, under the same limits: how a swap learns what it is
-    /// about to start before stopping anything.
-    pub fn probe_info(&self, driver: &LoadedDriver) -> Result<DriverInfo, String> {
-        let engine = driver.pre.instance_pre().engine().clone();
-        let (events, _) = tokio::sync::mpsc::unbounded_channel();
-        let state = GuestState::new(
-            self.config.memory_limit,
-            self.config.seed,
-            events,
-            self.clock.clone(),
-            Arc::default(),
-            self.config.call_timeout,
-        );
-        let mut store = Store::new(&engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        let ticks = (self.config.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
-        store.set_epoch_deadline(ticks as u64);
-        let bindings = driver
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| format!("{} cannot be instantiated: {e:#}", driver.source))?;
-        bindings
-            .tsohost_driver_driver()
-            .call_info(&mut store)
-            .map_err(|e| format!("{}: `info` failed: {e:#}", driver.source))
-    }
 }
 
 impl DriverHandle {
@@ -246,31 +169,22 @@ impl DriverHandle {
                     events,
                     faults,
                     instance: None,
-                    info: None,
                 };
-                let first = actor.build();
-                let info = match first {
-                    Ok(()) => actor.info.clone(),
-                    Err(Build::Crashed(reason)) => {
-                        actor.crashed(reason);
-                        actor.info.clone()
-                    }
+                match actor.build() {
+                    Ok(()) => {}
+                    Err(Build::Crashed(reason)) => actor.crashed(reason),
                     Err(Build::Fatal(e)) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
-                };
-                let _ = ready_tx.send(Ok(info));
+                }
+                let _ = ready_tx.send(Ok(()));
                 actor.run(&rx);
             })
             .map_err(StartError::Thread)?;
         match ready_rx.recv() {
-            Ok(Ok(info)) => Ok(DriverHandle {
+            Ok(Ok(())) => Ok(DriverHandle {
                 mailbox,
-                info: info.unwrap_or_else(|| DriverInfo {
-                    name: "(not started)".into(),
-                    version: String::new(),
-                }),
                 thread: Some(thread),
             }),
             Ok(Err(e)) => {
@@ -285,12 +199,6 @@ impl DriverHandle {
                 })
             }
         }
-    }
-
-    /// What the driver said about itself (`(not started)` if its first
-    /// instance never got through `info`).
-    pub fn info(&self) -> &DriverInfo {
-        &self.info
     }
 
     /// Queue a command; commands sent after shutdown are dropped.
@@ -339,17 +247,14 @@ struct Actor {
     events: UnboundedSender<Event>,
     faults: Arc<GuestFaults>,
     instance: Option<Live>,
-    info: Option<DriverInfo>,
 }
 
 impl Actor {
     fn ticks(&self, factor: u32) -> u64 {
-        let limit = self.config.call_timeout * factor;
-        (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+        sandbox::deadline_ticks(self.config.call_timeout * factor)
     }
 
     fn build(&mut self) -> Result<(), Build> {
-        let engine = self.driver.pre.instance_pre().engine().clone();
         let state = GuestState::new(
             self.config.memory_limit,
             self.config.seed,
@@ -358,25 +263,19 @@ impl Actor {
             self.faults.clone(),
             self.config.call_timeout,
         );
-        let mut store = Store::new(&engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.ticks(1));
+        let mut store = sandbox::store(
+            self.driver.pre.instance_pre().engine(),
+            state,
+            self.config.call_timeout,
+        );
         let bindings = self
             .driver
             .pre
             .instantiate(&mut store)
             .map_err(|e| Build::Crashed(self.describe(&store, "instantiation", e)))?;
-        let info = bindings
-            .tsohost_driver_driver()
-            .call_info(&mut store)
-            .map_err(|e| Build::Crashed(self.describe(&store, "info", e)))?;
-        if !valid_name(&info.name) {
-            return Err(Build::Fatal(StartError::BadName {
-                source_label: self.driver.source.clone(),
-                name: info.name,
-            }));
-        }
+        // The component's `info` was asked, and its name checked, when it
+        // was loaded (see `Runtime::load`).
+        let info = self.driver.info.clone();
         store.data_mut().name = info.name.clone();
         store.data_mut().storage = Some((self.storage_for)(&info.name, self.config.generation));
         let config = Config {
@@ -409,8 +308,7 @@ impl Actor {
             info.version,
             self.driver.source
         );
-        let _ = self.events.send(Event::Started(info.clone()));
-        self.info = Some(info);
+        let _ = self.events.send(Event::Started(info));
         self.instance = Some(Live {
             store,
             bindings,
@@ -632,11 +530,4 @@ impl Actor {
             }
         }
     }
-}
-
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }

@@ -7,8 +7,9 @@
 //! code is cached on disk keyed by the component's SHA-256 and the engine's
 //! compatibility hash, so restarts and swaps skip compilation.
 
-use super::bindings::{ConsensusDriverPre, DRIVER_INTERFACE, WIT_VERSION};
-use super::sandbox::{self, GuestState};
+use super::bindings::{ConsensusDriverPre, DRIVER_INTERFACE, DriverInfo, WIT_VERSION};
+use super::sandbox::{self, EPOCH_TICK, GuestState};
+use crate::clock::SystemClock;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -16,10 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
-
-/// How often the engine's epoch advances; per-call time limits are counted
-/// in these ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Where a driver's bytes come from.
 #[derive(Debug, Clone)]
@@ -107,14 +104,52 @@ pub enum LoadError {
         source_label: String,
         reason: String,
     },
+    #[error(
+        "{source_label} could not tell its name: {reason}; a driver's `info` must return \
+         without calling the host (it runs before `init`, without storage)"
+    )]
+    Info {
+        source_label: String,
+        reason: String,
+    },
+    #[error(
+        "{source_label} reports the driver name {name:?}; a name is 1-64 of [a-z0-9_-] \
+         (it names the driver's storage namespace): fix `info` in the driver"
+    )]
+    BadName { source_label: String, name: String },
     #[error("the wasmtime engine could not be set up: {0}")]
     Engine(String),
 }
 
+/// The limits every guest instance runs under, the probe at load included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Guest linear memory cap, bytes.
+    pub memory: usize,
+    /// Longest one call into the guest may run.
+    pub call_timeout: Duration,
+}
+
+impl Default for GuestLimits {
+    /// `serve`'s defaults: 128 MiB, 1 s.
+    fn default() -> Self {
+        GuestLimits {
+            memory: 128 << 20,
+            call_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
 /// A component ready to instantiate, and what operators see of it.
+///
+/// Invariant: it was compiled, its exports match this host's WIT version,
+/// it links in the sandbox, and an instance answered `info` with a valid
+/// name, which is [`Self::info`]. Nothing else asks a component its name.
 #[derive(Clone)]
 pub struct LoadedDriver {
     pub pre: ConsensusDriverPre<GuestState>,
+    /// What the component says it is: its name names its storage.
+    pub info: DriverInfo,
     /// Where it came from.
     pub source: String,
     /// SHA-256 of the component bytes, hex.
@@ -132,6 +167,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<GuestState>>,
     cache_dir: Option<PathBuf>,
+    limits: GuestLimits,
 }
 
 impl Runtime {
@@ -156,7 +192,15 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             cache_dir,
+            limits: GuestLimits::default(),
         })
+    }
+
+    /// Probe loaded components under `limits` (those the node runs them
+    /// under) rather than the defaults.
+    pub fn with_limits(mut self, limits: GuestLimits) -> Runtime {
+        self.limits = limits;
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -185,14 +229,53 @@ impl Runtime {
             source_label: label.to_string(),
             reason: format!("{e:#}"),
         })?;
+        let info = self.probe(label, &pre)?;
         Ok(LoadedDriver {
             pre,
+            info,
             source: label.to_string(),
             digest,
             size: bytes.len(),
             wit_version,
             loaded_at: SystemTime::now(),
         })
+    }
+
+    /// Instantiate the component in a scratch store (no storage; its events
+    /// go nowhere) under the guest limits and ask its `info`.
+    fn probe(
+        &self,
+        label: &str,
+        pre: &ConsensusDriverPre<GuestState>,
+    ) -> Result<DriverInfo, LoadError> {
+        let failed = |reason: String| LoadError::Info {
+            source_label: label.to_string(),
+            reason,
+        };
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        let state = GuestState::new(
+            self.limits.memory,
+            0,
+            events,
+            Arc::new(SystemClock::new()),
+            Arc::default(),
+            self.limits.call_timeout,
+        );
+        let mut store = sandbox::store(&self.engine, state, self.limits.call_timeout);
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| failed(format!("it cannot be instantiated: {e:#}")))?;
+        let info = bindings
+            .tsohost_driver_driver()
+            .call_info(&mut store)
+            .map_err(|e| failed(format!("`info` failed: {e:#}")))?;
+        if !valid_name(&info.name) {
+            return Err(LoadError::BadName {
+                source_label: label.to_string(),
+                name: info.name,
+            });
+        }
+        Ok(info)
     }
 
     fn compile_cached(
@@ -302,6 +385,13 @@ fn compatible(found: &str, ours: &str) -> bool {
         (Some((a, _)), Some((b, _))) => a == b,
         _ => false,
     }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn hex(bytes: &[u8]) -> String {

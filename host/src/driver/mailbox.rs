@@ -5,9 +5,9 @@
 //! must never be lost, so their queue is unbounded. Peer messages may arrive
 //! faster than the guest handles them; their queue is bounded and a message
 //! that does not fit is dropped — consensus protocols tolerate loss, and the
-//! host's memory stays bounded (DESIGN §6).
+//! host's memory stays bounded (docs/architecture.md §6).
 
-use super::actor::Command;
+use super::protocol::Command;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;

@@ -5,6 +5,8 @@
 //! - [`sandbox`]: what a guest can touch (the `host` interface, virtual WASI).
 //! - [`actor`]: one thread per instance; all events through one queue, so the
 //!   guest is never re-entered; traps and overruns rebuild the instance.
+//! - [`protocol`]: the commands into an actor and the events out of it.
+//! - [`mailbox`]: the actor's bounded inbox.
 //! - [`fault`]: traps and hangs injected into a running guest, for chaos.
 
 pub mod actor;
@@ -13,10 +15,12 @@ pub mod builtin;
 pub mod component;
 pub mod fault;
 pub mod mailbox;
+pub mod protocol;
 pub mod sandbox;
 #[cfg(test)]
 mod tests;
 
-pub use actor::{ActorConfig, Command, DriverHandle, Event, Spawner};
+pub use actor::{ActorConfig, DriverHandle, Spawner};
 pub use bindings::{DriverError, Epoch, Leadership, Role};
-pub use component::{DriverSource, LoadError, LoadedDriver, Runtime};
+pub use component::{DriverSource, GuestLimits, LoadError, LoadedDriver, Runtime};
+pub use protocol::{Command, Event};

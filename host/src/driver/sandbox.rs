@@ -4,12 +4,12 @@
 //! A guest gets no files, sockets, environment or arguments; its WASI clocks
 //! stand still and its WASI randomness is a stream derived from the seed in
 //! its config, so a driver's behaviour is a function of its inputs
-//! (DESIGN §4). Memory is capped by [`StoreLimits`]; time per call is bounded
+//! (docs/architecture.md §4). Memory is capped by [`StoreLimits`]; time per call is bounded
 //! by epoch interruption, set by the actor.
 
-use super::actor::Event;
 use super::bindings::{ConsensusDriver, DriverError, Leadership, LogLevel, Peer, tsohost};
 use super::fault::{GuestFault, GuestFaults};
+use super::protocol::Event;
 use crate::clock::Clock;
 use crate::storage::{Storage, WriteBatch};
 use std::collections::HashSet;
@@ -17,10 +17,30 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
+
+/// How often the engine's epoch advances; per-call time limits are counted
+/// in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The epoch ticks of a time limit (at least one).
+pub fn deadline_ticks(limit: Duration) -> u64 {
+    (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// A store for one guest instance, under its memory cap and with
+/// `call_limit` as the time limit of the next call: the one place a
+/// guest's `Store` is made, so that no instance runs without its limits.
+pub fn store(engine: &Engine, state: GuestState, call_limit: Duration) -> Store<GuestState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(deadline_ticks(call_limit));
+    store
+}
 
 /// The most entries one `storage-scan` returns, whatever the guest asks.
 pub const MAX_SCAN: usize = 10_000;
@@ -91,7 +111,7 @@ impl GuestState {
             log_lines: 0,
             sent_bytes: 0,
             faults,
-            hang_for: call_timeout + 4 * super::component::EPOCH_TICK,
+            hang_for: call_timeout + 4 * EPOCH_TICK,
         }
     }
 
@@ -114,6 +134,22 @@ impl GuestState {
     pub(super) fn begin_call(&mut self) {
         self.log_lines = 0;
         self.sent_bytes = 0;
+    }
+
+    /// The storage for a read, or a trap: before `init` (the probe of `info`)
+    /// there is none, and "absent" would be a lie.
+    fn readable(&self, call: &str) -> wasmtime::Result<Arc<dyn Storage>> {
+        self.storage.clone().ok_or_else(|| {
+            wasmtime::format_err!(
+                "driver {}: `{call}` before `init`: storage is not available in `info`",
+                self.name
+            )
+        })
+    }
+
+    fn read_failed(&self, call: &str, e: crate::storage::StorageError) -> wasmtime::Error {
+        tracing::error!(driver = %self.name, "{call} failed: {e}; stopping the instance");
+        wasmtime::format_err!("{call} failed: {e} (the instance is rebuilt from storage)")
     }
 
     fn storage(&self) -> Result<&Arc<dyn Storage>, DriverError> {
@@ -180,18 +216,16 @@ impl tsohost::driver::host::Host for GuestState {
         Ok(())
     }
 
+    /// A read that fails traps the guest: `storage-get` cannot return an
+    /// error in WIT 0.1, and answering "absent" would let a driver believe
+    /// a high water or an epoch was never written (and go backwards). The
+    /// instance is rebuilt from storage after a backoff, like any trap.
     fn storage_get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
         self.fault()?;
-        let Ok(storage) = self.storage() else {
-            return Ok(None);
-        };
-        Ok(match storage.get(&key) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(driver = %self.name, "storage-get failed: {e}");
-                None
-            }
-        })
+        let storage = self.readable("storage-get")?;
+        storage
+            .get(&key)
+            .map_err(|e| self.read_failed("storage-get", e))
     }
 
     fn storage_write(
@@ -215,18 +249,10 @@ impl tsohost::driver::host::Host for GuestState {
         limit: u32,
     ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.fault()?;
-        let Ok(storage) = self.storage() else {
-            return Ok(Vec::new());
-        };
-        Ok(
-            match storage.scan(&start, &end, (limit as usize).min(MAX_SCAN)) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::error!(driver = %self.name, "storage-scan failed: {e}");
-                    Vec::new()
-                }
-            },
-        )
+        let storage = self.readable("storage-scan")?;
+        storage
+            .scan(&start, &end, (limit as usize).min(MAX_SCAN))
+            .map_err(|e| self.read_failed("storage-scan", e))
     }
 
     fn now_ms(&mut self) -> wasmtime::Result<u64> {

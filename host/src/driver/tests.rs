@@ -5,7 +5,7 @@ use super::actor::{ActorConfig, StorageFor};
 use super::bindings::{DriverError, Epoch, Role};
 use super::{Command, DriverHandle, DriverSource, Event, Runtime, Spawner};
 use crate::clock::SystemClock;
-use crate::storage::{MemStorage, Storage};
+use crate::storage::{Entries, MemStorage, Storage, StorageError, WriteBatch};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,11 +39,17 @@ fn start(
     storage: &MemStorage,
     options: &[(&str, &str)],
 ) -> Result<Harness, super::actor::StartError> {
+    start_on(source, Arc::new(storage.clone()), options)
+}
+
+fn start_on(
+    source: DriverSource,
+    storage: Arc<dyn Storage>,
+    options: &[(&str, &str)],
+) -> Result<Harness, super::actor::StartError> {
     let runtime = Runtime::new(None).unwrap();
     let driver = runtime.load(&source).unwrap();
-    let storage = storage.clone();
-    let storage_for: StorageFor =
-        Arc::new(move |_, _| Arc::new(storage.clone()) as Arc<dyn Storage>);
+    let storage_for: StorageFor = Arc::new(move |_, _| storage.clone());
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
     let handle = Spawner::new(
         storage_for,
@@ -147,6 +153,75 @@ fn file_driver_keeps_the_contract_across_instances() {
     assert_eq!(h.load(), Ok(100));
     assert_eq!(h.persist(300, e1), Err(DriverError::Fenced(e2)));
     assert_eq!(h.persist(300, e2), Ok(300));
+    h.stop();
+}
+
+/// Storage whose reads fail while `failing` is set, as a broken disk's
+/// would; writes go through.
+struct FailingReads {
+    inner: MemStorage,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl FailingReads {
+    fn error(&self) -> Option<StorageError> {
+        self.failing
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(StorageError::Injected)
+    }
+}
+
+impl Storage for FailingReads {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.error() {
+            Some(e) => Err(e),
+            None => self.inner.get(key),
+        }
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        self.inner.write(batch, sync)
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError> {
+        match self.error() {
+            Some(e) => Err(e),
+            None => self.inner.scan(start, end, limit),
+        }
+    }
+}
+
+#[test]
+fn a_failed_read_is_never_taken_for_absent_state() {
+    let storage = MemStorage::default();
+    let mut h = start(file(), &storage, &[]).unwrap();
+    let e1 = h.leadership();
+    assert_eq!(h.persist(100, e1), Ok(100));
+    h.stop();
+
+    // Reading the generation fails: the instance must not start as if the
+    // store were empty (epoch 1, high water 0); it traps and is rebuilt.
+    let failing = Arc::new(FailingReads {
+        inner: storage,
+        failing: true.into(),
+    });
+    let mut h = start_on(file(), failing.clone(), &[]).unwrap();
+    let first = h.expect("crash or leadership", |e| match e {
+        Event::Crashed { reason } => Some(Ok(reason)),
+        Event::Leadership(l) => Some(Err(l)),
+        _ => None,
+    });
+    let reason = first.expect("no leadership while reads fail");
+    assert!(reason.contains("storage-get failed"), "{reason}");
+    failing
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let e2 = h.leadership();
+    assert!(
+        e2 > e1,
+        "a newer epoch once reads work: {e2:?} after {e1:?}"
+    );
+    assert_eq!(h.load(), Ok(100));
     h.stop();
 }
 
