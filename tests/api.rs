@@ -2,7 +2,8 @@
 
 mod support;
 
-use support::{Server, get, json, metric, post};
+use hyper::Method;
+use support::{ADMIN_TOKEN, Server, admin, get, json, metric, post, start_with_admin};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timestamps_increase_and_batches_are_contiguous() {
@@ -191,4 +192,95 @@ async fn sigterm_stops_cleanly_and_a_restart_resumes_above() {
     let a = post(&server.url, "/v1/timestamps", "").await.unwrap();
     let after: u64 = json(&a)["timestamp"].as_str().unwrap().parse().unwrap();
     assert!(after > before);
+}
+
+/// Every admin route answers only the configured token: anything else gets
+/// the JSON 401, counted as a bad request, before the body is looked at. A
+/// wrong method on an admin path is still a 405, and a node started without
+/// a token has no admin API at all (404, token or not).
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_routes_need_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_admin(dir.path(), &[]);
+    server.wait_ready().await;
+    let routes = [
+        (Method::GET, "/v1/admin/faults"),
+        (Method::PUT, "/v1/admin/faults"),
+        (Method::PUT, "/v1/admin/driver"),
+        (Method::PUT, "/v1/admin/members"),
+        (Method::POST, "/v1/admin/leader"),
+        (Method::POST, "/v1/admin/migration/seal"),
+        (Method::DELETE, "/v1/admin/migration/seal"),
+        (Method::POST, "/v1/admin/migration/read"),
+        (Method::POST, "/v1/admin/migration/prepare"),
+        (Method::PUT, "/v1/admin/migration/driver?floor=1"),
+    ];
+    let longer = format!("{ADMIN_TOKEN}x");
+    let upper = ADMIN_TOKEN.to_uppercase();
+    let tokens = [
+        None,
+        Some(""),
+        Some("wrong"),
+        Some(&ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1]),
+        Some(longer.as_str()),
+        Some(upper.as_str()),
+    ];
+    let bad_before = metric(&server.url, "tsohost_requests_bad_total").await;
+    for (method, path) in &routes {
+        for token in tokens {
+            let a = admin(&server.url, method.clone(), path, "{not json", token).await;
+            assert_eq!(a.status, 401, "{method} {path} with {token:?}");
+            assert_eq!(a.headers["cache-control"], "no-store");
+            assert_eq!(
+                json(&a),
+                serde_json::json!({"error": {
+                    "code": "unauthorized",
+                    "message": "missing or wrong admin token (Authorization: Bearer <token>)",
+                }})
+            );
+        }
+    }
+    assert_eq!(
+        metric(&server.url, "tsohost_requests_bad_total").await,
+        bad_before + (routes.len() * tokens.len()) as u64
+    );
+
+    for (method, path, status, code) in [
+        (
+            Method::DELETE,
+            "/v1/admin/faults",
+            405,
+            "method_not_allowed",
+        ),
+        (Method::GET, "/v1/admin/driver", 405, "method_not_allowed"),
+        (Method::GET, "/v1/admin/nothing", 404, "not_found"),
+    ] {
+        let a = admin(&server.url, method.clone(), path, "", None).await;
+        assert_eq!(a.status, status, "{method} {path}");
+        assert_eq!(json(&a)["error"]["code"], code, "{method} {path}");
+    }
+
+    let faults = "/v1/admin/faults";
+    let a = admin(&server.url, Method::GET, faults, "", Some(ADMIN_TOKEN)).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(json(&a)["fail_storage_writes"], 0);
+    let a = admin(
+        &server.url,
+        Method::PUT,
+        faults,
+        "{not json",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert_eq!(json(&a)["error"]["field"], "body");
+
+    let lone = tempfile::tempdir().unwrap();
+    let lone = Server::start(lone.path(), &[]);
+    lone.wait_ready().await;
+    for token in [None, Some(ADMIN_TOKEN)] {
+        let a = admin(&lone.url, Method::GET, faults, "", token).await;
+        assert_eq!(a.status, 404, "{token:?}");
+        assert_eq!(json(&a)["error"]["code"], "admin_off");
+    }
 }

@@ -1,21 +1,22 @@
 //! `/v1/admin/migration/*`: the node's half of moving a cluster to another
 //! driver (see [`crate::migration`]); `tsohost cluster migrate` calls these
-//! on every node.
+//! on every node. As for every admin route, [`super::auth`] has checked the
+//! token before these run.
 
-use super::{Admin, ApiError, ask, ask_driver, respond, upload};
+use super::ApiError;
+use super::admin::{Admin, ask, ask_driver, upload};
+use super::respond;
 use crate::node::Control;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 /// `POST /v1/admin/migration/prepare` with a component's bytes: compile and
 /// check it as the switch would (another driver than the running one),
 /// changing nothing; the switch then finds it compiled.
-pub async fn prepare(State(admin): State<Admin>, headers: HeaderMap, body: Body) -> Response {
+pub async fn prepare(State(admin): State<Admin>, body: Body) -> Response {
     let result = async {
-        admin.authorize(&headers)?;
         let loaded = upload(&admin, body).await?;
         let info = ask(&admin, |reply| Control::Prepare {
             driver: Box::new(loaded),
@@ -32,9 +33,8 @@ pub async fn prepare(State(admin): State<Admin>, headers: HeaderMap, body: Body)
 
 /// `POST /v1/admin/migration/seal`: stop serving under the running driver,
 /// durably; answers the highest high water this node held.
-pub async fn seal(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+pub async fn seal(State(admin): State<Admin>) -> Response {
     let result = async {
-        admin.authorize(&headers)?;
         tracing::warn!("admin: seal for a migration");
         let held = ask(&admin, |reply| Control::Seal { reply }).await?;
         Ok(axum::Json(serde_json::json!({
@@ -48,9 +48,8 @@ pub async fn seal(State(admin): State<Admin>, headers: HeaderMap) -> Response {
 }
 
 /// `DELETE /v1/admin/migration/seal`: serve again under the sealed driver.
-pub async fn unseal(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+pub async fn unseal(State(admin): State<Admin>) -> Response {
     let result = async {
-        admin.authorize(&headers)?;
         tracing::warn!("admin: unseal (migration given up)");
         ask(&admin, |reply| Control::Unseal { reply }).await?;
         Ok(axum::Json(admin.node.status()).into_response())
@@ -60,9 +59,8 @@ pub async fn unseal(State(admin): State<Admin>, headers: HeaderMap) -> Response 
 
 /// `POST /v1/admin/migration/read`: on the sealed driver's leader, its high
 /// water read linearizably; other nodes answer 409 `not_leader`.
-pub async fn read(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+pub async fn read(State(admin): State<Admin>) -> Response {
     let result = async {
-        admin.authorize(&headers)?;
         let high_water = ask_driver(&admin, |reply| Control::ReadHighWater { reply }).await?;
         Ok(axum::Json(serde_json::json!({ "high_water_ms": high_water })).into_response())
     };
@@ -79,12 +77,10 @@ pub struct SwitchQuery {
 /// replace the sealed driver by it, on fresh storage, above `floor`.
 pub async fn switch(
     State(admin): State<Admin>,
-    headers: HeaderMap,
     query: Result<Query<SwitchQuery>, QueryRejection>,
     body: Body,
 ) -> Response {
     let result = async {
-        admin.authorize(&headers)?;
         let Query(SwitchQuery { floor }) = query.map_err(|e| {
             ApiError::bad_request(
                 "floor",

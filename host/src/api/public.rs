@@ -1,0 +1,192 @@
+//! The endpoints anyone may call: timestamps, status, probes and metrics,
+//! and the JSON answers to unknown routes and methods.
+
+use super::{ApiError, MAX_BODY, respond};
+use crate::node::{Node, ServeError};
+use crate::timestamp::{LOGICAL_PER_MS, RangeJson};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `count` from JSON: a whole number in 1..=2^18, or a 400 naming it.
+fn parse_count(value: Option<&serde_json::Value>) -> Result<u64, ApiError> {
+    let Some(value) = value else { return Ok(1) };
+    match value.as_u64() {
+        Some(n) if (1..=LOGICAL_PER_MS).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(
+            "count",
+            format!("count must be a whole number from 1 to {LOGICAL_PER_MS}, got {value}"),
+        )),
+    }
+}
+
+pub(super) async fn post_timestamps(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    let result = async {
+        let bytes = axum::body::to_bytes(body, MAX_BODY)
+            .await
+            .map_err(|_| ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "body_too_large",
+                message: format!("the request body is larger than {MAX_BODY} bytes"),
+                field: Some("body"),
+                retry_after: false,
+            })?;
+        let count = if bytes.iter().all(u8::is_ascii_whitespace) {
+            1
+        } else {
+            let not_an_object = |detail: String| {
+                ApiError::bad_request(
+                    "body",
+                    format!("the body must be a JSON object like {{\"count\": 10}}: {detail}"),
+                )
+            };
+            let value: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| not_an_object(e.to_string()))?;
+            let serde_json::Value::Object(fields) = value else {
+                return Err(not_an_object(format!("got {value}")));
+            };
+            if let Some(unknown) = fields.keys().find(|k| k.as_str() != "count") {
+                return Err(not_an_object(format!("unknown field `{unknown}`")));
+            }
+            parse_count(fields.get("count"))?
+        };
+        grant(&node, count, &uri).await
+    };
+    respond(&node, result.await)
+}
+
+pub(super) async fn get_timestamp(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let result = async {
+        let Query(query) =
+            query.map_err(|e| ApiError::bad_request("query", format!("malformed query: {e}")))?;
+        if let Some(unknown) = query.keys().find(|k| k.as_str() != "count") {
+            return Err(ApiError::bad_request(
+                "query",
+                format!("unknown query parameter `{unknown}`; only `count` is accepted"),
+            ));
+        }
+        let count = match query.get("count") {
+            None => 1,
+            Some(raw) => {
+                let value = raw
+                    .parse::<u64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or_else(|_| serde_json::Value::String(raw.clone()));
+                parse_count(Some(&value))?
+            }
+        };
+        grant(&node, count, &uri).await
+    };
+    respond(&node, result.await)
+}
+
+async fn grant(node: &Node, count: u64, uri: &Uri) -> Result<Response, ApiError> {
+    let grant = match node.timestamps(count).await {
+        Ok(grant) => grant,
+        Err(ServeError::Unavailable {
+            reason,
+            leader: Some(leader),
+        }) if node.url_of(leader).is_some() => {
+            return Ok(redirect(node, leader, &reason, uri));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(RangeJson::new(grant.first, grant.count)),
+    )
+        .into_response())
+}
+
+/// `307` to the leader, with the same path and query, and a JSON body
+/// naming it: clients that do not follow redirects still learn the leader.
+fn redirect(node: &Node, leader: u64, reason: &str, uri: &Uri) -> Response {
+    let base = node.url_of(leader).unwrap_or_default();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = format!("{}{path}", base.trim_end_matches('/'));
+    let body = serde_json::json!({"error": {
+        "code": "not_leader",
+        "message": format!("{reason}; node {leader} leads at {base}"),
+        "leader": {"id": leader, "url": base},
+    }});
+    let mut response = (StatusCode::TEMPORARY_REDIRECT, axum::Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+pub(super) async fn status(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(node.status()),
+    )
+        .into_response()
+}
+
+pub(super) async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+pub(super) async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    if node.is_serving() {
+        axum::Json(serde_json::json!({"status": "serving"})).into_response()
+    } else {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "not_serving",
+            message: "this node is not serving timestamps (see /v1/status)".into(),
+            field: None,
+            retry_after: true,
+        }
+        .into_response()
+    }
+}
+
+pub(super) async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        node.metrics.render(),
+    )
+        .into_response()
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: "no such endpoint; see /v1/timestamps, /v1/timestamp, /v1/status".into(),
+        field: None,
+        retry_after: false,
+    }
+}
+
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: "this endpoint does not accept that method (timestamps: POST /v1/timestamps or \
+                  GET /v1/timestamp)"
+            .into(),
+        field: None,
+        retry_after: false,
+    }
+}
