@@ -58,7 +58,7 @@ async fn callers_share_requests_follow_the_leader_and_survive_its_crash() {
     }
     let ops = ops.lock().unwrap().clone();
     assert_eq!(ops.len(), 64 * calls_per_caller);
-    tsohost::checker::check(&ops).unwrap_or_else(|v| panic!("contract violated: {v}"));
+    tsohost::tools::checker::check(&ops).unwrap_or_else(|v| panic!("contract violated: {v}"));
 
     for (i, url) in spec.urls.iter().enumerate() {
         if nodes[i].is_some() {

@@ -180,7 +180,7 @@ async fn add_a_fourth_node_and_remove_the_leader(driver: &Replicated) {
                 "--id",
                 "4",
                 "--address",
-                &address,
+                address,
                 "--url",
                 &spec.urls[1],
             ],

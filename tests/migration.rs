@@ -155,7 +155,7 @@ async fn a_half_done_migration_is_rolled_back_by_migrating_back() {
     let out = std::process::Command::new(support::BIN)
         .args(["cluster", "migrate", "--abort", "--url", &spec.urls[0]])
         .arg("--admin-token-file")
-        .arg(spec.dir.path().join("admin-token"))
+        .arg(spec.token_file())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -194,7 +194,7 @@ async fn a_single_node_is_sealed_unsealed_then_moved_from_file_to_raft() {
     let spec = ClusterSpec::new(1);
     let url = spec.urls[0].clone();
     let listen = url.trim_start_matches("http://").to_string();
-    let token = spec.dir.path().join("admin-token");
+    let token = spec.token_file();
     let flags = |driver: &'static str| {
         vec![
             "--driver".to_string(),

@@ -76,14 +76,7 @@ async fn garbage_on_the_peer_port_is_counted_and_harmless() {
     let driver = gossip();
     let one = spec.start(1, &["--driver", &driver]);
     one.wait_ready().await;
-    let peer_addr = spec
-        .members
-        .split(',')
-        .next()
-        .unwrap()
-        .split_once('=')
-        .unwrap()
-        .1;
+    let peer_addr = spec.address(1);
     for garbage in [
         &b"GET / HTTP/1.1\r\n\r\n"[..],
         &[0xff; 4096][..],
@@ -172,7 +165,7 @@ async fn an_oversized_frame_from_an_authenticated_peer_is_refused() {
     let driver = gossip();
     let one = spec.start(1, &["--driver", &driver]);
     one.wait_ready().await;
-    let secret = std::fs::read(spec.dir.path().join("secret")).unwrap();
+    let secret = std::fs::read(spec.secret_file()).unwrap();
     let secret = Secret::new(secret.trim_ascii()).unwrap();
 
     // The dialer's half of the handshake, as node 2.

@@ -25,8 +25,12 @@
 //! follows and remembers; a node that fails or does not serve is forgotten
 //! and the next one tried, with exponential backoff, until the call's
 //! deadline ([`Config::deadline`]).
+//!
+//! [`Client::status`] is not a timestamp call: it asks for one node's own
+//! view, so it neither follows redirects nor prefers the leader.
 
-use crate::connection::{Answer, Connection, authority};
+use crate::connection::{self, Answer, Connection, authority};
+use crate::status::Status;
 use crate::timestamp::{LOGICAL_PER_MS, RangeJson, Timestamp};
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
@@ -44,6 +48,8 @@ pub struct Config {
     pub max_in_flight: usize,
     /// The first wait between retries; it doubles up to [`Config::max_backoff`].
     pub backoff: Duration,
+    /// The longest wait between retries: short enough that a call notices a
+    /// new leader soon after an election.
     pub max_backoff: Duration,
 }
 
@@ -58,40 +64,78 @@ impl Default for Config {
     }
 }
 
+/// Why a call of a [`Client`] failed. Only [`Error::Deadline`] and
+/// [`Error::Closed`] depend on the cluster's state; the others are the
+/// caller's mistake and retrying cannot help. Cloneable because one failed
+/// coalesced request fails every caller in its batch.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
+    /// A node URL given to [`Client::new`] is not `http://HOST:PORT`.
     #[error("bad node URL {0:?}: expected http://HOST:PORT")]
     BadUrl(String),
+    /// [`Client::new`] was given no URL at all.
     #[error("a client needs at least one node URL")]
     NoNodes,
+    /// [`Client::get_range`] was asked for 0 or more than 2^18 timestamps
+    /// (one request grants at most one millisecond's worth).
     #[error("count {0} is out of range: ask for 1 to {LOGICAL_PER_MS} timestamps")]
     BadCount(u64),
+    /// A node answered 4xx: the request itself is wrong (or this client
+    /// does not speak that server's API), so it was not retried.
     #[error("{url} refused the request ({status}): {message}")]
     Refused {
+        /// The node that refused.
         url: String,
+        /// Its HTTP status.
         status: u16,
+        /// Its answer's body (a JSON error naming the problem).
         message: String,
     },
+    /// No node served the call before [`Config::deadline`]: no leader, no
+    /// quorum, or no node reachable.
     #[error(
         "no timestamp within {deadline:?}; last failure: {last}. Is a majority of the cluster up?"
     )]
-    Deadline { deadline: Duration, last: String },
+    Deadline {
+        /// The deadline that passed.
+        deadline: Duration,
+        /// The last attempt's failure, to tell an unreachable cluster from
+        /// one without a leader.
+        last: String,
+    },
+    /// None of the nodes answered [`Client::status`] within
+    /// [`Config::deadline`].
+    #[error("no node answered (each asked once, within {deadline:?} in all); last failure: {last}")]
+    NoAnswer {
+        /// The deadline that passed.
+        deadline: Duration,
+        /// The last node's failure.
+        last: String,
+    },
+    /// The client's dispatcher task is gone, which happens only when the
+    /// Tokio runtime it ran on has shut down.
     #[error("the client's dispatcher stopped (was the runtime shut down?)")]
     Closed,
 }
 
-/// `count` consecutive timestamps from `first`.
+/// `count` consecutive timestamps from `first`: every value in
+/// `[first, first + count)` is the caller's alone. The range may cross a
+/// millisecond boundary, so the values need not share a physical part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimestampRange {
+    /// The smallest timestamp of the range.
     pub first: Timestamp,
+    /// How many values it holds; at least 1.
     pub count: u64,
 }
 
 impl TimestampRange {
+    /// The largest timestamp of the range.
     pub fn last(&self) -> Timestamp {
         Timestamp(self.first.0 + self.count - 1)
     }
 
+    /// Every timestamp of the range, in increasing order.
     pub fn iter(&self) -> impl Iterator<Item = Timestamp> + use<> {
         let first = self.first.0;
         (first..first + self.count).map(Timestamp)
@@ -122,6 +166,10 @@ impl Client {
         Client::with_config(urls, Config::default())
     }
 
+    /// As [`Client::new`], with [`Config`] other than the default. Fails on
+    /// a URL that is not `http://HOST:PORT[/...]` or an empty list; nothing
+    /// is contacted until the first call. Must be called inside a Tokio
+    /// runtime, which runs the client's dispatcher task.
     pub fn with_config<S: Into<String>>(
         urls: impl IntoIterator<Item = S>,
         config: Config,
@@ -159,6 +207,40 @@ impl Client {
             return Err(Error::BadCount(count));
         }
         self.shared.request(count).await
+    }
+
+    /// One node's status (`GET /v1/status`): that of the first node given
+    /// to [`Client::new`] that answers, asking each once, in order, with an
+    /// equal share of what is left of [`Config::deadline`] (so one hung node
+    /// cannot use up the whole call). Status is a node's own view, so
+    /// redirects are not followed and the leader is not preferred;
+    /// [`Status::node_id`] names the node that answered. A 4xx fails at
+    /// once ([`Error::Refused`]); no answer from any node is
+    /// [`Error::NoAnswer`].
+    pub async fn status(&self) -> Result<Status, Error> {
+        let deadline = Instant::now() + self.shared.config.deadline;
+        let urls = &self.shared.urls;
+        let mut last = String::new();
+        for (i, url) in urls.iter().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let share = left / (urls.len() - i) as u32;
+            last = match tokio::time::timeout(share, fetch_status(url)).await {
+                Ok(Ok(status)) => return Ok(status),
+                Ok(Err(Failure::Refused(status, message))) => {
+                    return Err(Error::Refused {
+                        url: url.clone(),
+                        status,
+                        message,
+                    });
+                }
+                Ok(Err(Failure::Unavailable(why))) => why,
+                Err(_) => format!("{url} did not answer in time"),
+            };
+        }
+        Err(Error::NoAnswer {
+            deadline: self.shared.config.deadline,
+            last,
+        })
     }
 
     /// The node this client currently asks first.
@@ -290,6 +372,35 @@ impl Shared {
     }
 }
 
+/// Why [`fetch_status`] failed.
+enum Failure {
+    /// Worth asking another node.
+    Unavailable(String),
+    /// A 4xx: this node does not speak the same API; asking others cannot help.
+    Refused(u16, String),
+}
+
+/// `GET /v1/status` on a fresh connection.
+async fn fetch_status(url: &str) -> Result<Status, Failure> {
+    let answer = connection::once(url, Method::GET, "/v1/status", Bytes::new())
+        .await
+        .map_err(|e| Failure::Unavailable(e.to_string()))?;
+    let message = || String::from_utf8_lossy(&answer.body).into_owned();
+    match answer.status {
+        StatusCode::OK => serde_json::from_slice(&answer.body).map_err(|e| {
+            Failure::Unavailable(format!(
+                "{url} answered a status that does not parse ({e}): {}",
+                message()
+            ))
+        }),
+        s if s.is_client_error() => Err(Failure::Refused(s.as_u16(), message())),
+        s => Err(Failure::Unavailable(format!(
+            "{url} answered {s}: {}",
+            message()
+        ))),
+    }
+}
+
 fn judge(url: &str, count: u64, answer: &Answer) -> Attempt {
     let message = || String::from_utf8_lossy(&answer.body).into_owned();
     match answer.status {
@@ -368,6 +479,21 @@ mod tests {
             c.get_range(LOGICAL_PER_MS + 1).await,
             Err(Error::BadCount(LOGICAL_PER_MS + 1))
         );
+    }
+
+    #[tokio::test]
+    async fn status_of_an_unreachable_node_fails_at_the_deadline() {
+        let config = Config {
+            deadline: Duration::from_millis(200),
+            ..Config::default()
+        };
+        let c = Client::with_config(["http://127.0.0.1:1", "http://127.0.0.1:2"], config).unwrap();
+        let started = Instant::now();
+        match c.status().await {
+            Err(Error::NoAnswer { last, .. }) => assert!(last.contains("127.0.0.1:2"), "{last}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[tokio::test]

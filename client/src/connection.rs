@@ -8,17 +8,30 @@ use hyper::client::conn::http1;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
+/// Why a request on a [`Connection`] failed. Nothing is retried here: the
+/// caller decides whether to open a new connection and try again.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The URL is not `http://HOST:PORT[/...]` (there is no TLS).
     #[error("bad URL {0:?}: expected http://HOST:PORT")]
     BadUrl(String),
+    /// The TCP connection could not be opened.
     #[error("cannot connect to {addr}: {source}. Is `tsohost serve` running there?")]
     Connect {
+        /// The `HOST:PORT` dialed.
         addr: String,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The connection broke or the server's answer was not valid HTTP/1.1;
+    /// the connection is unusable afterwards.
     #[error("HTTP error talking to {addr}: {source}")]
-    Http { addr: String, source: hyper::Error },
+    Http {
+        /// The `HOST:PORT` of the connection.
+        addr: String,
+        /// What hyper reported.
+        source: hyper::Error,
+    },
 }
 
 /// `http://host:port[/...]` → `host:port`.
@@ -33,21 +46,29 @@ pub fn authority(url: &str) -> Result<String, ClientError> {
     Ok(authority.to_string())
 }
 
-/// A response: status and body.
+/// A response, read in full. Any status is an answer (a 307 or a 503 is
+/// not an error at this level): interpreting it is the caller's job.
 #[derive(Debug)]
 pub struct Answer {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The response headers (`Location` of a redirect, `Retry-After`).
     pub headers: hyper::HeaderMap,
+    /// The whole body; the server's answers are small JSON documents.
     pub body: Bytes,
 }
 
-/// One keep-alive connection.
+/// One keep-alive connection. Requests on it are sequential (`&mut self`);
+/// open several connections for concurrency.
 pub struct Connection {
     addr: String,
     sender: http1::SendRequest<Full<Bytes>>,
 }
 
 impl Connection {
+    /// Connect to the node at `url` (only its `HOST:PORT` is used) with
+    /// Nagle's algorithm off, so that small requests are not delayed. Needs a
+    /// Tokio runtime: the connection's I/O runs in a task of its own.
     pub async fn open(url: &str) -> Result<Connection, ClientError> {
         let addr = authority(url)?;
         let stream = tokio::net::TcpStream::connect(&addr)
@@ -69,6 +90,9 @@ impl Connection {
         Ok(Connection { addr, sender })
     }
 
+    /// Send one request and read the whole answer. A body starting with
+    /// `{` or `[` is sent as JSON, any other non-empty body as bytes (a
+    /// driver component).
     pub async fn send(
         &mut self,
         method: Method,

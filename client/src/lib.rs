@@ -17,12 +17,20 @@
 //!
 //! - [`timestamp`]: the 64-bit layout (46 bits of milliseconds, 18 logical
 //!   bits) and its JSON form, shared with the server.
+//! - [`status`]: the typed answer of `GET /v1/status`, shared with the
+//!   server ([`Client::status`] fetches it).
 //! - [`connection`]: one keep-alive HTTP/1.1 connection without retries or
 //!   pooling, for tools that measure the server itself.
 
+#![deny(missing_docs)]
+
 mod client;
 pub mod connection;
+/// Statistics of a load run: latency percentiles, rates, answers out of order.
+pub mod stats;
+pub mod status;
 pub mod timestamp;
 
 pub use client::{Client, Config, Error, TimestampRange};
+pub use status::Status;
 pub use timestamp::Timestamp;

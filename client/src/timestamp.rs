@@ -21,10 +21,15 @@ impl Timestamp {
         Timestamp(physical_ms << LOGICAL_BITS)
     }
 
+    /// The physical part: Unix milliseconds of the serving leader's clock
+    /// (or above it, if the leader had to keep the sequence increasing while
+    /// its clock stood still or went back). Not a precise wall-clock reading.
     pub const fn physical_ms(self) -> u64 {
         self.0 >> LOGICAL_BITS
     }
 
+    /// The logical part: a counter that orders timestamps within one
+    /// millisecond, from 0 to [`LOGICAL_PER_MS`] - 1.
     pub const fn logical(self) -> u64 {
         self.0 & (LOGICAL_PER_MS - 1)
     }
@@ -52,6 +57,9 @@ pub struct RangeJson {
 }
 
 impl RangeJson {
+    /// The answer for a grant of `count` values from `first`; the physical
+    /// and logical parts are derived from `first`, so they always agree with
+    /// `timestamp`.
     pub fn new(first: Timestamp, count: u64) -> RangeJson {
         RangeJson {
             timestamp: first.0.to_string(),

@@ -1,26 +1,24 @@
-//! What the benchmark programs in this folder share: the chaos harness's
-//! local cluster ([`LocalCluster`]) running target/release/tsohost in a
+//! What the benchmark programs in this folder share: the local cluster of
+//! `tsohost::tools` ([`LocalCluster`]) running target/release/tsohost in a
 //! temporary directory, a failover-precise leader probe, percentiles.
 
 use bytes::Bytes;
 use hyper::Method;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tsohost::chaos::cluster::ClusterSpec;
-pub use tsohost::chaos::cluster::LocalCluster;
 use tsohost::client::once;
+use tsohost::tools::cluster::ClusterSpec;
+pub use tsohost::tools::cluster::LocalCluster;
 
 /// `nodes` nodes (one without peers) with `serve` flags `flags`, started;
 /// keep the directory for as long as the cluster runs.
 pub fn start(nodes: u64, flags: &[&str]) -> (LocalCluster, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(ClusterSpec {
-        exe: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tsohost"),
-        flags: flags.iter().map(|f| f.to_string()).collect(),
-        nodes,
-        dir: dir.path().join("cluster"),
-    })
-    .expect("run target/release/tsohost (build it first)");
+    let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tsohost");
+    let flags = flags.iter().map(|f| f.to_string()).collect();
+    let cluster = ClusterSpec::create(exe, dir.path().join("cluster"), nodes)
+        .and_then(|spec| LocalCluster::start(spec, flags))
+        .expect("run target/release/tsohost (build it first)");
     (cluster, dir)
 }
 
@@ -30,7 +28,7 @@ pub async fn first_serving(cluster: &LocalCluster, within: Duration) -> Option<u
     let until = Instant::now() + within;
     while Instant::now() < until {
         for id in cluster.running() {
-            let url = &cluster.urls[id as usize - 1];
+            let url = cluster.spec().url(id);
             let answer = once(url, Method::POST, "/v1/timestamps", Bytes::new()).await;
             if answer.is_ok_and(|a| a.status == 200) {
                 return Some(id);

@@ -14,7 +14,7 @@ mod common;
 
 use common::{first_serving, percentile};
 use std::time::{Duration, Instant};
-use tsohost::bench::{BenchConfig, run};
+use tsohost::tools::bench::{BenchConfig, run};
 
 #[tokio::main]
 async fn main() {
@@ -57,7 +57,7 @@ async fn main() {
     let mut throughput = Vec::new();
     for (connections, count) in [(16, 1), (64, 1), (16, 1000)] {
         let report = run(BenchConfig {
-            url: cluster.urls[leader as usize - 1].clone(),
+            url: cluster.spec().url(leader).to_string(),
             client: false,
             connections,
             count,

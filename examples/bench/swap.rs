@@ -5,9 +5,10 @@
 //! cargo run --release --example swap -- [SWAPS]
 //! ```
 //!
-//! A client sends timestamp requests back to back (following 307s); the
-//! pause of a swap is the longest gap between two answered requests from
-//! just before the swap request until the node serves again. Measured on a
+//! A client ([`tsohost::tools::load`]) sends timestamp requests back to
+//! back (following 307s); the pause of a swap is the longest gap between
+//! two answered requests from just before the swap request until the node
+//! serves again. Measured on a
 //! single node (file driver) and on a 3-node raft cluster, swapping a
 //! follower and swapping the leader; then migrating that cluster between
 //! raft and paxos (`tsohost cluster migrate`) back and forth. Prints JSON.
@@ -18,43 +19,20 @@ use bytes::Bytes;
 use common::{LocalCluster, first_serving, percentile};
 use hyper::Method;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tsohost::chaos::cluster::ADMIN_TOKEN;
-use tsohost::client::Connection;
+use tsohost::client::Answer;
+use tsohost::tools::cluster::ADMIN_TOKEN;
+use tsohost::tools::load::{Load, LoadSpec, Recorder};
 
-/// Answer times of a client that follows the leader among `urls`.
-fn client(urls: Vec<String>, answers: Arc<Mutex<Vec<Instant>>>, stop: Arc<AtomicBool>) {
-    tokio::spawn(async move {
-        let mut at = 0;
-        let mut conn: Option<Connection> = None;
-        while !stop.load(Ordering::Relaxed) {
-            if conn.is_none() {
-                conn = Connection::open(&urls[at]).await.ok();
-            }
-            let Some(c) = conn.as_mut() else {
-                at = (at + 1) % urls.len();
-                continue;
-            };
-            match c.send(Method::POST, "/v1/timestamps", Bytes::new()).await {
-                Ok(a) if a.status == 200 => answers.lock().unwrap().push(Instant::now()),
-                Ok(a) if a.status == 307 => {
-                    let location = a.headers["location"].to_str().unwrap_or_default();
-                    at = urls
-                        .iter()
-                        .position(|u| location.starts_with(u))
-                        .unwrap_or(at);
-                    conn = None;
-                }
-                _ => {
-                    at = (at + 1) % urls.len();
-                    conn = None;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        }
-    });
+/// When the client was answered.
+struct Answers(Arc<Mutex<Vec<Instant>>>);
+
+impl Recorder for Answers {
+    fn answered(&mut self, _sent: Instant, received: Instant, _answer: &Answer) -> bool {
+        self.0.lock().unwrap().push(received);
+        true
+    }
 }
 
 async fn swap(cluster: &LocalCluster, id: u64, bytes: &[u8]) {
@@ -80,10 +58,15 @@ enum Action<'a> {
 
 /// Do `action` `rounds` times; the pauses in ms, sorted.
 async fn pauses(cluster: &LocalCluster, action: Action<'_>, rounds: usize) -> Vec<f64> {
-    let urls = cluster.urls.clone();
+    let urls = cluster.urls();
     let answers = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    client(urls.clone(), answers.clone(), stop.clone());
+    // One client, back to back, retrying at once: the gaps are the pauses.
+    let spec = LoadSpec {
+        count: 1,
+        timeout: Duration::from_secs(30),
+        backoff: Duration::from_millis(1),
+    };
+    let load = Load::start(urls, &spec, [Answers(answers.clone())]);
     let mut pauses = Vec::new();
     for round in 0..rounds {
         let serving = first_serving(cluster, Duration::from_secs(30))
@@ -102,11 +85,11 @@ async fn pauses(cluster: &LocalCluster, action: Action<'_>, rounds: usize) -> Ve
             }
             Action::Migrate { to } => {
                 let (label, bytes) = to[round % 2];
-                let target = tsohost::migration::orchestrate::Target {
+                let target = tsohost::tools::migrate::Target {
                     label: label.to_string(),
                     bytes: Bytes::copy_from_slice(bytes),
                 };
-                tsohost::migration::orchestrate::run(&urls[0], ADMIN_TOKEN, Some(target))
+                tsohost::tools::migrate::run(&urls[0], ADMIN_TOKEN, Some(target))
                     .await
                     .unwrap();
             }
@@ -127,7 +110,7 @@ async fn pauses(cluster: &LocalCluster, action: Action<'_>, rounds: usize) -> Ve
             .fold(0.0, f64::max);
         pauses.push(gap);
     }
-    stop.store(true, Ordering::Relaxed);
+    load.stop().await;
     pauses.sort_by(f64::total_cmp);
     pauses
 }

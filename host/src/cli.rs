@@ -1,16 +1,18 @@
-//! The command line (DESIGN §7b). Every flag of `serve` can also be given in
+//! The command line (docs/architecture.md §7). Every flag of `serve` can also be given in
 //! the environment (`TSOHOST_<FLAG>`).
 
-use crate::bench::{self, BenchConfig};
 use crate::client;
 use crate::driver::DriverSource;
 use crate::driver::builtin;
+use crate::node::Status;
 use crate::server::{self, ServeConfig};
 use crate::timestamp::{LOGICAL_PER_MS, RangeJson};
+use crate::tools::bench::{self, BenchConfig};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use hyper::Method;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,10 +51,16 @@ enum Cmd {
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
     },
-    /// Show a running node's status.
+    /// Show a running node's status: a short summary, or its JSON.
     Status {
         #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
         url: String,
+        /// Print the node's `/v1/status` JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Operate on the driver of a running node (admin token required).
     Driver {
@@ -128,7 +136,7 @@ struct ChaosArgs {
     /// isolate-follower, one-way, swap, clock-jump, storage-fault,
     /// guest-fault (default: all).
     #[arg(long, value_delimiter = ',')]
-    nemesis: Vec<crate::chaos::Nemesis>,
+    nemesis: Vec<crate::tools::chaos::Nemesis>,
     /// The nodes' election timeout; faults are scaled to it.
     #[arg(long, default_value_t = 300)]
     election_timeout_ms: u64,
@@ -347,11 +355,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Status { url } => {
-            let answer = client::once(&url, Method::GET, "/v1/status", Bytes::new()).await?;
-            let value: serde_json::Value = serde_json::from_slice(&answer.body)
-                .with_context(|| format!("{url} answered something that is not JSON"))?;
-            println!("{}", serde_json::to_string_pretty(&value)?);
+        Cmd::Status { url, json, timeout } => {
+            let status = node_status(&url, timeout).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", summary(&status));
+            }
             Ok(())
         }
         Cmd::Driver {
@@ -396,10 +406,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let source = driver_source(&driver)?;
             let verdicts = tokio::task::spawn_blocking(move || {
-                crate::conformance::check(&source, &driver_options)
+                crate::tools::conformance::check(&source, &driver_options)
             })
             .await?;
-            let (text, ok) = crate::conformance::render(&verdicts);
+            let (text, ok) = crate::tools::conformance::render(&verdicts);
             if json {
                 println!("{}", serde_json::to_string_pretty(&verdicts)?);
             } else {
@@ -447,7 +457,7 @@ async fn cluster(action: ClusterCmd, url: &str, token_file: Option<PathBuf>) -> 
         let target = match to {
             Some(to) => {
                 let source = driver_source(to)?;
-                Some(crate::migration::orchestrate::Target {
+                Some(crate::tools::migrate::Target {
                     label: to.clone(),
                     bytes: match source.bytes()? {
                         std::borrow::Cow::Borrowed(b) => Bytes::from_static(b),
@@ -457,40 +467,36 @@ async fn cluster(action: ClusterCmd, url: &str, token_file: Option<PathBuf>) -> 
             }
             None => None,
         };
-        return crate::migration::orchestrate::run(url, &token, target).await;
+        return crate::tools::migrate::run(url, &token, target).await;
     }
     // A node that just started or lost its leader learns the next within an
     // election; wait that long rather than fail.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
-        let answer = client::once(url, Method::GET, "/v1/status", Bytes::new()).await?;
-        let status: serde_json::Value = serde_json::from_slice(&answer.body)
-            .with_context(|| format!("{url} answered something that is not JSON"))?;
-        if status["leadership"]["leader"].is_u64() || std::time::Instant::now() > deadline {
+        let status = node_status(url, Duration::from_secs(5)).await?;
+        if status.leadership.leader.is_some() || std::time::Instant::now() > deadline {
             break status;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let members = status["members"]
-        .as_array()
+    let members = status
+        .members
+        .as_ref()
         .with_context(|| format!("{url} is not part of a cluster"))?;
-    let leader = status["leadership"]["leader"]
-        .as_u64()
+    let leader = status
+        .leadership
+        .leader
         .with_context(|| format!("{url} has known no leader for 10 s; is a majority up?"))?;
-    let leader_url = if leader == status["node_id"].as_u64().unwrap_or(0) {
+    let leader_url = if leader == status.node_id {
         url.to_string()
     } else {
         members
             .iter()
-            .find(|m| m["id"] == leader)
-            .and_then(|m| m["url"].as_str())
-            .map(str::to_string)
+            .find(|m| m.id == leader)
+            .and_then(|m| m.url.clone())
             .with_context(|| format!("node {leader} leads, but its URL is not known yet"))?
     };
-    let current: Vec<(u64, String)> = members
-        .iter()
-        .filter_map(|m| Some((m["id"].as_u64()?, m["address"].as_str()?.to_string())))
-        .collect();
+    let current: Vec<(u64, String)> = members.iter().map(|m| (m.id, m.address.clone())).collect();
     let (path, body) = match action {
         ClusterCmd::Add { id, address } => {
             if current.iter().any(|(m, _)| *m == id) {
@@ -528,6 +534,85 @@ async fn cluster(action: ClusterCmd, url: &str, token_file: Option<PathBuf>) -> 
     }
     println!("{text}");
     Ok(())
+}
+
+/// The status of the node at `url`, within `timeout`.
+async fn node_status(url: &str, timeout: Duration) -> anyhow::Result<Status> {
+    let config = tsohost_client::Config {
+        deadline: timeout,
+        ..Default::default()
+    };
+    Ok(tsohost_client::Client::with_config([url], config)?
+        .status()
+        .await?)
+}
+
+/// `tsohost status` without `--json`: what an operator looks at first.
+fn summary(s: &Status) -> String {
+    let mut out = String::new();
+    let serving = if s.serving { "serving" } else { "not serving" };
+    let leader = match s.leadership.leader {
+        Some(id) if id == s.node_id => "this node leads".to_string(),
+        Some(id) => format!("node {id} leads"),
+        None => "no known leader".to_string(),
+    };
+    let epoch = s.leadership.epoch.as_deref().unwrap_or("none yet");
+    let _ = writeln!(out, "node {}: {serving}", s.node_id);
+    let _ = writeln!(
+        out,
+        "role:       {} ({leader}), epoch {epoch}",
+        s.leadership.role
+    );
+    let _ = writeln!(
+        out,
+        "high water: {} ms (window {} ms), last issued {}",
+        s.high_water_ms, s.window_ms, s.last_issued
+    );
+    let d = &s.driver;
+    let health = if d.healthy { "healthy" } else { "not healthy" };
+    let _ = write!(
+        out,
+        "driver:     {} {} ({health}, {} crashes, {} swaps)",
+        d.name, d.version, d.crashes, d.swaps
+    );
+    match &d.last_crash {
+        Some(why) => {
+            let _ = writeln!(out, "; last crash: {why}");
+        }
+        None => out.push('\n'),
+    }
+    match &s.members {
+        None => out.push_str("members:    none (a single node)\n"),
+        Some(members) => {
+            let listed: Vec<String> = members
+                .iter()
+                .map(|m| {
+                    let mark = if s.leadership.leader == Some(m.id) {
+                        "*"
+                    } else {
+                        ""
+                    };
+                    format!("{}{mark} {}", m.id, m.address)
+                })
+                .collect();
+            let _ = writeln!(out, "members:    {} (* leads)", listed.join(", "));
+        }
+    }
+    if let Some(blocked) = s.blocked_peers.as_ref().filter(|b| !b.is_empty()) {
+        let _ = writeln!(out, "faults:     blocking peers {blocked:?}");
+    }
+    let m = &s.migration;
+    let sealed = if m.sealed {
+        "SEALED for a migration"
+    } else {
+        "not sealed"
+    };
+    let _ = writeln!(
+        out,
+        "data:       driver {} generation {}, floor {} ms, {sealed}",
+        m.driver, m.generation, m.floor
+    );
+    out
 }
 
 fn members_json(members: &[(u64, String)]) -> String {
@@ -664,7 +749,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
     let dir = args.dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("tsohost-chaos-{}-{seed}", std::process::id()))
     });
-    let config = crate::chaos::ChaosConfig {
+    let config = crate::tools::chaos::ChaosConfig {
         exe: std::env::current_exe().context("cannot find the tsohost binary to run nodes")?,
         driver: args.driver,
         nodes: args.nodes,
@@ -672,7 +757,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
         duration: args.duration,
         seed,
         nemeses: if args.nemesis.is_empty() {
-            crate::chaos::Nemesis::ALL.to_vec()
+            crate::tools::chaos::Nemesis::ALL.to_vec()
         } else {
             args.nemesis
         },
@@ -681,7 +766,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
         inject_violation: args.inject_violation,
     };
     eprintln!("chaos: seed {seed} (rerun with --seed {seed})");
-    let report = crate::chaos::run(&config, |line| eprintln!("chaos: {line}")).await?;
+    let report = crate::tools::chaos::run(&config, |line| eprintln!("chaos: {line}")).await?;
     print!("{report}");
     if !report.kept() {
         bail!(
@@ -693,4 +778,65 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{DriverStatus, LeadershipStatus, Member, MigrationStatus, StatusRole};
+    use crate::timestamp::Timestamp;
+
+    #[test]
+    fn the_summary_names_the_leader_and_the_seal() {
+        let member = |id: u64| Member {
+            address: format!("127.0.0.1:750{id}"),
+            id,
+            url: None,
+        };
+        let status = Status {
+            blocked_peers: Some(vec![]),
+            driver: DriverStatus {
+                crashes: 1,
+                digest: "ab".into(),
+                healthy: true,
+                last_crash: Some("trap".into()),
+                loaded_at_ms: 0,
+                name: "raft".into(),
+                source: "built-in driver \"raft\"".into(),
+                swaps: 0,
+                version: "0.3.0".into(),
+                wit_version: "0.1.0".into(),
+            },
+            high_water_ms: 5,
+            last_issued: Timestamp(7),
+            leadership: LeadershipStatus {
+                epoch: Some("3.0".into()),
+                leader: Some(2),
+                role: StatusRole::Follower,
+            },
+            members: Some(vec![member(1), member(2)]),
+            migration: MigrationStatus {
+                driver: "raft".into(),
+                floor: 9,
+                generation: 1,
+                sealed: true,
+            },
+            node_id: 1,
+            serving: false,
+            window_ms: 3000,
+        };
+        let text = summary(&status);
+        assert!(text.starts_with("node 1: not serving\n"), "{text}");
+        assert!(
+            text.contains("follower (node 2 leads), epoch 3.0"),
+            "{text}"
+        );
+        assert!(text.contains("raft 0.3.0 (healthy, 1 crashes, 0 swaps); last crash: trap"));
+        assert!(
+            text.contains("1 127.0.0.1:7501, 2* 127.0.0.1:7502"),
+            "{text}"
+        );
+        assert!(text.contains("generation 1, floor 9 ms, SEALED"), "{text}");
+        assert!(!text.contains("faults"), "{text}");
+    }
 }

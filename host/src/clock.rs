@@ -1,5 +1,5 @@
 //! The host's clocks, behind one trait so that tests and the chaos harness can
-//! inject time (DESIGN §4: time reaches a driver only through the contract).
+//! inject time (docs/architecture.md §4: time reaches a driver only through the contract).
 
 use crate::allocator::Now;
 use std::sync::Arc;

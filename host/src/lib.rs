@@ -1,23 +1,24 @@
 //! tsohost: a timestamp oracle whose consensus logic is a WebAssembly
-//! component (see DESIGN.md for the architecture and the contract).
+//! component (docs/architecture.md: the parts, the invariants and the contract).
 //!
-//! One module per concern: [`allocator`] (pure), [`driver`] (wasmtime),
-//! [`node`] (the coordinator between them), [`storage`] (RocksDB), [`api`]
-//! (HTTP/JSON) served by [`http`] (connection limits), [`peer`] (the
-//! authenticated cluster network), [`cli`], [`metrics`], [`migration`] (moving a cluster to another
-//! driver); [`client`] and
-//! [`bench`] talk to a running node; [`checker`] (pure) judges a history of
-//! answers, and [`chaos`] produces one under faults.
+//! The node, one module per part: [`allocator`] (pure), [`clock`],
+//! [`driver`] (wasmtime), [`node`] (the coordinator between them),
+//! [`storage`] (RocksDB), [`api`] (HTTP/JSON) served by [`http`]
+//! (connection limits), [`peer`] (the authenticated cluster network),
+//! [`metrics`], [`migration`] (the driver a node's data belongs to, and the
+//! plan of moving a cluster to another), [`timestamp`]; [`server`]
+//! assembles them into `tsohost serve`, [`cli`] is the command line, and
+//! [`client`] its HTTP client.
+//!
+//! [`tools`] drive nodes from outside, never from inside one: the load
+//! generator, the chaos harness and its checker, the driver conformance
+//! check, and `tsohost cluster migrate`.
 
 pub mod allocator;
 pub mod api;
-pub mod bench;
-pub mod chaos;
-pub mod checker;
 pub mod cli;
 pub mod client;
 pub mod clock;
-pub mod conformance;
 pub mod driver;
 pub mod http;
 pub mod metrics;
@@ -27,3 +28,4 @@ pub mod peer;
 pub mod server;
 pub mod storage;
 pub mod timestamp;
+pub mod tools;

@@ -1,11 +1,12 @@
-//! Recording the answers of test clients for `tsohost::checker`, the judge
-//! of the contract (uniqueness and real-time order, O(n log n)).
+//! Recording the answers of test clients for `tsohost::tools::checker`,
+//! the judge of the contract (uniqueness and real-time order, O(n log n)).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
-pub use tsohost::checker::Op;
 use tsohost::client::Answer;
 use tsohost::timestamp::RangeJson;
+pub use tsohost::tools::checker::Op;
+use tsohost::tools::load::Recorder;
 
 /// Microseconds on one time base for every client of every node: since a
 /// minute before the first call in this test process (a request is sent
@@ -50,8 +51,16 @@ impl History {
 
     /// Panics naming the requests involved on a violation.
     pub fn check(&self) {
-        if let Err(v) = tsohost::checker::check(&self.ops()) {
+        if let Err(v) = tsohost::tools::checker::check(&self.ops()) {
             panic!("contract violated: {v}");
         }
+    }
+}
+
+/// The test clients ([`super::spawn_cluster_clients`]) record every answer.
+impl Recorder for History {
+    fn answered(&mut self, sent: Instant, received: Instant, answer: &Answer) -> bool {
+        self.record(sent, received, answer);
+        true
     }
 }

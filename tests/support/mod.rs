@@ -7,12 +7,15 @@ pub mod checker;
 
 use bytes::Bytes;
 use hyper::Method;
-use std::io::{BufRead, BufReader};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tsohost::client::{Answer, Connection};
+pub use tsohost::tools::cluster::ADMIN_TOKEN;
+use tsohost::tools::cluster::{Output, Process};
+use tsohost::tools::load::LoadSpec;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tsohost");
 
@@ -23,107 +26,58 @@ pub fn guest(file: &str) -> PathBuf {
     path
 }
 
-/// A running `tsohost serve`, killed (SIGKILL) when dropped.
+/// A running `tsohost serve` whose stderr is kept, killed (SIGKILL) when
+/// dropped.
 pub struct Server {
-    child: Child,
+    process: Process,
     pub url: String,
     pub data_dir: PathBuf,
     args: Vec<String>,
-    /// Everything the process wrote to stderr.
-    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
-    /// Start on a free port with `args` added to `serve`; waits until it
-    /// listens.
+    /// Start on a free port (unless `args` has a `--listen`) with `args`
+    /// added to `serve`; waits until it listens.
     pub fn start(data_dir: &Path, args: &[&str]) -> Server {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         Self::spawn(data_dir.to_path_buf(), args)
     }
 
     fn spawn(data_dir: PathBuf, args: Vec<String>) -> Server {
-        let listen = if args.iter().any(|a| a == "--listen") {
-            Vec::new()
-        } else {
-            vec!["--listen", "127.0.0.1:0"]
-        };
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(listen)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+        let mut flags = Vec::new();
+        if !args.iter().any(|a| a == "--listen") {
+            flags.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
+        }
+        flags.extend(args.iter().cloned());
+        let mut process = Process::spawn(Path::new(BIN), &data_dir, &flags, Output::Capture)
             .expect("spawn tsohost");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err_pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).expect("read tsohost stdout");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "tsohost did not start: stdout {line:?}, stderr:\n{}",
-                    stderr.lock().unwrap()
-                )
-            })
-            .to_string();
-        std::thread::spawn(move || for _ in out.lines() {});
+        let url = process
+            .listening()
+            .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", process.stderr()));
         Server {
-            child,
+            process,
             url,
             data_dir,
             args,
-            stderr,
         }
     }
 
     /// Resident memory of the process, in bytes (Linux).
     pub fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/PID/status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status");
-        kib * 1024
+        self.process.rss().expect("VmRSS in /proc/PID/status")
     }
 
     /// kill -9, as a crash or power loss would.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
     }
 
     /// SIGTERM, then wait (up to 10 s) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit 10 s after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process
+            .terminate(Duration::from_secs(10))
+            .unwrap()
+            .expect("no exit 10 s after SIGTERM")
     }
 
     /// kill -9 and start again on the same data directory.
@@ -133,7 +87,7 @@ impl Server {
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.process.stderr()
     }
 
     /// Poll `/readyz` until the node serves.
@@ -165,8 +119,6 @@ impl Drop for Server {
     }
 }
 
-pub use tsohost::chaos::free_port;
-
 /// A single node (file driver unless `extra` says otherwise) with the admin
 /// API on ([`ADMIN_TOKEN`]); data under `dir/data`.
 pub fn start_with_admin(dir: &Path, extra: &[&str]) -> Server {
@@ -184,72 +136,40 @@ pub async fn timestamp(url: &str) -> u64 {
     json(&a)["timestamp"].as_str().unwrap().parse().unwrap()
 }
 
-/// The admin token every test cluster uses.
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-
-/// Files and flags for an `n`-node cluster on loopback: each node's extra
-/// `serve` arguments (node id, peers, secret, admin token).
+/// An `n`-node cluster on loopback laid out by
+/// [`tsohost::tools::cluster::ClusterSpec`] (its URLs, data directories,
+/// addresses and flags, through `Deref`) in a temporary directory, with
+/// nodes started one by one as [`Server`]s.
 pub struct ClusterSpec {
     pub dir: tempfile::TempDir,
-    pub members: String,
-    /// Each node's fixed HTTP URL (fixed so that restarts keep it).
-    pub urls: Vec<String>,
+    spec: tsohost::tools::cluster::ClusterSpec,
+}
+
+impl Deref for ClusterSpec {
+    type Target = tsohost::tools::cluster::ClusterSpec;
+
+    fn deref(&self) -> &Self::Target {
+        &self.spec
+    }
 }
 
 impl ClusterSpec {
     pub fn new(n: u64) -> ClusterSpec {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("secret"), "a-cluster-secret-for-tests\n").unwrap();
-        std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
-        let members = (1..=n)
-            .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
-            .collect::<Vec<_>>()
-            .join(",");
-        let urls = (1..=n)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
-            .collect();
-        ClusterSpec { dir, members, urls }
+        let spec = tsohost::tools::cluster::ClusterSpec::create(BIN, dir.path(), n).unwrap();
+        ClusterSpec { dir, spec }
     }
 
-    pub fn data_dir(&self, id: u64) -> PathBuf {
-        self.dir.path().join(format!("node{id}"))
-    }
-
-    /// `serve` arguments of node `id`, then `extra`.
+    /// `serve` arguments of node `id` (node id, peers, secret, admin token,
+    /// listen address), then `extra`.
     pub fn args(&self, id: u64, extra: &[&str]) -> Vec<String> {
         self.args_among(id, self.urls.len(), extra)
-    }
-
-    /// The peer address of node `id`.
-    pub fn address(&self, id: u64) -> String {
-        self.members
-            .split(',')
-            .nth(id as usize - 1)
-            .unwrap()
-            .split_once('=')
-            .unwrap()
-            .1
-            .to_string()
     }
 
     /// As [`ClusterSpec::args`], naming only nodes `1..=n` in `--peers`: the
     /// cluster as it is before later nodes join.
     pub fn args_among(&self, id: u64, n: usize, extra: &[&str]) -> Vec<String> {
-        let members: Vec<&str> = self.members.split(',').take(n).collect();
-        let mut args: Vec<String> = vec![
-            "--node-id".into(),
-            id.to_string(),
-            "--peers".into(),
-            members.join(","),
-            "--cluster-secret-file".into(),
-            self.dir.path().join("secret").display().to_string(),
-            "--admin-token-file".into(),
-            self.dir.path().join("admin-token").display().to_string(),
-            "--listen".into(),
-            self.urls[id as usize - 1]
-                .trim_start_matches("http://")
-                .to_string(),
-        ];
+        let mut args = self.spec.flags(id, n);
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     }
@@ -260,9 +180,7 @@ impl ClusterSpec {
 
     /// Start node `id` knowing only nodes `1..=n` (and itself).
     pub fn start_among(&self, id: u64, n: usize, extra: &[&str]) -> Server {
-        let args = self.args_among(id, n, extra);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Server::start(&self.data_dir(id), &args)
+        Server::spawn(self.data_dir(id), self.args_among(id, n, extra))
     }
 }
 
@@ -359,7 +277,7 @@ pub fn spawn_clients(
     count: u64,
     history: checker::History,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> Vec<tokio::task::JoinHandle<checker::History>> {
     spawn_cluster_clients(&[url.to_string()], clients, count, history, stop)
 }
 
@@ -417,7 +335,7 @@ pub fn cli(spec: &ClusterSpec, args: &[&str]) -> String {
     let out = Command::new(BIN)
         .args(args)
         .arg("--admin-token-file")
-        .arg(spec.dir.path().join("admin-token"))
+        .arg(spec.token_file())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -431,56 +349,22 @@ pub fn cli(spec: &ClusterSpec, args: &[&str]) -> String {
 
 /// Clients that spread load over a cluster as a real client would: each
 /// sends to the node it last found serving, follows 307s to the leader, and
-/// moves to the next node when one fails or answers 503.
+/// moves to the next node when one fails or answers 503
+/// ([`tsohost::tools::load`]).
 pub fn spawn_cluster_clients(
     urls: &[String],
     clients: usize,
     count: u64,
     history: checker::History,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..clients)
-        .map(|c| {
-            let urls = urls.to_vec();
-            let history = history.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut at = c % urls.len();
-                let mut conn: Option<Connection> = None;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    if conn.is_none() {
-                        conn = Connection::open(&urls[at]).await.ok();
-                    }
-                    let Some(c) = conn.as_mut() else {
-                        at = (at + 1) % urls.len();
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        continue;
-                    };
-                    let body = Bytes::from(format!("{{\"count\":{count}}}"));
-                    let sent = Instant::now();
-                    let answer = c.send(Method::POST, "/v1/timestamps", body).await;
-                    let received = Instant::now();
-                    match answer {
-                        Ok(a) if a.status == 200 => history.record(sent, received, &a),
-                        Ok(a) if a.status == 307 => {
-                            let location = a.headers["location"].to_str().unwrap_or_default();
-                            if let Some(i) =
-                                urls.iter().position(|u| location.starts_with(u.as_str()))
-                            {
-                                at = i;
-                            }
-                            conn = None;
-                        }
-                        _ => {
-                            at = (at + 1) % urls.len();
-                            conn = None;
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                    }
-                }
-            })
-        })
-        .collect()
+) -> Vec<tokio::task::JoinHandle<checker::History>> {
+    let spec = LoadSpec {
+        count,
+        timeout: Duration::from_secs(30),
+        backoff: Duration::from_millis(5),
+    };
+    let histories = std::iter::repeat_n(history, clients);
+    tsohost::tools::load::spawn(urls, &spec, &stop, histories)
 }
 
 /// The node (0-based index) serving timestamps, waiting up to `within`.

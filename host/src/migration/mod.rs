@@ -1,10 +1,11 @@
-//! Moving a cluster from one driver to another (DESIGN §5): file → raft,
+//! Moving a cluster from one driver to another (docs/architecture.md §5): file → raft,
 //! raft → paxos, and back.
 //!
 //! A swap replaces a build of a driver by another build of the same driver,
 //! on the same storage. A migration cannot: the new driver knows nothing of
 //! the old one's high water. So it goes in three steps, driven by
-//! `tsohost cluster migrate` ([`orchestrate`]) through the admin API:
+//! `tsohost cluster migrate` ([`crate::tools::migrate`]) through the admin
+//! API:
 //!
 //! 1. **seal** every node: it stops serving and will not serve again under
 //!    the old driver, restarts included ([`DriverRecord::sealed`]), and
@@ -28,8 +29,6 @@
 //! like the others, and the floor is read from every driver that a
 //! majority runs (only such a driver can have served since the seal) and
 //! taken above every floor a node was switched with.
-
-pub mod orchestrate;
 
 use crate::storage::{Db, StorageError};
 use serde::{Deserialize, Serialize};

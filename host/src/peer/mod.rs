@@ -1,5 +1,5 @@
 //! The peer network: hosts exchange driver payloads over authenticated TCP
-//! connections (DESIGN §6). The host delivers bytes; the driver owns their
+//! connections (docs/architecture.md §6). The host delivers bytes; the driver owns their
 //! meaning.
 //!
 //! - Every node dials every other member and sends on that connection only;

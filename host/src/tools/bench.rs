@@ -14,6 +14,7 @@ use bytes::Bytes;
 use hyper::Method;
 use serde::Serialize;
 use std::time::{Duration, Instant};
+use tsohost_client::stats::{Outcome, Summary, Tally};
 
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -27,14 +28,6 @@ pub struct BenchConfig {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Latency {
-    pub p50_us: u64,
-    pub p99_us: u64,
-    pub p999_us: u64,
-    pub max_us: u64,
-}
-
-#[derive(Debug, Serialize)]
 pub struct Report {
     pub url: String,
     /// `raw` connections or `client` callers.
@@ -42,12 +35,8 @@ pub struct Report {
     pub connections: usize,
     pub count: u64,
     pub duration_s: f64,
-    pub requests: u64,
-    pub errors: u64,
-    pub order_violations: u64,
-    pub requests_per_s: f64,
-    pub timestamps_per_s: f64,
-    pub latency: Latency,
+    #[serde(flatten)]
+    pub summary: Summary,
 }
 
 /// Where a worker gets its timestamps.
@@ -57,33 +46,29 @@ enum Source {
 }
 
 impl Source {
-    /// The first timestamp of one call; `Ok(None)` for a refused call,
-    /// `Err` when the connection is gone.
-    async fn call(&mut self, count: u64) -> Result<Option<u64>, ()> {
-        match self {
+    /// One call: its first timestamp, a refusal, or a connection gone.
+    async fn call(&mut self, count: u64) -> Outcome {
+        let first = match self {
             Source::Raw { conn, body } => {
-                let answer = conn
+                let Ok(answer) = conn
                     .send(Method::POST, "/v1/timestamps", body.clone())
                     .await
-                    .map_err(|_| ())?;
-                Ok(answer
+                else {
+                    return Outcome::Gone;
+                };
+                answer
                     .status
                     .is_success()
                     .then(|| serde_json::from_slice::<RangeJson>(&answer.body).ok())
                     .flatten()
                     .and_then(|r| r.first())
-                    .map(|t| t.0))
+                    .map(|t| t.0)
             }
-            Source::Client(client) if count == 1 => Ok(client.get_ts().await.ok().map(|t| t.0)),
-            Source::Client(client) => Ok(client.get_range(count).await.ok().map(|r| r.first.0)),
-        }
+            Source::Client(client) if count == 1 => client.get_ts().await.ok().map(|t| t.0),
+            Source::Client(client) => client.get_range(count).await.ok().map(|r| r.first.0),
+        };
+        first.map_or(Outcome::Failed, Outcome::Answered)
     }
-}
-
-struct Worker {
-    latencies_us: Vec<u32>,
-    errors: u64,
-    order_violations: u64,
 }
 
 pub async fn run(cfg: BenchConfig) -> Result<Report, ClientError> {
@@ -110,78 +95,28 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, ClientError> {
     let end = start + cfg.duration;
     let tasks: Vec<_> = sources
         .into_iter()
-        .map(|mut source| {
-            tokio::spawn(async move {
-                let mut w = Worker {
-                    latencies_us: Vec::with_capacity(1 << 16),
-                    errors: 0,
-                    order_violations: 0,
-                };
-                let mut last = 0u64;
-                loop {
-                    let sent = Instant::now();
-                    if sent >= end {
-                        break;
-                    }
-                    let first = source.call(count).await;
-                    let took = sent.elapsed();
-                    if sent < start {
-                        continue;
-                    }
-                    match first {
-                        Ok(Some(ts)) => {
-                            if ts <= last {
-                                w.order_violations += 1;
-                            }
-                            last = ts;
-                            w.latencies_us
-                                .push(took.as_micros().min(u32::MAX as u128) as u32);
-                        }
-                        Ok(None) => w.errors += 1,
-                        Err(()) => {
-                            w.errors += 1;
-                            break;
-                        }
-                    }
-                }
-                w
-            })
+        .map(|source| {
+            tokio::spawn(Tally::measure(
+                start,
+                end,
+                source,
+                move |mut source| async move {
+                    let outcome = source.call(count).await;
+                    (source, outcome)
+                },
+            ))
         })
         .collect();
-    let mut all = Vec::new();
-    let (mut errors, mut order_violations) = (0, 0);
+    let mut all = Tally::default();
     for task in tasks {
-        let w = task.await.expect("bench worker panicked");
-        all.extend(w.latencies_us);
-        errors += w.errors;
-        order_violations += w.order_violations;
+        all.merge(task.await.expect("bench worker panicked"));
     }
-    all.sort_unstable();
-    let pct = |p: f64| -> u64 {
-        if all.is_empty() {
-            0
-        } else {
-            all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as u64
-        }
-    };
-    let secs = cfg.duration.as_secs_f64();
-    let requests = all.len() as u64;
     Ok(Report {
         url: cfg.url,
         mode: if cfg.client { "client" } else { "raw" },
         connections: cfg.connections,
         count: cfg.count,
-        duration_s: secs,
-        requests,
-        errors,
-        order_violations,
-        requests_per_s: requests as f64 / secs,
-        timestamps_per_s: (requests * cfg.count) as f64 / secs,
-        latency: Latency {
-            p50_us: pct(0.50),
-            p99_us: pct(0.99),
-            p999_us: pct(0.999),
-            max_us: all.last().copied().unwrap_or(0) as u64,
-        },
+        duration_s: cfg.duration.as_secs_f64(),
+        summary: all.summary(cfg.duration, cfg.count),
     })
 }

@@ -1,10 +1,10 @@
-//! The load: concurrent clients that ask any node for timestamps, follow
-//! redirects to the leader, fail over to another node on an error, and
-//! record every answer with its send and receive times.
+//! Load on a cluster: concurrent clients that ask any node for timestamps,
+//! follow redirects to the leader, move to the next node on an error or a
+//! refusal, and hand every request's outcome, with its send and receive
+//! times, to a [`Recorder`]. The chaos harness, the benchmark programs and
+//! the black-box tests all load nodes with it.
 
-use crate::checker::Op;
-use crate::client::Connection;
-use crate::timestamp::RangeJson;
+use crate::client::{Answer, Connection};
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use std::sync::Arc;
@@ -12,63 +12,96 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
-/// A request that takes longer than this counts as failed (its answer, if
-/// any, constrains nothing).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How the clients ask.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Timestamps per request (1 sends an empty body).
+    pub count: u64,
+    /// A connection or request that takes longer than this fails.
+    pub timeout: Duration,
+    /// The pause after a failure, before the next node is tried.
+    pub backoff: Duration,
+}
 
-/// What one client saw.
-#[derive(Debug, Default)]
-pub struct Seen {
-    pub ops: Vec<Op>,
-    /// Requests that got no timestamp (error, refusal, timeout), by the
-    /// time they were sent, in microseconds since the start.
-    pub failed_at: Vec<u64>,
+/// What a client does with the outcome of each request.
+pub trait Recorder: Send + 'static {
+    /// A 200 answer to the request sent at `sent`, received at `received`.
+    /// `false` if it carries no timestamp: the client then fails over as it
+    /// does on an error.
+    fn answered(&mut self, sent: Instant, received: Instant, answer: &Answer) -> bool;
+
+    /// The request sent at `sent` got no timestamp: an error, a refusal, a
+    /// timeout.
+    fn failed(&mut self, _sent: Instant) {}
+}
+
+/// Start one client per recorder on `urls` (client `c` first asks node
+/// `c % urls.len()`); each runs until `stop` is set and its task then
+/// returns its recorder.
+pub fn spawn<R: Recorder>(
+    urls: &[String],
+    spec: &LoadSpec,
+    stop: &Arc<AtomicBool>,
+    recorders: impl IntoIterator<Item = R>,
+) -> Vec<JoinHandle<R>> {
+    recorders
+        .into_iter()
+        .enumerate()
+        .map(|(c, recorder)| {
+            let first = c % urls.len();
+            let (urls, spec, stop) = (urls.to_vec(), spec.clone(), stop.clone());
+            tokio::spawn(client(urls, first, spec, stop, recorder))
+        })
+        .collect()
 }
 
 /// Clients running until [`Load::stop`].
-pub struct Load {
+pub struct Load<R> {
     stop: Arc<AtomicBool>,
-    clients: Vec<JoinHandle<Seen>>,
+    clients: Vec<JoinHandle<R>>,
 }
 
-impl Load {
-    pub fn start(urls: &[String], clients: usize, start: Instant) -> Load {
+impl<R: Recorder> Load<R> {
+    /// As [`spawn`], with a stop flag of its own.
+    pub fn start(urls: &[String], spec: &LoadSpec, recorders: impl IntoIterator<Item = R>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let clients = (0..clients)
-            .map(|c| {
-                let (urls, stop) = (urls.to_vec(), stop.clone());
-                tokio::spawn(client(c as u32, urls, start, stop))
-            })
-            .collect();
+        let clients = spawn(urls, spec, &stop, recorders);
         Load { stop, clients }
     }
 
-    /// Stop the clients; everything they saw.
-    pub async fn stop(self) -> Seen {
+    /// Stop the clients; their recorders (of those that did not panic).
+    pub async fn stop(self) -> Vec<R> {
         self.stop.store(true, Ordering::Relaxed);
-        let mut all = Seen::default();
+        let mut recorders = Vec::with_capacity(self.clients.len());
         for c in self.clients {
-            if let Ok(seen) = c.await {
-                all.ops.extend(seen.ops);
-                all.failed_at.extend(seen.failed_at);
+            if let Ok(r) = c.await {
+                recorders.push(r);
             }
         }
-        all
+        recorders
     }
 }
 
-async fn client(id: u32, urls: Vec<String>, start: Instant, stop: Arc<AtomicBool>) -> Seen {
-    let micros = |at: Instant| at.duration_since(start).as_micros() as u64;
-    let mut seen = Seen::default();
-    let mut target = id as usize % urls.len();
+async fn client<R: Recorder>(
+    urls: Vec<String>,
+    mut target: usize,
+    spec: LoadSpec,
+    stop: Arc<AtomicBool>,
+    mut recorder: R,
+) -> R {
+    let body = if spec.count == 1 {
+        Bytes::new()
+    } else {
+        Bytes::from(format!("{{\"count\":{}}}", spec.count))
+    };
     let mut conn: Option<Connection> = None;
     while !stop.load(Ordering::Relaxed) {
         if conn.is_none() {
-            match tokio::time::timeout(REQUEST_TIMEOUT, Connection::open(&urls[target])).await {
+            match tokio::time::timeout(spec.timeout, Connection::open(&urls[target])).await {
                 Ok(Ok(c)) => conn = Some(c),
                 _ => {
                     target = (target + 1) % urls.len();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(spec.backoff).await;
                     continue;
                 }
             }
@@ -76,15 +109,17 @@ async fn client(id: u32, urls: Vec<String>, start: Instant, stop: Arc<AtomicBool
         let c = conn.as_mut().expect("connected");
         let sent = Instant::now();
         let answer = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            c.send(Method::POST, "/v1/timestamps", Bytes::new()),
+            spec.timeout,
+            c.send(Method::POST, "/v1/timestamps", body.clone()),
         )
         .await;
         let received = Instant::now();
-        let range = match &answer {
-            Ok(Ok(a)) if a.status == StatusCode::OK => serde_json::from_slice::<RangeJson>(&a.body)
-                .ok()
-                .and_then(|r| Some((r.first()?.0, r.count))),
+        match &answer {
+            Ok(Ok(a)) if a.status == StatusCode::OK => {
+                if recorder.answered(sent, received, a) {
+                    continue;
+                }
+            }
             Ok(Ok(a)) if a.status == StatusCode::TEMPORARY_REDIRECT => {
                 // Follow the leader: reconnect to the node it names.
                 let location = a.headers.get(hyper::header::LOCATION);
@@ -95,23 +130,11 @@ async fn client(id: u32, urls: Vec<String>, start: Instant, stop: Arc<AtomicBool
                 conn = None;
                 continue;
             }
-            _ => None,
-        };
-        match range {
-            Some((first, count)) => seen.ops.push(Op {
-                sent: micros(sent),
-                received: micros(received),
-                first,
-                count,
-                client: id,
-            }),
-            None => {
-                seen.failed_at.push(micros(sent));
-                conn = None;
-                target = (target + 1) % urls.len();
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            _ => recorder.failed(sent),
         }
+        conn = None;
+        target = (target + 1) % urls.len();
+        tokio::time::sleep(spec.backoff).await;
     }
-    seen
+    recorder
 }

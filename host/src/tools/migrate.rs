@@ -1,13 +1,13 @@
 //! `tsohost cluster migrate`: the operator's side of a migration, over the
-//! admin API of every node (see the [module docs](super) for the steps).
+//! admin API of every node (see [`crate::migration`] for the steps).
 //!
 //! Every step is idempotent on the nodes, and [`plan`] starts from what the
 //! nodes report, so the command can be re-run after any failure: it
 //! finishes what is left, or (`--abort`) unseals a cluster where no node
 //! has switched yet.
 
-use super::{DriverRecord, NodeView, Plan, abort, plan};
 use crate::client::{Answer, Connection};
+use crate::migration::{DriverRecord, NodeView, Plan, abort, plan};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use hyper::Method;

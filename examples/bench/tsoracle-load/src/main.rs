@@ -5,7 +5,9 @@
 //! for timestamps back to back for a fixed time after a warm-up. Prints the
 //! same JSON report as `tsohost bench`: calls and timestamps per second,
 //! latency percentiles per call (client side), errors, and how many answers
-//! were not above the previous answer of the same caller.
+//! were not above the previous answer of the same caller, counted by
+//! `tsohost_client::stats` as `tsohost bench` counts them (the tsohost
+//! client crate pulls neither wasmtime nor RocksDB).
 //!
 //!   tsoracle-load --endpoints http://127.0.0.1:50551[,...] --callers 64 \
 //!       --count 1 --duration 10s [--warmup 1s] [--flush-us 1000]
@@ -13,8 +15,10 @@
 //! `--flush-us` overrides the client's batch flush interval (its default,
 //! 1 ms, is used when the flag is absent).
 
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tsohost_client::stats::{Outcome, Summary, Tally};
 use tsoracle_client::{Client, ClientBuilder};
 
 struct Args {
@@ -59,10 +63,17 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-struct Worker {
-    latencies_us: Vec<u32>,
-    errors: u64,
-    order_violations: u64,
+/// The report, as `tsohost bench --client` writes it (plus `flush_us`).
+#[derive(Serialize)]
+struct Report {
+    url: String,
+    mode: &'static str,
+    flush_us: Option<u64>,
+    connections: usize,
+    count: u32,
+    duration_s: f64,
+    #[serde(flatten)]
+    summary: Summary,
 }
 
 #[tokio::main]
@@ -90,19 +101,11 @@ async fn main() {
     let end = start + args.duration;
     let tasks: Vec<_> = (0..args.callers)
         .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let mut w = Worker {
-                    latencies_us: Vec::with_capacity(1 << 16),
-                    errors: 0,
-                    order_violations: 0,
-                };
-                let mut last = 0u64;
-                loop {
-                    let sent = Instant::now();
-                    if sent >= end {
-                        break;
-                    }
+            tokio::spawn(Tally::measure(
+                start,
+                end,
+                client.clone(),
+                move |client| async move {
                     let first = if count == 1 {
                         client.get_ts().await.map(|t| t.0)
                     } else {
@@ -111,62 +114,23 @@ async fn main() {
                             .await
                             .map(|v| v.first().map_or(0, |t| t.0))
                     };
-                    let took = sent.elapsed();
-                    if sent < start {
-                        continue;
-                    }
-                    match first {
-                        Ok(ts) => {
-                            if ts <= last {
-                                w.order_violations += 1;
-                            }
-                            last = ts;
-                            w.latencies_us
-                                .push(took.as_micros().min(u32::MAX as u128) as u32);
-                        }
-                        Err(_) => w.errors += 1,
-                    }
-                }
-                w
-            })
+                    (client, first.map_or(Outcome::Failed, Outcome::Answered))
+                },
+            ))
         })
         .collect();
-    let mut all = Vec::new();
-    let (mut errors, mut order_violations) = (0u64, 0u64);
+    let mut all = Tally::default();
     for task in tasks {
-        let w = task.await.expect("caller panicked");
-        all.extend(w.latencies_us);
-        errors += w.errors;
-        order_violations += w.order_violations;
+        all.merge(task.await.expect("caller panicked"));
     }
-    all.sort_unstable();
-    let pct = |p: f64| -> u64 {
-        if all.is_empty() {
-            0
-        } else {
-            all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as u64
-        }
+    let report = Report {
+        url: args.endpoints.join(","),
+        mode: "client",
+        flush_us: args.flush.map(|f| f.as_micros() as u64),
+        connections: args.callers,
+        count,
+        duration_s: args.duration.as_secs_f64(),
+        summary: all.summary(args.duration, count as u64),
     };
-    let secs = args.duration.as_secs_f64();
-    let requests = all.len() as u64;
-    let report = serde_json::json!({
-        "url": args.endpoints.join(","),
-        "mode": "client",
-        "flush_us": args.flush.map(|f| f.as_micros() as u64),
-        "connections": args.callers,
-        "count": count,
-        "duration_s": secs,
-        "requests": requests,
-        "errors": errors,
-        "order_violations": order_violations,
-        "requests_per_s": requests as f64 / secs,
-        "timestamps_per_s": (requests * count as u64) as f64 / secs,
-        "latency": {
-            "p50_us": pct(0.50),
-            "p99_us": pct(0.99),
-            "p999_us": pct(0.999),
-            "max_us": all.last().copied().unwrap_or(0) as u64,
-        },
-    });
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));
 }

@@ -1,24 +1,26 @@
-//! `tsohost chaos`: a local cluster of real `tsohost serve` processes under
-//! load from many concurrent clients, faults ([`nemesis`]) applied on a
-//! schedule drawn from a seed, and every answer judged by
-//! [`crate::checker`] (no timestamp twice, real-time order across all
-//! clients and nodes). It prints a report and fails on a violation.
+//! `tsohost chaos`: a local cluster of real `tsohost serve` processes
+//! ([`crate::tools::cluster`]) under load from many concurrent clients
+//! ([`crate::tools::load`]), faults ([`nemesis`]) applied on a schedule
+//! drawn from a seed, and every answer judged by [`crate::tools::checker`]
+//! (no timestamp twice, real-time order across all clients and nodes). It
+//! prints a report and fails on a violation.
 //!
 //! The run: start the cluster, wait for a leader, start the clients; then
 //! until the duration is up, a quiet spell and a fault (each fault heals
 //! before the next); then a settling spell so the availability timeline
 //! shows recovery; stop the clients and judge.
 
-pub mod cluster;
-mod load;
 pub mod nemesis;
 mod report;
 
-pub use cluster::free_port;
 pub use nemesis::Nemesis;
 pub use report::Report;
 
-use cluster::{ClusterSpec, LocalCluster};
+use crate::client::Answer;
+use crate::timestamp::RangeJson;
+use crate::tools::checker::Op;
+use crate::tools::cluster::{ClusterSpec, LocalCluster};
+use crate::tools::load::{Load, LoadSpec, Recorder};
 use nemesis::Rng;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -65,23 +67,20 @@ pub async fn run(cfg: &ChaosConfig, progress: impl Fn(&str)) -> Result<Report, C
         _ => return Err(ChaosError::Driver(cfg.driver.clone())),
     };
     let e = cfg.election_timeout_ms;
-    let mut cluster = LocalCluster::start(ClusterSpec {
-        exe: cfg.exe.clone(),
-        flags: vec![
-            "--driver".into(),
-            cfg.driver.clone(),
-            "--driver-option".into(),
-            format!("election-timeout-ms={e}"),
-            "--driver-option".into(),
-            format!("heartbeat-ms={}", (e / 10).max(1)),
-        ],
-        nodes: cfg.nodes,
-        dir: cfg.dir.clone(),
-    })
-    .map_err(|source| ChaosError::Start {
-        dir: cfg.dir.clone(),
-        source,
-    })?;
+    let flags = vec![
+        "--driver".into(),
+        cfg.driver.clone(),
+        "--driver-option".into(),
+        format!("election-timeout-ms={e}"),
+        "--driver-option".into(),
+        format!("heartbeat-ms={}", (e / 10).max(1)),
+    ];
+    let mut cluster = ClusterSpec::create(&cfg.exe, &cfg.dir, cfg.nodes)
+        .and_then(|spec| LocalCluster::start(spec, flags))
+        .map_err(|source| ChaosError::Start {
+            dir: cfg.dir.clone(),
+            source,
+        })?;
     progress(&format!(
         "started {} {} nodes in {}; waiting for a leader",
         cfg.nodes,
@@ -97,7 +96,15 @@ pub async fn run(cfg: &ChaosConfig, progress: impl Fn(&str)) -> Result<Report, C
     }
 
     let start = Instant::now();
-    let load = load::Load::start(&cluster.urls, cfg.clients, start);
+    let load = Load::start(
+        cluster.urls(),
+        &LoadSpec {
+            count: 1,
+            timeout: REQUEST_TIMEOUT,
+            backoff: Duration::from_millis(10),
+        },
+        (0..cfg.clients as u32).map(|client| Seen::new(client, start)),
+    );
     let mut rng = Rng::new(cfg.seed);
     let cx = nemesis::Context {
         start,
@@ -117,11 +124,10 @@ pub async fn run(cfg: &ChaosConfig, progress: impl Fn(&str)) -> Result<Report, C
     }
     // Let the cluster recover under load, so the timeline shows it.
     tokio::time::sleep(Duration::from_millis(10 * e)).await;
-    let seen = load.stop().await;
+    let (mut ops, failed_at) = Seen::merge(load.stop().await);
     let duration_ms = start.elapsed().as_millis() as u64;
     cluster.stop_all();
 
-    let mut ops = seen.ops;
     if cfg.inject_violation {
         inject_violation(&mut ops, &mut rng);
     }
@@ -133,19 +139,83 @@ pub async fn run(cfg: &ChaosConfig, progress: impl Fn(&str)) -> Result<Report, C
         clients: cfg.clients,
         seed: cfg.seed,
         duration_ms,
-        timeline: Report::timeline(&answered_at, &seen.failed_at, duration_ms, slice_ms),
+        timeline: Report::timeline(&answered_at, &failed_at, duration_ms, slice_ms),
         faults,
         answered: ops.len() as u64,
         timestamps: ops.iter().map(|o| o.count).sum(),
-        failed: seen.failed_at.len() as u64,
-        violations: crate::checker::violations(&ops, 10),
+        failed: failed_at.len() as u64,
+        violations: crate::tools::checker::violations(&ops, 10),
         dir: cfg.dir.clone(),
     })
 }
 
+/// A request that takes longer than this counts as failed (its answer, if
+/// any, constrains nothing).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one client saw.
+struct Seen {
+    client: u32,
+    /// Times count from here.
+    start: Instant,
+    ops: Vec<Op>,
+    /// Requests that got no timestamp (error, refusal, timeout), by the
+    /// time they were sent, in microseconds since the start.
+    failed_at: Vec<u64>,
+}
+
+impl Seen {
+    fn new(client: u32, start: Instant) -> Seen {
+        Seen {
+            client,
+            start,
+            ops: Vec::new(),
+            failed_at: Vec::new(),
+        }
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        at.duration_since(self.start).as_micros() as u64
+    }
+
+    /// Every client's record in one.
+    fn merge(all: Vec<Seen>) -> (Vec<Op>, Vec<u64>) {
+        let (mut ops, mut failed_at) = (Vec::new(), Vec::new());
+        for seen in all {
+            ops.extend(seen.ops);
+            failed_at.extend(seen.failed_at);
+        }
+        (ops, failed_at)
+    }
+}
+
+impl Recorder for Seen {
+    fn answered(&mut self, sent: Instant, received: Instant, answer: &Answer) -> bool {
+        let range = serde_json::from_slice::<RangeJson>(&answer.body)
+            .ok()
+            .and_then(|r| Some((r.first()?.0, r.count)));
+        match range {
+            Some((first, count)) => self.ops.push(Op {
+                sent: self.micros(sent),
+                received: self.micros(received),
+                first,
+                count,
+                client: self.client,
+            }),
+            None => self.failed(sent),
+        }
+        range.is_some()
+    }
+
+    fn failed(&mut self, sent: Instant) {
+        let at = self.micros(sent);
+        self.failed_at.push(at);
+    }
+}
+
 /// Make a later request repeat an earlier one's timestamp: both a duplicate
 /// and a real-time order violation, which the checker must report.
-fn inject_violation(ops: &mut [crate::checker::Op], rng: &mut Rng) {
+fn inject_violation(ops: &mut [Op], rng: &mut Rng) {
     if ops.len() < 2 {
         return;
     }

@@ -6,7 +6,7 @@
 //! generator; which node leads depends on the run, so a seed replays the
 //! schedule of choices, not the exact interleaving of the processes.
 
-use super::cluster::LocalCluster;
+use crate::tools::cluster::LocalCluster;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};

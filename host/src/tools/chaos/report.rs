@@ -2,7 +2,7 @@
 //! and the verdict with the requests involved in any violation.
 
 use super::nemesis::Fault;
-use crate::checker::Violation;
+use crate::tools::checker::Violation;
 use std::fmt;
 use std::path::PathBuf;
 
