@@ -1,0 +1,333 @@
+//! The command line (docs/architecture.md §7). Every flag of `serve` can
+//! also be given in the environment (`TSOHOST_<FLAG>`).
+//!
+//! - this module: the commands and their dispatch;
+//! - [`parse`]: flag values (durations, members, options, driver names);
+//! - [`serve`]: `serve`'s flags, checked into a [`ServeConfig`];
+//! - [`remote`]: commands that talk to running nodes (`status`, `cluster`);
+//! - [`chaos`]: `tsohost chaos`.
+
+mod chaos;
+mod parse;
+mod remote;
+mod serve;
+
+pub use parse::parse_duration;
+
+use crate::client;
+use crate::server;
+use crate::timestamp::{LOGICAL_PER_MS, RangeJson};
+use crate::tools::bench::{self, BenchConfig};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use chaos::ChaosArgs;
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use parse::{driver_source, parse_option, read_secret_file};
+use remote::{cluster, node_status, summary};
+use serve::{ServeArgs, serve_config};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The address `serve` listens on and the other commands talk to by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7373";
+const DEFAULT_URL: &str = "http://127.0.0.1:7373";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tsohost",
+    version,
+    about = "A timestamp oracle with WebAssembly consensus drivers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a node.
+    Serve(Box<ServeArgs>),
+    /// Get timestamps from a running node.
+    Ts {
+        /// How many consecutive timestamps (1 to 262144).
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// Print the JSON answer instead of the bare timestamp.
+        #[arg(long)]
+        json: bool,
+        /// Give up after this long (redirects and retries included).
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Show a running node's status: a short summary, or its JSON.
+    Status {
+        #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// Print the node's `/v1/status` JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Operate on the driver of a running node (admin token required).
+    Driver {
+        #[command(subcommand)]
+        action: DriverCmd,
+    },
+    /// Change a running cluster (admin token required); sent to the leader.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterCmd,
+        #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL, global = true)]
+        url: String,
+        /// The file holding the admin token.
+        #[arg(long, env = "TSOHOST_ADMIN_TOKEN_FILE", global = true)]
+        admin_token_file: Option<PathBuf>,
+    },
+    /// Check a driver component against the contract; exit 0 only if every
+    /// rule holds.
+    CheckDriver {
+        /// The component, or a built-in name.
+        driver: String,
+        /// Passed to the driver's init, KEY=VALUE; repeatable.
+        #[arg(long = "driver-option", value_parser = parse_option)]
+        driver_options: Vec<(String, String)>,
+        /// Print the verdicts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a local cluster under load while applying faults on a seeded
+    /// schedule; check every answer for duplicates and real-time order.
+    /// Exit 0 only if the contract held.
+    Chaos(ChaosArgs),
+    /// Load-test a running node; prints a JSON report.
+    Bench {
+        #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Timestamps per request.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// How long to measure (e.g. 10s, 500ms).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Load before measuring starts.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        warmup: Duration,
+        /// Make --connections callers of one coalescing tsohost-client
+        /// instead of raw connections.
+        #[arg(long)]
+        client: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DriverCmd {
+    /// Hot-swap the running driver for a new build of it (.wasm); the node
+    /// keeps serving, and keeps the old driver if the new one is refused.
+    Swap {
+        /// The new component.
+        #[arg(long)]
+        to: PathBuf,
+        #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// The file holding the node's admin token.
+        #[arg(long, env = "TSOHOST_ADMIN_TOKEN_FILE")]
+        admin_token_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// Add a node (started with --peers naming the cluster and itself, and
+    /// without --bootstrap) as a voter.
+    Add {
+        #[arg(long)]
+        id: u64,
+        /// Its peer address, HOST:PORT.
+        #[arg(long)]
+        address: String,
+    },
+    /// Remove a node from the voters.
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Hand leadership to another node (any, without --to).
+    TransferLeader {
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Move every node to another driver: seal the running one, read its
+    /// high water, start the new one above it. Every node must be up.
+    /// Re-run to finish after a failure; --abort unseals if no node has
+    /// switched yet.
+    Migrate {
+        /// A built-in driver name or a path to a .wasm component.
+        #[arg(long, required_unless_present = "abort", conflicts_with = "abort")]
+        to: Option<String>,
+        /// Unseal the nodes of a migration that switched none of them.
+        #[arg(long)]
+        abort: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server logs what it does; a client command only what went wrong.
+    let default_level = match cli.command {
+        Cmd::Serve(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Serve(args) => server::serve(serve_config(*args)?).await,
+        Cmd::Ts {
+            count,
+            url,
+            json,
+            timeout,
+        } => {
+            if !(1..=LOGICAL_PER_MS).contains(&count) {
+                bail!("--count must be from 1 to {LOGICAL_PER_MS}, got {count}");
+            }
+            // Any node will do: the client follows redirects to the leader
+            // and retries until the timeout.
+            let config = tsohost_client::Config {
+                deadline: timeout,
+                ..Default::default()
+            };
+            let range = tsohost_client::Client::with_config([url.as_str()], config)?
+                .get_range(count)
+                .await?;
+            if json || count > 1 {
+                let body = RangeJson::new(range.first, range.count);
+                println!("{}", serde_json::to_string(&body)?);
+            } else {
+                println!("{}", range.first);
+            }
+            Ok(())
+        }
+        Cmd::Status { url, json, timeout } => {
+            let status = node_status(&url, timeout).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", summary(&status));
+            }
+            Ok(())
+        }
+        Cmd::Driver {
+            action:
+                DriverCmd::Swap {
+                    to,
+                    url,
+                    admin_token_file,
+                },
+        } => {
+            let token =
+                String::from_utf8(read_secret_file(&admin_token_file, "--admin-token-file")?)
+                    .context("--admin-token-file: the token is not text")?;
+            let bytes = std::fs::read(&to)
+                .with_context(|| format!("--to {}: cannot read it", to.display()))?;
+            let mut conn = client::Connection::open(&url).await?;
+            let answer = conn
+                .send_with(
+                    Method::PUT,
+                    "/v1/admin/driver",
+                    Bytes::from(bytes),
+                    Some(&token),
+                )
+                .await?;
+            let body = String::from_utf8_lossy(&answer.body);
+            if !answer.status.is_success() {
+                bail!("{url} refused the swap ({}): {body}", answer.status);
+            }
+            println!("{body}");
+            Ok(())
+        }
+        Cmd::Cluster {
+            action,
+            url,
+            admin_token_file,
+        } => cluster(action, &url, admin_token_file).await,
+        Cmd::Chaos(args) => chaos::chaos(args).await,
+        Cmd::CheckDriver {
+            driver,
+            driver_options,
+            json,
+        } => {
+            let source = driver_source(&driver)?;
+            let verdicts = tokio::task::spawn_blocking(move || {
+                crate::tools::conformance::check(&source, &driver_options)
+            })
+            .await?;
+            let (text, ok) = crate::tools::conformance::render(&verdicts);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&verdicts)?);
+            } else {
+                print!("{text}");
+            }
+            if !ok {
+                bail!("the driver breaks the contract");
+            }
+            Ok(())
+        }
+        Cmd::Bench {
+            url,
+            connections,
+            count,
+            duration,
+            warmup,
+            client,
+        } => {
+            if connections == 0 || !(1..=LOGICAL_PER_MS).contains(&count) || duration.is_zero() {
+                bail!(
+                    "--connections and --duration must be positive, --count from 1 to {LOGICAL_PER_MS}"
+                );
+            }
+            let report = bench::run(BenchConfig {
+                url,
+                client,
+                connections,
+                count,
+                duration,
+                warmup,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! `tsohost serve`: its flags (each also `TSOHOST_<FLAG>`), checked into a
+//! [`ServeConfig`] before anything starts.
+
+use super::DEFAULT_LISTEN;
+use super::parse::{driver_source, parse_duration, parse_member, parse_option, read_secret_file};
+use crate::server::{self, ServeConfig};
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub(super) struct ServeArgs {
+    /// A built-in driver (file, raft, paxos) or the path of a driver component (.wasm).
+    #[arg(long, env = "TSOHOST_DRIVER", default_value = "file")]
+    driver: String,
+    /// A driver-specific setting, KEY=VALUE; repeatable.
+    #[arg(long = "driver-option", env = "TSOHOST_DRIVER_OPTIONS", value_delimiter = ',', value_parser = parse_option)]
+    driver_options: Vec<(String, String)>,
+    /// Where the node keeps its state.
+    #[arg(long, env = "TSOHOST_DATA_DIR", default_value = "./tsohost-data")]
+    data_dir: PathBuf,
+    /// HTTP listen address (port 0: any free port, printed at start).
+    #[arg(long, env = "TSOHOST_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// How far ahead of the clock the durable high water is kept (10ms..60s).
+    #[arg(long, env = "TSOHOST_WINDOW", default_value = "3s", value_parser = parse_duration)]
+    window: Duration,
+    /// This node's id.
+    #[arg(long, env = "TSOHOST_NODE_ID", default_value_t = 1)]
+    node_id: u64,
+    /// Guest memory cap in MiB.
+    #[arg(long, env = "TSOHOST_GUEST_MEMORY_MIB", default_value_t = 128)]
+    guest_memory_mib: usize,
+    /// Longest a single call into the driver may run (e.g. 1s).
+    #[arg(long, env = "TSOHOST_GUEST_CALL_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    guest_call_timeout: Duration,
+    /// A file holding the bearer token of the admin API (off without it).
+    #[arg(long, env = "TSOHOST_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Cluster members and their peer addresses, `ID=HOST:PORT,...`, this
+    /// node included. Without it the node runs alone.
+    #[arg(long, env = "TSOHOST_PEERS", value_delimiter = ',', value_parser = parse_member)]
+    peers: Vec<(u64, String)>,
+    /// Peer listen address (default: this node's address in --peers).
+    #[arg(long, env = "TSOHOST_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
+    /// A file holding the cluster secret (at least 16 bytes), the same on
+    /// every node.
+    #[arg(long, env = "TSOHOST_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Create the cluster on first start (on one node, or on all with the
+    /// same --peers).
+    #[arg(long, env = "TSOHOST_BOOTSTRAP")]
+    bootstrap: bool,
+    /// The URL other nodes redirect clients to (default: http:// + --listen).
+    #[arg(long, env = "TSOHOST_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Most HTTP connections open at once; more are closed on accept.
+    #[arg(long, env = "TSOHOST_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// How long a client may take to send a request's headers; an idle
+    /// keep-alive connection is closed after as long (e.g. 30s).
+    #[arg(long, env = "TSOHOST_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    header_timeout: Duration,
+}
+
+pub(super) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+    let driver = driver_source(&args.driver)?;
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&args.window) {
+        bail!("--window must be from 10ms to 60s, got {:?}", args.window);
+    }
+    if args.guest_call_timeout < Duration::from_millis(10) {
+        bail!("--guest-call-timeout must be at least 10ms");
+    }
+    if !(16..=4096).contains(&args.guest_memory_mib) {
+        bail!("--guest-memory-mib must be from 16 to 4096");
+    }
+    if !(1..=1_000_000).contains(&args.max_connections) {
+        bail!("--max-connections must be from 1 to 1000000");
+    }
+    if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&args.header_timeout) {
+        bail!("--header-timeout must be from 100ms to 1h");
+    }
+    let admin_token = match &args.admin_token_file {
+        None => None,
+        Some(path) => {
+            let token = read_secret_file(path, "--admin-token-file")?;
+            let token = String::from_utf8(token)
+                .ok()
+                .filter(|t| t.len() >= 16)
+                .with_context(|| {
+                    format!(
+                        "--admin-token-file {}: the token must be at least 16 characters of text",
+                        path.display()
+                    )
+                })?;
+            Some(token)
+        }
+    };
+    let cluster = if args.peers.is_empty() {
+        if args.peer_listen.is_some() || args.cluster_secret_file.is_some() {
+            bail!("--peer-listen and --cluster-secret-file need --peers");
+        }
+        None
+    } else {
+        let members: std::collections::BTreeMap<u64, String> = args.peers.iter().cloned().collect();
+        if members.len() != args.peers.len() {
+            bail!("--peers names a node id twice");
+        }
+        let Some(own) = members.get(&args.node_id) else {
+            bail!(
+                "--peers must include this node (--node-id {}) with its peer address",
+                args.node_id
+            );
+        };
+        let peer_listen = match args.peer_listen {
+            Some(addr) => addr,
+            None => own.parse().with_context(|| {
+                format!("--peers gives this node the address {own}; pass --peer-listen HOST:PORT")
+            })?,
+        };
+        let path = args
+            .cluster_secret_file
+            .as_ref()
+            .context("a cluster needs --cluster-secret-file (the same secret on every node)")?;
+        let secret =
+            crate::peer::auth::Secret::new(&read_secret_file(path, "--cluster-secret-file")?)
+                .with_context(|| {
+                    format!(
+                        "--cluster-secret-file {}: the secret must be at least 16 bytes",
+                        path.display()
+                    )
+                })?;
+        Some(server::ClusterConfig {
+            peer_listen,
+            members,
+            secret,
+            bootstrap: args.bootstrap,
+            advertise_url: args.advertise_url,
+        })
+    };
+    Ok(ServeConfig {
+        cluster,
+        admin_token,
+        driver,
+        driver_options: args.driver_options,
+        data_dir: args.data_dir,
+        listen: args.listen,
+        window: args.window,
+        node_id: args.node_id,
+        guest_memory: args.guest_memory_mib << 20,
+        guest_call_timeout: args.guest_call_timeout,
+        http: crate::http::Limits {
+            max_connections: args.max_connections,
+            header_timeout: args.header_timeout,
+        },
+    })
+}
