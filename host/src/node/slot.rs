@@ -377,3 +377,6 @@ impl DriverSlot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
