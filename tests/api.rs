@@ -3,7 +3,10 @@
 mod support;
 
 use hyper::Method;
-use support::{ADMIN_TOKEN, Server, admin, get, json, metric, post, start_with_admin};
+use support::{
+    ADMIN_TOKEN, Server, admin, admin_client, get, json, metric, post, start_with_admin, status,
+};
+use tsohost_client::status::Role;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timestamps_increase_and_batches_are_contiguous() {
@@ -112,19 +115,18 @@ async fn status_health_readiness_and_metrics() {
     assert_eq!(a.status, 200);
     let a = get(&server.url, "/readyz").await.unwrap();
     assert_eq!(a.status, 200);
-    let v = json(&get(&server.url, "/v1/status").await.unwrap());
-    assert_eq!(v["serving"], true);
-    assert_eq!(v["leadership"]["role"], "leader");
-    assert_eq!(v["driver"]["name"], "file");
-    assert_eq!(v["driver"]["healthy"], true);
-    assert_eq!(v["driver"]["wit_version"], "0.1.0");
-    assert_eq!(v["driver"]["digest"].as_str().unwrap().len(), 64);
-    assert_eq!(v["window_ms"], 500);
-    let hw = v["high_water_ms"].as_u64().unwrap();
+    let v = status(&server.url).await;
+    assert!(v.serving);
+    assert_eq!(v.leadership.role, Role::Leader);
+    assert_eq!(v.driver.name, "file");
+    assert!(v.driver.healthy);
+    assert_eq!(v.driver.wit_version, "0.1.0");
+    assert_eq!(v.driver.digest.len(), 64);
+    assert_eq!(v.window_ms, 500);
+    let hw = v.high_water_ms;
     // The window is kept ahead in the background, without requests.
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let v = json(&get(&server.url, "/v1/status").await.unwrap());
-    assert!(v["high_water_ms"].as_u64().unwrap() > hw);
+    assert!(status(&server.url).await.high_water_ms > hw);
     assert!(metric(&server.url, "tsohost_persists_total").await >= 2);
     assert_eq!(metric(&server.url, "tsohost_serving").await, 1);
 }
@@ -261,9 +263,8 @@ async fn admin_routes_need_the_token() {
     }
 
     let faults = "/v1/admin/faults";
-    let a = admin(&server.url, Method::GET, faults, "", Some(ADMIN_TOKEN)).await;
-    assert_eq!(a.status, 200);
-    assert_eq!(json(&a)["fail_storage_writes"], 0);
+    let now = admin_client(&server.url).faults().await.unwrap();
+    assert_eq!(now.fail_storage_writes, Some(0));
     let a = admin(
         &server.url,
         Method::PUT,

@@ -6,14 +6,14 @@
 
 mod support;
 
-use hyper::Method;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::checker::History;
 use support::{
-    ADMIN_TOKEN, ClusterSpec, Server, admin, get, json, serving_node, spawn_cluster_clients,
+    ClusterSpec, Server, admin_client, get, json, serving_node, spawn_cluster_clients, status,
 };
+use tsohost_client::admin::Faults;
 
 use support::Replicated;
 
@@ -43,13 +43,13 @@ async fn leader_and_follower(urls: &[String]) -> (usize, usize) {
     loop {
         let leader = serving_node(urls, Duration::from_secs(30)).await;
         let next = (leader + 1) % urls.len();
-        let status = json(&get(&urls[next], "/v1/status").await.unwrap());
-        if status["leadership"]["leader"].as_u64() == Some(leader as u64 + 1) {
+        let status = status(&urls[next]).await;
+        if status.leadership.leader == Some(leader as u64 + 1) {
             return (leader, next);
         }
         assert!(
             Instant::now() < deadline,
-            "no node followed a stable leader: {status}"
+            "no node followed a stable leader: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -82,24 +82,22 @@ async fn a_partitioned_leader_stops_and_the_majority_serves(driver: &Replicated)
     let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
     let id = leader as u64 + 1;
     let others: Vec<u64> = (1..=3).filter(|&o| o != id).collect();
-    let faults = "/v1/admin/faults";
+    let block = |peers: Vec<u64>| Faults {
+        blocked_peers: Some(peers),
+        ..Faults::default()
+    };
     load_for(&spec, &history, Duration::from_millis(500), async || {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let cut = Instant::now();
-        let isolate = format!(r#"{{"blocked_peers": {others:?}}}"#);
-        let a = admin(
-            &spec.urls[leader],
-            Method::PUT,
-            faults,
-            &isolate,
-            Some(ADMIN_TOKEN),
-        )
-        .await;
-        assert_eq!(a.status, 200);
+        let isolate = block(others.clone());
+        let now = admin_client(&spec.urls[leader]).set_faults(&isolate).await;
+        assert_eq!(now.unwrap().blocked_peers, Some(others.clone()));
         for &o in &others {
-            let body = format!(r#"{{"blocked_peers": [{id}]}}"#);
             let url = &spec.urls[o as usize - 1];
-            admin(url, Method::PUT, faults, &body, Some(ADMIN_TOKEN)).await;
+            admin_client(url)
+                .set_faults(&block(vec![id]))
+                .await
+                .unwrap();
         }
         // The old leader stops within its lease...
         loop {
@@ -121,19 +119,11 @@ async fn a_partitioned_leader_stops_and_the_majority_serves(driver: &Replicated)
         serving_node(&urls, Duration::from_secs(30)).await;
     })
     .await;
-    let status = json(&get(&spec.urls[leader], "/v1/status").await.unwrap());
-    assert_eq!(status["serving"], false);
+    assert!(!status(&spec.urls[leader]).await.serving);
     history.check();
     // Heal: the cluster keeps serving, still in order.
     for url in &spec.urls {
-        admin(
-            url,
-            Method::PUT,
-            faults,
-            r#"{"blocked_peers": []}"#,
-            Some(ADMIN_TOKEN),
-        )
-        .await;
+        admin_client(url).set_faults(&block(vec![])).await.unwrap();
     }
     load_for(&spec, &history, Duration::from_millis(300), async || {}).await;
     history.check();
@@ -189,13 +179,13 @@ async fn add_a_fourth_node_and_remove_the_leader(driver: &Replicated) {
         // Node 4 learns the leader and the full membership.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let status = json(&get(&spec.urls[3], "/v1/status").await.unwrap());
-            if status["leadership"]["leader"].as_u64().is_some()
-                && status["members"].as_array().map(Vec::len) == Some(4)
+            let status = status(&spec.urls[3]).await;
+            if status.leadership.leader.is_some()
+                && status.members.as_ref().map(Vec::len) == Some(4)
             {
                 break;
             }
-            assert!(Instant::now() < deadline, "node 4 never joined: {status}");
+            assert!(Instant::now() < deadline, "node 4 never joined: {status:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let leader = first_leader as u64 + 1;
@@ -215,19 +205,13 @@ async fn add_a_fourth_node_and_remove_the_leader(driver: &Replicated) {
             .map(|i| spec.urls[i].clone())
             .collect();
         let new = serving_node(&rest, Duration::from_secs(30)).await;
-        let status = json(&get(&rest[new], "/v1/status").await.unwrap());
-        let ids: Vec<u64> = status["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_u64().unwrap())
-            .collect();
+        let members = status(&rest[new]).await.members.unwrap();
+        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
         assert!(!ids.contains(&leader), "{ids:?}");
         assert_eq!(ids.len(), 3);
     })
     .await;
-    let removed = json(&get(&spec.urls[first_leader], "/v1/status").await.unwrap());
-    assert_eq!(removed["serving"], false);
+    assert!(!status(&spec.urls[first_leader]).await.serving);
     history.check();
 }
 

@@ -1,7 +1,7 @@
 //! kill -9 at random moments under concurrent load, restart on the same data
 //! directory, many times: no timestamp after a restart is ≤ any before it,
 //! and the whole history keeps uniqueness and real-time order. The same
-//! holds while the wall clock is stepped and storage writes fail.
+//! holds while the wall clock is stepped and storage writes or reads fail.
 
 mod support;
 
@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use support::checker::History;
-use support::{ADMIN_TOKEN, Server, admin, json, metric, spawn_clients, start_with_admin};
+use support::{
+    ADMIN_TOKEN, Server, admin, admin_client, json, metric, spawn_clients, start_with_admin,
+};
+use tsohost_client::admin::Faults;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill9_under_load_never_goes_backwards() {
@@ -66,20 +69,20 @@ async fn clock_steps_and_failing_storage_never_send_time_backwards() {
     let server = start_with_admin(dir.path(), &["--window", "50ms"]);
     server.wait_ready().await;
     let faults = "/v1/admin/faults";
-    let set = async |body: &str| {
-        let a = admin(&server.url, Method::PUT, faults, body, Some(ADMIN_TOKEN)).await;
-        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-        json(&a)
-    };
+    let node = admin_client(&server.url);
+    let set = async |faults: Faults| node.set_faults(&faults).await.unwrap();
     let history = History::default();
     let stop = Arc::new(AtomicBool::new(false));
     let clients = spawn_clients(&server.url, 4, 7, history.clone(), stop.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let failures = metric(&server.url, "tsohost_persist_failures_total").await;
-    set(r#"{"fail_storage_writes": 3}"#).await;
+    let writes = |n| Faults {
+        fail_storage_writes: Some(n),
+        ..Faults::default()
+    };
+    set(writes(3)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let now = set(r#"{"fail_storage_writes": 0}"#).await;
-    assert_eq!(now["fail_storage_writes"], 0);
+    assert_eq!(set(writes(0)).await.fail_storage_writes, Some(0));
     assert!(
         metric(&server.url, "tsohost_persist_failures_total").await > failures,
         "the injected write failures failed persists"
@@ -87,19 +90,16 @@ async fn clock_steps_and_failing_storage_never_send_time_backwards() {
     // A step forward moves the high water ahead (it stays there once the
     // clock is back), so the clock comes last.
     for offset in [-60_000, 30_000, -5_000, 0] {
-        let now = set(&format!(r#"{{"clock_offset_ms": {offset}}}"#)).await;
-        assert_eq!(now["clock_offset_ms"], offset);
+        let step = Faults {
+            clock_offset_ms: Some(offset),
+            ..Faults::default()
+        };
+        assert_eq!(set(step).await.clock_offset_ms, Some(offset));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let before = history.len();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(history.len() > before, "the node serves again");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for c in clients {
-        c.await.unwrap();
-    }
-    history.check();
+    serves_again_then_check(&history, &stop, clients).await;
 
+    // Raw HTTP: bodies the typed client cannot send.
     for (body, field) in [
         (r#"{"clock_offset_ms": 100000000000}"#, "clock_offset_ms"),
         (r#"{"fail_disk": true}"#, "body"),
@@ -117,4 +117,64 @@ async fn clock_steps_and_failing_storage_never_send_time_backwards() {
     )
     .await;
     assert_eq!(a.status, 401);
+}
+
+/// Storage reads failing while the driver is rebuilt (an injected trap
+/// makes the host rebuild it, and a driver reads its state then): each
+/// failed read traps the new instance instead of reading as "absent", the
+/// node rebuilds it until reads work, and no timestamp repeats or goes
+/// backwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_reads_trap_the_driver_and_never_send_time_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_admin(dir.path(), &["--window", "200ms"]);
+    server.wait_ready().await;
+    let node = admin_client(&server.url);
+    let history = History::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = spawn_clients(&server.url, 4, 7, history.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let crashes = metric(&server.url, "tsohost_driver_crashes_total").await;
+    let faults = Faults {
+        fail_storage_reads: Some(3),
+        guest: Some(tsohost_client::admin::GuestFault::Trap),
+        ..Faults::default()
+    };
+    assert_eq!(
+        node.set_faults(&faults).await.unwrap().fail_storage_reads,
+        Some(3)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while node.faults().await.unwrap().fail_storage_reads != Some(0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failing reads were not met"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.wait_ready().await;
+    let after = metric(&server.url, "tsohost_driver_crashes_total").await;
+    assert!(
+        after >= crashes + 2,
+        "the injected trap and at least one failed read each stopped an instance \
+         ({crashes} crashes before, {after} after)"
+    );
+    serves_again_then_check(&history, &stop, clients).await;
+}
+
+/// The node answers again within 300 ms; then stop the clients and check
+/// the whole history.
+async fn serves_again_then_check(
+    history: &History,
+    stop: &AtomicBool,
+    clients: Vec<tokio::task::JoinHandle<History>>,
+) {
+    let before = history.len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(history.len() > before, "the node serves again");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    history.check();
 }

@@ -8,7 +8,28 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use support::checker::History;
-use support::{Server, get, guest, json, metric, spawn_clients};
+use support::{Server, admin_client, get, guest, metric, spawn_clients, status};
+use tsohost_client::admin::{Faults, GuestFault};
+
+/// Inject `fault` into the driver of the node at `url`.
+async fn inject(url: &str, fault: GuestFault) {
+    let faults = Faults {
+        guest: Some(fault),
+        ..Faults::default()
+    };
+    // The answer may show it pending or already fired: the driver calls
+    // into the host all the time.
+    admin_client(url).set_faults(&faults).await.unwrap();
+}
+
+/// Why the driver of the node at `url` last crashed.
+async fn last_crash(url: &str) -> String {
+    let driver = status(url).await.driver;
+    driver
+        .last_crash
+        .clone()
+        .unwrap_or_else(|| panic!("no crash: {driver:?}"))
+}
 
 fn misbehave(fault: &str) -> Vec<String> {
     vec![
@@ -47,9 +68,8 @@ async fn stays_up_without_serving(fault: &str, reason: &str) {
         .unwrap();
     assert_eq!(a.status, 503);
     assert_eq!(a.headers["retry-after"], "1");
-    let status = json(&get(&server.url, "/v1/status").await.unwrap());
-    assert_eq!(status["driver"]["healthy"], false);
-    let last = status["driver"]["last_crash"].as_str().unwrap().to_string();
+    assert!(!status(&server.url).await.driver.healthy);
+    let last = last_crash(&server.url).await;
     assert!(last.contains(reason), "{last:?} lacks {reason:?}");
     assert!(server.stderr().contains(reason));
 }
@@ -161,31 +181,24 @@ async fn injected_traps_and_hangs_of_the_built_in_driver() {
     let stop = Arc::new(AtomicBool::new(false));
     let clients = spawn_clients(&server.url, 4, 10, history.clone(), stop.clone());
     let reasons = [
-        ("trap", "trap injected through PUT /v1/admin/faults"),
-        ("hang", "ran longer than the per-call limit"),
+        (
+            GuestFault::Trap,
+            "trap injected through PUT /v1/admin/faults",
+        ),
+        (GuestFault::Hang, "ran longer than the per-call limit"),
     ];
     for (round, (fault, reason)) in reasons.into_iter().enumerate() {
-        let body = format!("{{\"guest\": \"{fault}\"}}");
-        let a = support::admin(
-            &server.url,
-            hyper::Method::PUT,
-            "/v1/admin/faults",
-            &body,
-            Some(support::ADMIN_TOKEN),
-        )
-        .await;
-        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        inject(&server.url, fault).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while metric(&server.url, "tsohost_driver_crashes_total").await <= round as u64 {
             assert!(
                 std::time::Instant::now() < deadline,
-                "the injected {fault} did not fire:\n{}",
+                "the injected {fault:?} did not fire:\n{}",
                 server.stderr()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let status = json(&get(&server.url, "/v1/status").await.unwrap());
-        let last = status["driver"]["last_crash"].as_str().unwrap().to_string();
+        let last = last_crash(&server.url).await;
         assert!(last.contains(reason), "{last:?} lacks {reason:?}");
         server.wait_ready().await;
     }
@@ -210,15 +223,7 @@ async fn an_injected_allocation_past_the_cap_of_a_cluster_node() {
     let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, &flags)).collect();
     let leader = support::serving_node(&spec.urls, Duration::from_secs(30)).await;
     let victim = &spec.urls[(leader + 1) % 3];
-    let a = support::admin(
-        victim,
-        hyper::Method::PUT,
-        "/v1/admin/faults",
-        r#"{"guest": "exhaust"}"#,
-        Some(support::ADMIN_TOKEN),
-    )
-    .await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    inject(victim, GuestFault::Exhaust).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while metric(victim, "tsohost_driver_crashes_total").await == 0 {
         assert!(
@@ -227,8 +232,7 @@ async fn an_injected_allocation_past_the_cap_of_a_cluster_node() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let status = json(&get(victim, "/v1/status").await.unwrap());
-    let last = status["driver"]["last_crash"].as_str().unwrap().to_string();
+    let last = last_crash(victim).await;
     assert!(last.contains("memory limit (64 MiB)"), "{last}");
     let leader = support::serving_node(&spec.urls, Duration::from_secs(30)).await;
     support::timestamp(&spec.urls[leader]).await;

@@ -4,19 +4,20 @@
 
 mod support;
 
-use bytes::Bytes;
 use hyper::Method;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use support::checker::History;
-use support::{ADMIN_TOKEN, get, guest, json, metric, spawn_clients, start_with_admin};
+use support::{admin_client, guest, metric, spawn_clients, start_with_admin, status};
+use tsohost_client::admin::ApiError;
 
-async fn swap(url: &str, bytes: Vec<u8>, token: Option<&str>) -> tsohost::client::Answer {
-    let mut conn = tsohost::client::Connection::open(url).await.unwrap();
-    conn.send_with(Method::PUT, "/v1/admin/driver", Bytes::from(bytes), token)
-        .await
-        .unwrap()
+/// A swap the node must refuse: its error.
+async fn refused(url: &str, component: Vec<u8>) -> ApiError {
+    match admin_client(url).swap(component).await {
+        Ok(driver) => panic!("swapped in {driver:?}"),
+        Err(e) => e.api().cloned().unwrap_or_else(|| panic!("{e}")),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -28,18 +29,15 @@ async fn swaps_under_load_never_go_backwards() {
     let history = History::default();
     let stop = Arc::new(AtomicBool::new(false));
     let clients = spawn_clients(&server.url, 8, 3, history.clone(), stop.clone());
-    let mut epochs =
-        vec![json(&get(&server.url, "/v1/status").await.unwrap())["leadership"]["epoch"].clone()];
+    let admin = admin_client(&server.url);
+    let mut epochs = vec![status(&server.url).await.leadership.epoch];
     for round in 1..=5 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let a = swap(&server.url, new_build.clone(), Some(ADMIN_TOKEN)).await;
-        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-        let v = json(&a);
-        assert_eq!(v["driver"]["name"], "file");
-        assert_eq!(v["driver"]["swaps"], round);
+        let driver = admin.swap(new_build.clone()).await.unwrap();
+        assert_eq!(driver.name, "file");
+        assert_eq!(driver.swaps, round);
         server.wait_ready().await;
-        let status = json(&get(&server.url, "/v1/status").await.unwrap());
-        epochs.push(status["leadership"]["epoch"].clone());
+        epochs.push(status(&server.url).await.leadership.epoch);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -51,13 +49,8 @@ async fn swaps_under_load_never_go_backwards() {
     epochs.dedup();
     assert_eq!(epochs.len(), 6, "every swap starts a new epoch: {epochs:?}");
     assert_eq!(metric(&server.url, "tsohost_driver_swaps_total").await, 5);
-    let status = json(&get(&server.url, "/v1/status").await.unwrap());
-    assert!(
-        status["driver"]["source"]
-            .as_str()
-            .unwrap()
-            .starts_with("uploaded component")
-    );
+    let source = status(&server.url).await.driver.source;
+    assert!(source.starts_with("uploaded component"), "{source}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -65,37 +58,25 @@ async fn refused_components_leave_the_old_driver_serving() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_with_admin(dir.path(), &[]);
     server.wait_ready().await;
-    let before = json(&get(&server.url, "/v1/status").await.unwrap());
-    let file = std::fs::read(guest("tsohost_driver_file.wasm")).unwrap();
+    let before = status(&server.url).await;
 
-    let a = swap(&server.url, file.clone(), None).await;
+    // Without the token: refused before the body is read.
+    let a = support::admin(&server.url, Method::PUT, "/v1/admin/driver", "x", None).await;
     assert_eq!(a.status, 401);
-    let a = swap(&server.url, b"\0asm\x01\0\0\0".to_vec(), Some(ADMIN_TOKEN)).await;
-    assert_eq!(a.status, 400);
-    assert!(
-        json(&a)["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("core WebAssembly module")
-    );
-    let a = swap(&server.url, b"garbage".to_vec(), Some(ADMIN_TOKEN)).await;
-    assert_eq!(a.status, 400);
+    let e = refused(&server.url, b"\0asm\x01\0\0\0".to_vec()).await;
+    assert_eq!((e.status, e.field.as_deref()), (400, Some("body")));
+    assert!(e.message.contains("core WebAssembly module"), "{e}");
+    assert_eq!(refused(&server.url, b"garbage".to_vec()).await.status, 400);
     let wrong = std::fs::read(guest("tsohost-test-wrong-world.wasm")).unwrap();
-    let a = swap(&server.url, wrong, Some(ADMIN_TOKEN)).await;
-    assert_eq!(a.status, 400);
+    assert_eq!(refused(&server.url, wrong).await.status, 400);
     let other = std::fs::read(guest("tsohost_test_misbehave.wasm")).unwrap();
-    let a = swap(&server.url, other, Some(ADMIN_TOKEN)).await;
-    assert_eq!(a.status, 409);
-    assert!(
-        json(&a)["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("migration")
-    );
+    let e = refused(&server.url, other).await;
+    assert_eq!((e.status, e.code.as_str()), (409, "refused"));
+    assert!(e.message.contains("migration"), "{e}");
 
-    let after = json(&get(&server.url, "/v1/status").await.unwrap());
-    assert_eq!(after["driver"]["digest"], before["driver"]["digest"]);
-    assert_eq!(after["leadership"]["epoch"], before["leadership"]["epoch"]);
+    let after = status(&server.url).await;
+    assert_eq!(after.driver.digest, before.driver.digest);
+    assert_eq!(after.leadership.epoch, before.leadership.epoch);
     assert_eq!(
         support::post(&server.url, "/v1/timestamps", "")
             .await
@@ -110,20 +91,13 @@ async fn refused_components_leave_the_old_driver_serving() {
     // and serves above everything before.
     let last = support::timestamp(&server.url).await;
     let broken = std::fs::read(guest("tsohost_test_init_fails.wasm")).unwrap();
-    let a = swap(&server.url, broken, Some(ADMIN_TOKEN)).await;
-    assert_eq!(a.status, 409, "{}", String::from_utf8_lossy(&a.body));
-    assert!(
-        json(&a)["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("refuses to start"),
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    let e = refused(&server.url, broken).await;
+    assert_eq!(e.status, 409, "{e}");
+    assert!(e.message.contains("refuses to start"), "{e}");
     // The refusal is answered once the old build serves again: no 503
     // in between.
-    let after = json(&get(&server.url, "/v1/status").await.unwrap());
-    assert_eq!(after["driver"]["digest"], before["driver"]["digest"]);
+    let after = status(&server.url).await;
+    assert_eq!(after.driver.digest, before.driver.digest);
     let next = support::timestamp(&server.url).await;
     assert!(next > last, "the restarted old build went backwards");
     assert_eq!(metric(&server.url, "tsohost_driver_swaps_total").await, 0);
@@ -165,9 +139,8 @@ async fn rolling_upgrade(driver: &support::Replicated) {
     let clients = support::spawn_cluster_clients(&spec.urls, 8, 1, history.clone(), stop.clone());
     for url in &spec.urls {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let a = swap(url, new_build.clone(), Some(ADMIN_TOKEN)).await;
-        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-        assert_eq!(json(&a)["driver"]["name"], driver.driver);
+        let swapped = admin_client(url).swap(new_build.clone()).await.unwrap();
+        assert_eq!(swapped.name, driver.driver);
         support::serving_node(&spec.urls, Duration::from_secs(30)).await;
     }
     let served = history.len();

@@ -11,11 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use support::checker::History;
-use support::{ADMIN_TOKEN, ClusterSpec, PAXOS, RAFT, admin, json, metric, serving_node};
-
-async fn status(url: &str) -> serde_json::Value {
-    json(&support::get(url, "/v1/status").await.unwrap())
-}
+use support::{
+    ADMIN_TOKEN, ClusterSpec, PAXOS, RAFT, admin, admin_client, metric, serving_node, status,
+};
 
 /// `tsohost cluster migrate ARGS --url URL`, which must succeed.
 fn migrate(spec: &ClusterSpec, url: &str, args: &[&str]) {
@@ -29,16 +27,7 @@ fn migrate(spec: &ClusterSpec, url: &str, args: &[&str]) {
 async fn seal_all(spec: &ClusterSpec) -> u64 {
     let mut held = 0;
     for url in &spec.urls {
-        let a = admin(
-            url,
-            Method::POST,
-            "/v1/admin/migration/seal",
-            "",
-            Some(ADMIN_TOKEN),
-        )
-        .await;
-        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-        held = held.max(json(&a)["high_water_ms"].as_u64().unwrap());
+        held = held.max(admin_client(url).seal().await.unwrap());
     }
     held
 }
@@ -46,9 +35,9 @@ async fn seal_all(spec: &ClusterSpec) -> u64 {
 async fn assert_runs(spec: &ClusterSpec, driver: &str, generation: u64) {
     for url in &spec.urls {
         let s = status(url).await;
-        assert_eq!(s["driver"]["name"], driver, "{url}: {s}");
-        assert_eq!(s["migration"]["generation"], generation, "{url}: {s}");
-        assert_eq!(s["migration"]["sealed"], false, "{url}: {s}");
+        assert_eq!(s.driver.name, driver, "{url}: {s:?}");
+        assert_eq!(s.migration.generation, generation, "{url}: {s:?}");
+        assert!(!s.migration.sealed, "{url}: {s:?}");
     }
 }
 
@@ -64,9 +53,7 @@ async fn a_raft_cluster_moves_to_paxos_and_back_under_load() {
 
     migrate(&spec, &spec.urls[1], &["--to", "paxos"]);
     assert_runs(&spec, "paxos", 1).await;
-    let floor = status(&spec.urls[0]).await["migration"]["floor"]
-        .as_u64()
-        .unwrap();
+    let floor = status(&spec.urls[0]).await.migration.floor;
     assert!(floor > 0);
     let before = history.len();
     serving_node(&spec.urls, Duration::from_secs(30)).await;
@@ -89,7 +76,7 @@ async fn a_raft_cluster_moves_to_paxos_and_back_under_load() {
     );
     nodes[2] = spec.start(3, &PAXOS.founder());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !status(&spec.urls[2]).await["leadership"]["leader"].is_u64() {
+    while status(&spec.urls[2]).await.leadership.leader.is_none() {
         assert!(
             std::time::Instant::now() < deadline,
             "node 3 never followed"
@@ -104,24 +91,24 @@ async fn a_raft_cluster_moves_to_paxos_and_back_under_load() {
     let raft = std::fs::read(support::guest(RAFT.component)).unwrap();
     // (A small body: the node answers a bad query without reading the
     // body, and closes the connection.)
-    let refused = put_driver(&spec.urls[0], "abc", b"x".to_vec()).await;
+    // (Raw HTTP: the typed client cannot send a floor that is not a number.)
+    let path = "/v1/admin/migration/driver?floor=abc";
+    let refused = admin(&spec.urls[0], Method::PUT, path, "x", Some(ADMIN_TOKEN)).await;
     assert_eq!(
         refused.status,
         400,
         "{}",
         String::from_utf8_lossy(&refused.body)
     );
-    let switched = put_driver(&spec.urls[0], &held.to_string(), raft).await;
-    assert_eq!(
-        switched.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&switched.body)
-    );
+    let switched = admin_client(&spec.urls[0])
+        .switch(raft, held)
+        .await
+        .unwrap();
+    assert_eq!(switched.name, "raft");
     migrate(&spec, &spec.urls[2], &["--to", "raft"]);
     assert_runs(&spec, "raft", 2).await;
     assert_eq!(
-        status(&spec.urls[1]).await["migration"]["floor"],
+        status(&spec.urls[1]).await.migration.floor,
         held,
         "the re-run used the floor node 1 switched with"
     );
@@ -149,8 +136,10 @@ async fn a_half_done_migration_is_rolled_back_by_migrating_back() {
     let before = support::timestamp(&spec.urls[leader]).await;
     let held = seal_all(&spec).await;
     let raft = std::fs::read(support::guest(RAFT.component)).unwrap();
-    let a = put_driver(&spec.urls[0], &held.to_string(), raft).await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    admin_client(&spec.urls[0])
+        .switch(raft, held)
+        .await
+        .unwrap();
     // --abort cannot unseal: node 1 runs raft now.
     let out = std::process::Command::new(support::BIN)
         .args(["cluster", "migrate", "--abort", "--url", &spec.urls[0]])
@@ -165,28 +154,12 @@ async fn a_half_done_migration_is_rolled_back_by_migrating_back() {
     migrate(&spec, &spec.urls[2], &["--to", "paxos"]);
     for (i, url) in spec.urls.iter().enumerate() {
         let s = status(url).await;
-        assert_eq!(s["driver"]["name"], "paxos", "{s}");
-        assert_eq!(
-            s["migration"]["generation"],
-            if i == 0 { 2 } else { 1 },
-            "{s}"
-        );
-        assert!(s["migration"]["floor"].as_u64().unwrap() >= held, "{s}");
+        assert_eq!(s.driver.name, "paxos", "{s:?}");
+        assert_eq!(s.migration.generation, if i == 0 { 2 } else { 1 }, "{s:?}");
+        assert!(s.migration.floor >= held, "{s:?}");
     }
     let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
     assert!(support::timestamp(&spec.urls[leader]).await > before);
-}
-
-async fn put_driver(url: &str, floor: &str, bytes: Vec<u8>) -> tsohost::client::Answer {
-    let mut conn = tsohost::client::Connection::open(url).await.unwrap();
-    conn.send_with(
-        Method::PUT,
-        &format!("/v1/admin/migration/driver?floor={floor}"),
-        bytes::Bytes::from(bytes),
-        Some(ADMIN_TOKEN),
-    )
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,34 +203,27 @@ async fn a_single_node_is_sealed_unsealed_then_moved_from_file_to_raft() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{stderr}");
         assert!(stderr.contains("nothing was changed"), "{stderr}");
-        assert_eq!(status(&url).await["migration"]["sealed"], false);
+        assert!(!status(&url).await.migration.sealed);
     }
     assert!(support::timestamp(&url).await > first);
 
     // A switch needs a seal first.
     let raft = std::fs::read(support::guest(RAFT.component)).unwrap();
-    let a = put_driver(&url, "1", raft).await;
-    assert_eq!(a.status, 409, "{}", String::from_utf8_lossy(&a.body));
-    assert!(String::from_utf8_lossy(&a.body).contains("not sealed"));
+    let node_admin = admin_client(&url);
+    let err = node_admin.switch(raft, 1).await.unwrap_err();
+    let api = err.api().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(api.status, 409, "{err}");
+    assert!(api.message.contains("not sealed"), "{err}");
     // Sealed: not serving.
-    let a = admin(
-        &url,
-        Method::POST,
-        "/v1/admin/migration/seal",
-        "",
-        Some(ADMIN_TOKEN),
-    )
-    .await;
-    assert_eq!(a.status, 200);
-    assert!(json(&a)["high_water_ms"].as_u64().unwrap() > first >> 18);
+    assert!(node_admin.seal().await.unwrap() > first >> 18);
     let a = support::post(&url, "/v1/timestamps", "").await.unwrap();
     assert_eq!(a.status, 503);
     // A restart stays sealed.
     node.kill9();
     node = start("file");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(status(&url).await["serving"], false);
-    assert_eq!(status(&url).await["migration"]["sealed"], true);
+    let sealed = status(&url).await;
+    assert!(!sealed.serving && sealed.migration.sealed, "{sealed:?}");
 
     migrate(&spec, &url, &["--abort"]);
     node.wait_ready().await;
@@ -270,7 +236,7 @@ async fn a_single_node_is_sealed_unsealed_then_moved_from_file_to_raft() {
     assert!(third > second, "{third} after {second}");
     // Nothing left to do: a re-run says so and changes nothing.
     migrate(&spec, &url, &["--to", "raft"]);
-    assert_eq!(status(&url).await["migration"]["generation"], 1);
+    assert_eq!(status(&url).await.migration.generation, 1);
 
     node.kill9();
     let args = flags("file");

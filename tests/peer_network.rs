@@ -8,7 +8,10 @@ mod support;
 use hyper::Method;
 use std::io::Write;
 use std::time::Duration;
-use support::{ADMIN_TOKEN, ClusterSpec, admin, guest, json, metric, post, wait_for_log};
+use support::{
+    ADMIN_TOKEN, ClusterSpec, admin, admin_client, guest, json, metric, post, status, wait_for_log,
+};
+use tsohost_client::admin::Faults;
 
 fn gossip() -> String {
     guest("tsohost_test_gossip.wasm").display().to_string()
@@ -37,9 +40,9 @@ async fn nodes_talk_and_followers_redirect_to_the_leader() {
     let v = json(&a);
     assert_eq!(v["error"]["leader"]["id"], 1);
     assert_eq!(v["error"]["leader"]["url"], nodes[0].url.as_str());
-    let status = json(&support::get(&nodes[2].url, "/v1/status").await.unwrap());
-    assert_eq!(status["leadership"]["leader"], 1);
-    assert_eq!(status["serving"], false);
+    let status = status(&nodes[2].url).await;
+    assert_eq!(status.leadership.leader, Some(1));
+    assert!(!status.serving);
     assert!(metric(&nodes[1].url, "tsohost_peer_frames_received_total").await > 0);
     assert_eq!(
         metric(&nodes[0].url, "tsohost_peer_auth_failures_total").await,
@@ -126,32 +129,28 @@ async fn fault_injection_needs_the_token_and_drops_traffic() {
     )
     .await;
     assert_eq!(a.status, 400);
-    let a = admin(&one.url, Method::PUT, faults, body, Some(ADMIN_TOKEN)).await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let block = |peers: Vec<u64>| Faults {
+        blocked_peers: Some(peers),
+        ..Faults::default()
+    };
+    let admin = admin_client(&one.url);
+    admin.set_faults(&block(vec![2])).await.unwrap();
     let dropped = metric(&one.url, "tsohost_peer_messages_dropped_total").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
         metric(&one.url, "tsohost_peer_messages_dropped_total").await > dropped + 4,
         "pings to and from node 2 are dropped"
     );
-    let a = admin(&one.url, Method::GET, faults, "", Some(ADMIN_TOKEN)).await;
-    assert_eq!(json(&a)["blocked_peers"], serde_json::json!([2]));
-    let a = admin(
-        &one.url,
-        Method::PUT,
-        faults,
-        r#"{"blocked_peers": []}"#,
-        Some(ADMIN_TOKEN),
-    )
-    .await;
-    assert_eq!(a.status, 200);
+    assert_eq!(admin.faults().await.unwrap().blocked_peers, Some(vec![2]));
+    let healed = admin.set_faults(&block(vec![])).await.unwrap();
+    assert_eq!(healed.blocked_peers, Some(vec![]));
 
     // A node without --admin-token-file has no admin API.
     let lone = tempfile::tempdir().unwrap();
     let lone = support::Server::start(lone.path(), &[]);
-    let a = admin(&lone.url, Method::GET, faults, "", Some(ADMIN_TOKEN)).await;
-    assert_eq!(a.status, 404);
-    assert_eq!(json(&a)["error"]["code"], "admin_off");
+    let err = admin_client(&lone.url).faults().await.unwrap_err();
+    let err = err.api().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!((err.status, err.code.as_str()), (404, "admin_off"));
 }
 
 /// A peer that knows the secret, completes the handshake, then announces a

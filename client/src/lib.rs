@@ -19,11 +19,15 @@
 //!   bits) and its JSON form, shared with the server.
 //! - [`status`]: the typed answer of `GET /v1/status`, shared with the
 //!   server ([`Client::status`] fetches it).
+//! - [`admin`]: one node's admin API (hot swaps, migration steps,
+//!   membership, leadership transfer, fault injection), typed; the CLI,
+//!   the migration, chaos and the tests all use it.
 //! - [`connection`]: one keep-alive HTTP/1.1 connection without retries or
 //!   pooling, for tools that measure the server itself.
 
 #![deny(missing_docs)]
 
+pub mod admin;
 mod client;
 pub mod connection;
 /// Statistics of a load run: latency percentiles, rates, answers out of order.

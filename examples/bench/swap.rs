@@ -17,7 +17,6 @@ mod common;
 
 use bytes::Bytes;
 use common::{LocalCluster, first_serving, percentile};
-use hyper::Method;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,16 +35,9 @@ impl Recorder for Answers {
 }
 
 async fn swap(cluster: &LocalCluster, id: u64, bytes: &[u8]) {
-    let a = cluster
-        .admin(
-            id,
-            Method::PUT,
-            "/v1/admin/driver",
-            Bytes::copy_from_slice(bytes),
-        )
-        .await
-        .unwrap();
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    if let Err(e) = cluster.admin(id).swap(Bytes::copy_from_slice(bytes)).await {
+        panic!("swap on node {id}: {e}");
+    }
 }
 
 /// What each round of [`pauses`] does.

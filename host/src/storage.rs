@@ -33,14 +33,18 @@ pub enum StorageError {
          fail_storage_writes); nothing was written"
     )]
     Injected,
+    #[error("storage read failed by fault injection (PUT /v1/admin/faults fail_storage_reads)")]
+    InjectedRead,
 }
 
 /// Injected storage failures, for fault injection through the admin API:
-/// the next `n` writes of any namespace fail before reaching RocksDB, as a
-/// failing disk's would, and write nothing.
+/// the next `n` writes (or reads: gets and scans) of any namespace fail
+/// before reaching RocksDB, as a failing disk's would; a failed write writes
+/// nothing.
 #[derive(Debug, Default)]
 pub struct Failpoint {
     writes: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl Failpoint {
@@ -49,14 +53,33 @@ impl Failpoint {
         self.writes.store(n, Relaxed);
     }
 
+    /// Fail the next `n` reads (0 heals).
+    pub fn fail_reads(&self, n: u64) {
+        self.reads.store(n, Relaxed);
+    }
+
     /// Writes still to fail.
     pub fn pending(&self) -> u64 {
         self.writes.load(Relaxed)
     }
 
+    /// Reads still to fail.
+    pub fn pending_reads(&self) -> u64 {
+        self.reads.load(Relaxed)
+    }
+
     /// Whether this write is to fail (consuming one).
     fn trip(&self) -> bool {
-        self.writes
+        Self::take(&self.writes)
+    }
+
+    /// Whether this read is to fail (consuming one).
+    fn trip_read(&self) -> bool {
+        Self::take(&self.reads)
+    }
+
+    fn take(counter: &AtomicU64) -> bool {
+        counter
             .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
             .is_ok()
     }
@@ -166,6 +189,9 @@ fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StorageError {
 
 impl Storage for Namespace {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        if self.failpoint.trip_read() {
+            return Err(StorageError::InjectedRead);
+        }
         self.db.get(self.key(key)).map_err(rocks("get"))
     }
 
@@ -186,6 +212,9 @@ impl Storage for Namespace {
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError> {
+        if self.failpoint.trip_read() {
+            return Err(StorageError::InjectedRead);
+        }
         let upper = if end.is_empty() {
             self.prefix_end()
         } else {
@@ -311,6 +340,15 @@ mod tests {
         assert_eq!(ns.get(b"k").unwrap(), None);
         assert_eq!(db.failpoint().pending(), 0);
         ns.write(put(b"3"), true).unwrap();
+        assert_eq!(ns.get(b"k").unwrap(), Some(b"3".to_vec()));
+
+        db.failpoint().fail_reads(2);
+        assert!(matches!(ns.get(b"k"), Err(StorageError::InjectedRead)));
+        assert!(matches!(
+            ns.scan(b"", b"", 10),
+            Err(StorageError::InjectedRead)
+        ));
+        assert_eq!(db.failpoint().pending_reads(), 0);
         assert_eq!(ns.get(b"k").unwrap(), Some(b"3".to_vec()));
     }
 }

@@ -16,6 +16,8 @@ use tsohost::client::{Answer, Connection};
 pub use tsohost::tools::cluster::ADMIN_TOKEN;
 use tsohost::tools::cluster::{Output, Process};
 use tsohost::tools::load::LoadSpec;
+use tsohost_client::admin::Admin;
+use tsohost_client::status::Status;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tsohost");
 
@@ -197,7 +199,21 @@ pub async fn wait_for_log(server: &Server, text: &str) {
     }
 }
 
-/// An admin request with (or without) the token.
+/// The admin client of the node at `url`, with [`ADMIN_TOKEN`].
+pub fn admin_client(url: &str) -> Admin {
+    Admin::new(url, ADMIN_TOKEN).unwrap()
+}
+
+/// The node's `GET /v1/status`, typed.
+pub async fn status(url: &str) -> Status {
+    admin_client(url)
+        .status()
+        .await
+        .unwrap_or_else(|e| panic!("status of {url}: {e}"))
+}
+
+/// An admin request as raw HTTP with (or without) the token: for the tests
+/// of the wire itself (bad tokens, bad bodies); others use [`admin_client`].
 pub async fn admin(
     url: &str,
     method: Method,

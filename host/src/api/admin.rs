@@ -60,6 +60,7 @@ impl Admin {
             "blocked_peers": self.node.network.as_ref().map(|n| n.faults.blocked()),
             "dropped_from": self.node.network.as_ref().map(|n| n.faults.dropped_from()),
             "fail_storage_writes": self.storage_faults.pending(),
+            "fail_storage_reads": self.storage_faults.pending_reads(),
             "clock_offset_ms": self.clock.offset_ms(),
             "guest": self.guest_faults.pending(),
         })
@@ -92,6 +93,8 @@ struct FaultsBody {
     dropped_from: Option<Vec<u64>>,
     /// Fail this many of the next storage writes; 0 heals.
     fail_storage_writes: Option<u64>,
+    /// Fail this many of the next storage reads; 0 heals.
+    fail_storage_reads: Option<u64>,
     /// Step this node's wall clock by this much from the system's; 0 heals.
     clock_offset_ms: Option<i64>,
     /// Make the running driver trap or hang in its next call into the
@@ -111,7 +114,8 @@ pub(super) async fn put_faults(State(admin): State<Admin>, body: Body) -> Respon
                 "body",
                 format!(
                     "{e}; expected {{\"blocked_peers\": [node ids], \"dropped_from\": [node ids], \
-                     \"fail_storage_writes\": N, \"clock_offset_ms\": N, \"guest\": \"trap\", \
+                     \"fail_storage_writes\": N, \"fail_storage_reads\": N, \
+                     \"clock_offset_ms\": N, \"guest\": \"trap\", \
                      \"hang\" or \"exhaust\"}}, each optional"
                 ),
             )
@@ -137,6 +141,10 @@ pub(super) async fn put_faults(State(admin): State<Admin>, body: Body) -> Respon
         if let Some(n) = faults.fail_storage_writes {
             tracing::warn!("fault injection: failing the next {n} storage writes");
             admin.storage_faults.fail_writes(n);
+        }
+        if let Some(n) = faults.fail_storage_reads {
+            tracing::warn!("fault injection: failing the next {n} storage reads");
+            admin.storage_faults.fail_reads(n);
         }
         if let Some(fault) = faults.guest {
             tracing::warn!("fault injection: the driver will {fault:?}");

@@ -14,21 +14,19 @@ mod serve;
 
 pub use parse::parse_duration;
 
-use crate::client;
 use crate::server;
 use crate::timestamp::{LOGICAL_PER_MS, RangeJson};
 use crate::tools::bench::{self, BenchConfig};
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use chaos::ChaosArgs;
 use clap::{Parser, Subcommand};
-use hyper::Method;
 use parse::{driver_source, parse_option, read_secret_file};
 use remote::{cluster, node_status, summary};
 use serve::{ServeArgs, serve_config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tsohost_client::admin::Admin;
 
 /// The address `serve` listens on and the other commands talk to by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7373";
@@ -261,20 +259,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("--admin-token-file: the token is not text")?;
             let bytes = std::fs::read(&to)
                 .with_context(|| format!("--to {}: cannot read it", to.display()))?;
-            let mut conn = client::Connection::open(&url).await?;
-            let answer = conn
-                .send_with(
-                    Method::PUT,
-                    "/v1/admin/driver",
-                    Bytes::from(bytes),
-                    Some(&token),
-                )
-                .await?;
-            let body = String::from_utf8_lossy(&answer.body);
-            if !answer.status.is_success() {
-                bail!("{url} refused the swap ({}): {body}", answer.status);
-            }
-            println!("{body}");
+            let driver = Admin::new(url, token)?.swap(bytes).await?;
+            println!("{}", serde_json::json!({ "driver": driver }));
             Ok(())
         }
         Cmd::Cluster {

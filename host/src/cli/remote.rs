@@ -2,14 +2,13 @@
 
 use super::ClusterCmd;
 use super::parse::{driver_source, read_secret_file};
-use crate::client;
 use crate::node::Status;
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use hyper::Method;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
+use tsohost_client::admin::Admin;
 
 /// `tsohost cluster ...`: find the leader through `url`, then ask it.
 pub(super) async fn cluster(
@@ -64,42 +63,29 @@ pub(super) async fn cluster(
             .with_context(|| format!("node {leader} leads, but its URL is not known yet"))?
     };
     let current: Vec<(u64, String)> = members.iter().map(|m| (m.id, m.address.clone())).collect();
-    let (path, body) = match action {
+    let admin = Admin::new(leader_url, token)?;
+    let answer = match action {
         ClusterCmd::Add { id, address } => {
             if current.iter().any(|(m, _)| *m == id) {
                 bail!("node {id} is already a member");
             }
             let mut next = current.clone();
             next.push((id, address));
-            ("/v1/admin/members", members_json(&next))
+            serde_json::to_value(admin.set_members(&next).await?)?
         }
         ClusterCmd::Remove { id } => {
             if !current.iter().any(|(m, _)| *m == id) {
                 bail!("node {id} is not a member");
             }
             let next: Vec<_> = current.into_iter().filter(|(m, _)| *m != id).collect();
-            ("/v1/admin/members", members_json(&next))
+            serde_json::to_value(admin.set_members(&next).await?)?
         }
-        ClusterCmd::TransferLeader { to } => (
-            "/v1/admin/leader",
-            serde_json::json!({ "to": to }).to_string(),
-        ),
+        ClusterCmd::TransferLeader { to } => {
+            serde_json::json!({ "leader": admin.transfer_leader(to).await? })
+        }
         ClusterCmd::Migrate { .. } => unreachable!("handled above"),
     };
-    let method = if path == "/v1/admin/members" {
-        Method::PUT
-    } else {
-        Method::POST
-    };
-    let mut conn = client::Connection::open(&leader_url).await?;
-    let answer = conn
-        .send_with(method, path, Bytes::from(body), Some(&token))
-        .await?;
-    let text = String::from_utf8_lossy(&answer.body);
-    if !answer.status.is_success() {
-        bail!("{leader_url} refused ({}): {text}", answer.status);
-    }
-    println!("{text}");
+    println!("{answer}");
     Ok(())
 }
 
@@ -180,14 +166,6 @@ pub(super) fn summary(s: &Status) -> String {
         m.driver, m.generation, m.floor
     );
     out
-}
-
-fn members_json(members: &[(u64, String)]) -> String {
-    let list: Vec<_> = members
-        .iter()
-        .map(|(id, address)| serde_json::json!({"id": id, "address": address}))
-        .collect();
-    serde_json::json!({ "members": list }).to_string()
 }
 
 #[cfg(test)]

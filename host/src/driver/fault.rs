@@ -14,17 +14,9 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// What the running guest's next call into the host does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GuestFault {
-    /// Trap.
-    Trap,
-    /// Block past the per-call time limit.
-    Hang,
-    /// Allocate past the memory cap (with the next peer message).
-    Exhaust,
-}
+/// What the running guest's next call into the host does: the admin API's
+/// type, so that the API and its client cannot disagree on the names.
+pub use tsohost_client::admin::GuestFault;
 
 /// The fault waiting for the running guest's next host call, if any. Shared
 /// by the node's spawner (every instance it starts) and the admin API.

@@ -7,15 +7,13 @@
 //! when dropped. A [`LocalCluster`] runs every node of a spec with the same
 //! flags, and crashes, pauses, restarts and partitions them on demand.
 
-use crate::client::{Answer, ClientError, Connection};
-use bytes::Bytes;
-use hyper::Method;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tsohost_client::admin::{Admin, AdminError, Faults};
 
 /// A TCP port on loopback that is free now and stays out of other hands
 /// until a node binds it: taken below the kernel's ephemeral range
@@ -395,35 +393,17 @@ impl LocalCluster {
 
     /// Drop node `id`'s peer traffic with `peers` (both directions on
     /// `id`); an empty list heals it.
-    pub async fn block(&self, id: u64, peers: &[u64]) -> Result<(), String> {
-        self.set_faults(id, serde_json::json!({ "blocked_peers": peers }))
-            .await
+    pub async fn block(&self, id: u64, peers: &[u64]) -> Result<Faults, AdminError> {
+        let faults = Faults {
+            blocked_peers: Some(peers.to_vec()),
+            ..Faults::default()
+        };
+        self.admin(id).set_faults(&faults).await
     }
 
-    /// `PUT /v1/admin/faults` `faults` on node `id`.
-    pub async fn set_faults(&self, id: u64, faults: serde_json::Value) -> Result<(), String> {
-        let body = Bytes::from(faults.to_string());
-        match self.admin(id, Method::PUT, "/v1/admin/faults", body).await {
-            Ok(a) if a.status.is_success() => Ok(()),
-            Ok(a) => Err(format!(
-                "{}: {}",
-                a.status,
-                String::from_utf8_lossy(&a.body)
-            )),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// An admin request to node `id`.
-    pub async fn admin(
-        &self,
-        id: u64,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> Result<Answer, ClientError> {
-        let mut conn = Connection::open(self.spec.url(id)).await?;
-        conn.send_with(method, path, body, Some(ADMIN_TOKEN)).await
+    /// The admin client of node `id`, with [`ADMIN_TOKEN`].
+    pub fn admin(&self, id: u64) -> Admin {
+        Admin::new(self.spec.url(id), ADMIN_TOKEN).expect("a loopback URL")
     }
 
     /// The node that serves timestamps now, if exactly one answers so
@@ -434,18 +414,9 @@ impl LocalCluster {
             if self.procs[id as usize - 1].is_none() || self.paused[id as usize - 1] {
                 continue;
             }
-            let url = self.spec.url(id);
-            let status = tokio::time::timeout(Duration::from_millis(500), async {
-                let mut conn = Connection::open(url).await.ok()?;
-                let a = conn
-                    .send(Method::GET, "/v1/status", Bytes::new())
-                    .await
-                    .ok()?;
-                serde_json::from_slice::<serde_json::Value>(&a.body).ok()
-            })
-            .await;
-            if let Ok(Some(s)) = status
-                && s["serving"] == true
+            let admin = self.admin(id).with_timeout(Duration::from_millis(500));
+            if let Ok(status) = admin.status().await
+                && status.serving
             {
                 serving.push(id);
             }

@@ -6,12 +6,13 @@
 //! finishes what is left, or (`--abort`) unseals a cluster where no node
 //! has switched yet.
 
-use crate::client::{Answer, Connection};
 use crate::migration::{DriverRecord, NodeView, Plan, abort, plan};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use hyper::Method;
 use std::time::{Duration, Instant};
+use tsohost_client::admin::Admin;
+use tsohost_client::status::Status;
 
 /// What to migrate to.
 pub struct Target {
@@ -27,92 +28,67 @@ const DISCOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the old driver's leader is looked for, to read the high water.
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
-struct Admin<'a> {
+/// The admin clients of the nodes, by URL: every step goes to one node.
+struct Nodes<'a> {
     token: &'a str,
 }
 
-impl Admin<'_> {
-    async fn call(
-        &self,
-        url: &str,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> anyhow::Result<Answer> {
-        let mut conn = Connection::open(url)
-            .await
-            .with_context(|| format!("{url} is unreachable"))?;
-        conn.send_with(method, path, body, Some(self.token))
-            .await
-            .with_context(|| format!("{url}{path} failed"))
+impl Nodes<'_> {
+    fn admin(&self, url: &str) -> anyhow::Result<Admin> {
+        Admin::new(url, self.token).with_context(|| format!("node URL {url}"))
     }
 
-    /// `call`, expecting a 2xx JSON answer.
-    async fn json(
-        &self,
-        url: &str,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> anyhow::Result<serde_json::Value> {
-        let answer = self.call(url, method, path, body).await?;
-        let text = String::from_utf8_lossy(&answer.body);
-        if !answer.status.is_success() {
-            bail!("{url}{path} refused ({}): {text}", answer.status);
-        }
-        serde_json::from_slice(&answer.body)
-            .with_context(|| format!("{url}{path} answered something that is not JSON: {text}"))
+    async fn status(&self, url: &str) -> anyhow::Result<Status> {
+        let status = self.admin(url)?.status().await;
+        status.with_context(|| format!("the status of {url}"))
     }
 }
 
 /// Every node of the cluster `url` belongs to (just `url` for a node
 /// without peers), as it reports itself.
-async fn discover(admin: &Admin<'_>, url: &str) -> anyhow::Result<Vec<NodeView>> {
-    let status = admin
-        .json(url, Method::GET, "/v1/status", Bytes::new())
-        .await?;
+async fn discover(nodes: &Nodes<'_>, url: &str) -> anyhow::Result<Vec<NodeView>> {
+    let status = nodes.status(url).await?;
     let mut urls = vec![url.trim_end_matches('/').to_string()];
-    if let Some(members) = status["members"].as_array() {
-        for m in members {
-            if m["id"] == status["node_id"] {
-                continue;
-            }
-            let id = m["id"].as_u64().unwrap_or(0);
-            let Some(u) = m["url"].as_str() else {
-                bail!(
-                    "node {id} ({}) is a member, but {url} does not know its URL yet (it has not \
-                     connected): every node must be up to migrate; start it, then re-run",
-                    m["address"].as_str().unwrap_or("?")
-                );
-            };
-            urls.push(u.to_string());
+    for m in status.members.iter().flatten() {
+        if m.id == status.node_id {
+            continue;
         }
+        let Some(u) = &m.url else {
+            bail!(
+                "node {} ({}) is a member, but {url} does not know its URL yet (it has not \
+                 connected): every node must be up to migrate; start it, then re-run",
+                m.id,
+                m.address
+            );
+        };
+        urls.push(u.clone());
     }
-    let mut nodes = Vec::new();
+    let mut views = Vec::new();
     for u in urls {
-        let s = admin
-            .json(&u, Method::GET, "/v1/status", Bytes::new())
+        let s = nodes
+            .status(&u)
             .await
             .context("every node must be up to migrate; nothing was changed by this step")?;
-        nodes.push(view(&u, &s)?);
+        views.push(view(&u, s));
     }
-    nodes.sort_by_key(|n| n.id);
-    Ok(nodes)
+    views.sort_by_key(|n| n.id);
+    Ok(views)
 }
 
-fn view(url: &str, s: &serde_json::Value) -> anyhow::Result<NodeView> {
-    let record: DriverRecord = serde_json::from_value(s["migration"].clone())
-        .with_context(|| format!("{url} runs a tsohost without migrations; upgrade it first"))?;
-    Ok(NodeView {
-        id: s["node_id"].as_u64().context("status without node_id")?,
+fn view(url: &str, s: Status) -> NodeView {
+    let m = s.migration;
+    NodeView {
+        id: s.node_id,
         url: url.to_string(),
-        driver: s["driver"]["name"].as_str().unwrap_or_default().to_string(),
-        digest: s["driver"]["digest"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        record,
-    })
+        driver: s.driver.name,
+        digest: s.driver.digest,
+        record: DriverRecord {
+            driver: m.driver,
+            generation: m.generation,
+            floor: m.floor,
+            sealed: m.sealed,
+        },
+    }
 }
 
 /// One line per node: what it runs now.
@@ -136,7 +112,7 @@ fn table(nodes: &[NodeView]) -> String {
 /// Move every node of `url`'s cluster to `target`, or (`None`) unseal a
 /// migration that switched no node yet. Progress goes to stderr.
 pub async fn run(url: &str, token: &str, target: Option<Target>) -> anyhow::Result<()> {
-    let admin = Admin { token };
+    let admin = Nodes { token };
     // Right after a cluster starts, nodes may not have met yet: wait a
     // little for every node to be up and known.
     let started = Instant::now();
@@ -175,16 +151,9 @@ pub async fn run(url: &str, token: &str, target: Option<Target>) -> anyhow::Resu
     }
 }
 
-async fn unseal(admin: &Admin<'_>, nodes: &[NodeView], ids: &[u64]) -> anyhow::Result<()> {
+async fn unseal(admin: &Nodes<'_>, nodes: &[NodeView], ids: &[u64]) -> anyhow::Result<()> {
     for n in nodes.iter().filter(|n| ids.contains(&n.id)) {
-        admin
-            .json(
-                &n.url,
-                Method::DELETE,
-                "/v1/admin/migration/seal",
-                Bytes::new(),
-            )
-            .await?;
+        admin.admin(&n.url)?.unseal().await?;
         eprintln!(
             "  node {}: unsealed; serving under {} again",
             n.id, n.driver
@@ -194,7 +163,7 @@ async fn unseal(admin: &Admin<'_>, nodes: &[NodeView], ids: &[u64]) -> anyhow::R
 }
 
 async fn migrate(
-    admin: &Admin<'_>,
+    admin: &Nodes<'_>,
     nodes: &[NodeView],
     seal: &[u64],
     floor: Option<u64>,
@@ -207,12 +176,8 @@ async fn migrate(
     // starts, and the switch below finds it compiled.
     for n in &pending {
         let info = admin
-            .json(
-                &n.url,
-                Method::POST,
-                "/v1/admin/migration/prepare",
-                body.clone(),
-            )
+            .admin(&n.url)?
+            .prepare(body.clone())
             .await
             .with_context(|| {
                 format!(
@@ -222,31 +187,20 @@ async fn migrate(
             })?;
         eprintln!(
             "  node {}: {} {} compiled and checked",
-            n.id,
-            info["name"].as_str().unwrap_or("?"),
-            info["version"].as_str().unwrap_or("?")
+            n.id, info.name, info.version
         );
     }
     let started = Instant::now();
     // 1. Seal: nobody serves under the old driver from here on.
     let mut held = 0;
     for n in &pending {
-        let answer = admin
-            .json(
-                &n.url,
-                Method::POST,
-                "/v1/admin/migration/seal",
-                Bytes::new(),
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "sealing node {} failed; nodes sealed so far do not serve: re-run to go on, \
+        let hw = admin.admin(&n.url)?.seal().await.with_context(|| {
+            format!(
+                "sealing node {} failed; nodes sealed so far do not serve: re-run to go on, \
                      or `tsohost cluster migrate --abort` to unseal them",
-                    n.id
-                )
-            })?;
-        let hw = answer["high_water_ms"].as_u64().unwrap_or(0);
+                n.id
+            )
+        })?;
         held = held.max(hw);
         eprintln!(
             "  node {}: sealed ({} held a high water of {hw} ms)",
@@ -271,9 +225,8 @@ async fn migrate(
     .max(held)
     .max(recorded);
     // 3. Switch every sealed node.
-    let path = format!("/v1/admin/migration/driver?floor={floor}");
     for n in &pending {
-        if let Err(e) = admin.json(&n.url, Method::PUT, &path, body.clone()).await {
+        if let Err(e) = admin.admin(&n.url)?.switch(body.clone(), floor).await {
             let now = discover(admin, &n.url).await.map(|v| table(&v));
             bail!(
                 "switching node {} to {} failed: {e:#}\nthe cluster now:\n{}\nre-run `tsohost \
@@ -307,7 +260,7 @@ async fn migrate(
 /// two, and only one can have a majority (a driver run by fewer nodes
 /// cannot commit anything). The maximum of the answers.
 async fn read_high_water(
-    admin: &Admin<'_>,
+    admin: &Nodes<'_>,
     all: &[NodeView],
     sealed: &[&NodeView],
 ) -> anyhow::Result<u64> {
@@ -322,16 +275,8 @@ async fn read_high_water(
         let mut last_error = String::new();
         let hw = 'read: loop {
             for n in &group {
-                match admin
-                    .json(
-                        &n.url,
-                        Method::POST,
-                        "/v1/admin/migration/read",
-                        Bytes::new(),
-                    )
-                    .await
-                {
-                    Ok(v) => break 'read v["high_water_ms"].as_u64().unwrap_or(0),
+                match admin.admin(&n.url)?.read_high_water().await {
+                    Ok(hw) => break 'read hw,
                     Err(e) => last_error = format!("{e:#}"),
                 }
             }

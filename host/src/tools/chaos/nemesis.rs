@@ -10,6 +10,7 @@ use crate::tools::cluster::LocalCluster;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
+use tsohost_client::admin::{AdminError, Faults, GuestFault};
 
 /// A deterministic generator (splitmix64): one seed, one schedule.
 #[derive(Debug, Clone)]
@@ -230,20 +231,12 @@ pub async fn apply(
         Nemesis::Swap => {
             let id = leader_or_random(rng);
             let answer = cluster
-                .admin(
-                    id,
-                    hyper::Method::PUT,
-                    "/v1/admin/driver",
-                    bytes::Bytes::copy_from_slice(cx.driver_bytes),
-                )
+                .admin(id)
+                .swap(bytes::Bytes::copy_from_slice(cx.driver_bytes))
                 .await;
             let outcome = match answer {
-                Ok(a) if a.status.is_success() => "done".to_string(),
-                Ok(a) => format!(
-                    "refused ({}): {}",
-                    a.status,
-                    String::from_utf8_lossy(&a.body)
-                ),
+                Ok(_) => "done".to_string(),
+                Err(err @ AdminError::Api { .. }) => format!("refused: {err}"),
                 Err(err) => format!("failed: {err}"),
             };
             format!("hot swap of node {id}{}'s driver: {outcome}", role(id))
@@ -264,8 +257,8 @@ pub async fn apply(
                 );
                 (leader, others(leader), what)
             };
-            let set = serde_json::json!({ "dropped_from": to });
-            let heal = serde_json::json!({ "dropped_from": [] });
+            let set = only(|f| f.dropped_from = Some(to));
+            let heal = only(|f| f.dropped_from = Some(vec![]));
             what + &fault_for(cluster, deaf, set, heal, held).await
         }
         Nemesis::ClockJump => {
@@ -277,38 +270,60 @@ pub async fn apply(
                 "stepped node {id}{}'s wall clock by {step:+} ms for {held:?}, then back",
                 role(id)
             );
-            let set = serde_json::json!({ "clock_offset_ms": step });
-            let heal = serde_json::json!({ "clock_offset_ms": 0 });
+            let set = only(|f| f.clock_offset_ms = Some(step));
+            let heal = only(|f| f.clock_offset_ms = Some(0));
             what + &fault_for(cluster, id, set, heal, held).await
         }
         Nemesis::StorageFault => {
             let id = leader_or_random(rng);
-            let writes = rng.between(1, 4);
+            let n = rng.between(1, 4);
             let held = rng.millis(e, 3 * e);
-            let what = format!(
-                "failed node {id}{}'s next {writes} storage write(s) (for up to {held:?})",
-                role(id)
-            );
-            let set = serde_json::json!({ "fail_storage_writes": writes });
-            let heal = serde_json::json!({ "fail_storage_writes": 0 });
+            // Half the time reads: a driver reads its state when it is
+            // (re)built, so the driver is trapped to meet them.
+            let (what, set, heal) = if rng.between(0, 2) == 0 {
+                (
+                    format!(
+                        "failed node {id}{}'s next {n} storage write(s) (for up to {held:?})",
+                        role(id)
+                    ),
+                    only(|f| f.fail_storage_writes = Some(n)),
+                    only(|f| f.fail_storage_writes = Some(0)),
+                )
+            } else {
+                (
+                    format!(
+                        "failed node {id}{}'s next {n} storage read(s) and trapped its driver \
+                         (for up to {held:?})",
+                        role(id)
+                    ),
+                    only(|f| {
+                        f.fail_storage_reads = Some(n);
+                        f.guest = Some(GuestFault::Trap);
+                    }),
+                    only(|f| f.fail_storage_reads = Some(0)),
+                )
+            };
             what + &fault_for(cluster, id, set, heal, held).await
         }
         Nemesis::GuestFault => {
             let id = leader_or_random(rng);
-            let (fault, when) = *rng.pick(&[
-                ("trap", "in its next host call"),
-                ("hang", "in its next host call"),
-                ("exhaust its memory", "with its next peer message"),
+            let (fault, said, when) = *rng.pick(&[
+                (GuestFault::Trap, "trap", "in its next host call"),
+                (GuestFault::Hang, "hang", "in its next host call"),
+                (
+                    GuestFault::Exhaust,
+                    "exhaust its memory",
+                    "with its next peer message",
+                ),
             ]);
             let settle = rng.millis(e, 3 * e);
             let what = format!(
-                "made node {id}{}'s driver {fault} {when}, then waited {settle:?}",
+                "made node {id}{}'s driver {said} {when}, then waited {settle:?}",
                 role(id)
             );
-            let fault = fault.split(' ').next().unwrap_or(fault);
-            let set = serde_json::json!({ "guest": fault });
-            match cluster.set_faults(id, set).await {
-                Ok(()) => {
+            let set = only(|f| f.guest = Some(fault));
+            match cluster.admin(id).set_faults(&set).await {
+                Ok(_) => {
                     tokio::time::sleep(settle).await;
                     what
                 }
@@ -324,20 +339,28 @@ pub async fn apply(
     }
 }
 
+/// Faults with only what `set` changes: the others stay as they are.
+fn only(set: impl FnOnce(&mut Faults)) -> Faults {
+    let mut faults = Faults::default();
+    set(&mut faults);
+    faults
+}
+
 /// Apply admin faults `set` on node `id` for `held`, then `heal`; a note
 /// for the report if either was refused.
 async fn fault_for(
     cluster: &LocalCluster,
     id: u64,
-    set: serde_json::Value,
-    heal: serde_json::Value,
+    set: Faults,
+    heal: Faults,
     held: Duration,
 ) -> String {
-    let set = cluster.set_faults(id, set).await;
+    let admin = cluster.admin(id);
+    let set = admin.set_faults(&set).await;
     tokio::time::sleep(held).await;
-    let heal = cluster.set_faults(id, heal).await;
+    let heal = admin.set_faults(&heal).await;
     match set.and(heal) {
-        Ok(()) => String::new(),
+        Ok(_) => String::new(),
         Err(err) => format!(" (not applied: {err})"),
     }
 }
