@@ -208,11 +208,12 @@ async fn an_oversized_frame_from_an_authenticated_peer_is_refused() {
     let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the node kept the connection open");
     assert!(metric(&one.url, "tsohost_peer_auth_failures_total").await > before);
-    assert!(
-        one.stderr().contains("-byte frame (limit"),
-        "{}",
-        one.stderr()
-    );
+    // The warning is written after the connection is dropped: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !one.stderr().contains("-byte frame (limit") {
+        assert!(std::time::Instant::now() < deadline, "{}", one.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         post(&one.url, "/v1/timestamps", "").await.unwrap().status,
         200
