@@ -2,7 +2,7 @@
 //! signal.
 
 use crate::clock::{Clock, SkewedClock, SystemClock};
-use crate::driver::actor::{ActorConfig, StorageFor};
+use crate::driver::actor::{ActorConfig, namespaces_of};
 use crate::driver::bindings::Peer;
 use crate::driver::{DriverSource, GuestLimits, Runtime, Spawner};
 use crate::metrics::Metrics;
@@ -10,7 +10,7 @@ use crate::migration::DriverRecord;
 use crate::node::{Coordinator, DriverStatus, Node};
 use crate::peer::auth::Secret;
 use crate::peer::{Network, PeerConfig};
-use crate::storage::{Db, Storage};
+use crate::storage::Db;
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -67,12 +67,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let status = DriverStatus::from(&loaded);
-    let storage_for: StorageFor = {
-        let db = db.clone();
-        Arc::new(move |name: &str, generation| {
-            Arc::new(db.namespace(name, generation)) as Arc<dyn Storage>
-        })
-    };
+    let storage_for = namespaces_of(&db);
     let peers = match &cfg.cluster {
         Some(c) => c
             .members

@@ -18,7 +18,7 @@ use super::mailbox::{Item, Mailbox};
 use super::protocol::{Command, Event};
 use super::sandbox::{self, GuestState};
 use crate::clock::Clock;
-use crate::storage::Storage;
+use crate::storage::{Db, Storage};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -67,6 +67,14 @@ pub enum StartError {
 /// Opens the storage namespace of a driver, by the name the driver reports
 /// and the migration generation ([`ActorConfig::generation`]).
 pub type StorageFor = Arc<dyn Fn(&str, u64) -> Arc<dyn Storage> + Send + Sync>;
+
+/// The node's drivers' namespaces in `db` (`d/<name>[#<generation>]/`).
+pub fn namespaces_of(db: &Db) -> StorageFor {
+    let db = db.clone();
+    Arc::new(move |name: &str, generation| {
+        Arc::new(db.namespace(name, generation)) as Arc<dyn Storage>
+    })
+}
 
 /// Peer messages queued for a driver beyond this are dropped.
 pub const MAX_QUEUED_MESSAGES: usize = 4096;

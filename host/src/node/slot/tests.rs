@@ -3,10 +3,9 @@
 
 use super::*;
 use crate::clock::{Clock, SystemClock};
-use crate::driver::actor::StorageFor;
+use crate::driver::actor::namespaces_of;
 use crate::driver::builtin::builtin;
 use crate::driver::{Event, Runtime};
-use crate::storage::Storage;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 struct Fixture {
@@ -37,12 +36,7 @@ fn fixture() -> Fixture {
         Arc::default(),
         None,
     );
-    let storage_for: StorageFor = {
-        let db = db.clone();
-        Arc::new(move |name: &str, generation| {
-            Arc::new(db.namespace(name, generation)) as Arc<dyn Storage>
-        })
-    };
+    let storage_for = namespaces_of(&db);
     let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
     let spawner = Spawner::new(
         storage_for,
