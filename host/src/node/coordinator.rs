@@ -219,10 +219,12 @@ impl Coordinator {
 
     /// Time passed, or a request found the window due for extension.
     fn tick(&mut self) {
-        let now = self.node.clock.now();
-        let serving = self.node.allocator.lock().unwrap().is_serving(now);
-        Metrics::set(&self.node.metrics.serving, u64::from(serving));
-        self.with_term(|term, alloc, now| term.on_tick(alloc, now));
+        let metrics = self.node.metrics.clone();
+        self.with_term(|term, alloc, now| {
+            // A lease runs out without an event: the gauge follows on ticks.
+            Metrics::set(&metrics.serving, u64::from(alloc.is_serving(now)));
+            term.on_tick(alloc, now)
+        });
     }
 
     fn request_id(&mut self, pending: Pending) -> u64 {
