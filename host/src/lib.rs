@@ -26,6 +26,7 @@ pub mod migration;
 pub mod node;
 pub mod peer;
 pub mod server;
+pub mod sim;
 pub mod storage;
 pub mod timestamp;
 pub mod tools;

@@ -11,27 +11,23 @@
 //! - every request given to the guest is completed exactly once, by the guest
 //!   or, when the instance is lost, by the actor.
 
-use super::bindings::{Config, ConsensusDriver, DriverError, Peer};
+use super::bindings::{Config, DriverError, Peer};
 use super::component::LoadedDriver;
-use super::fault::{GuestFault, GuestFaults};
+use super::fault::GuestFaults;
+use super::instance::{BuildError, Instance, Setup};
 use super::mailbox::{Item, Mailbox};
 use super::protocol::{Command, Event};
-use super::sandbox::{self, GuestState};
 use crate::clock::Clock;
 use crate::storage::{Db, Storage};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
-use wasmtime::Store;
 
 /// Longest a driver sleeps between ticks, whatever it asks: a guard against a
 /// driver that asks for a wake-up too far ahead.
 const MAX_TICK_INTERVAL: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// `init` may do more work than an event (replaying a log): it gets this many
-/// per-call time limits.
-const INIT_TIME_FACTOR: u32 = 5;
 
 /// How a driver is started on this node.
 #[derive(Debug, Clone)]
@@ -235,8 +231,7 @@ impl Inbox {
 }
 
 struct Live {
-    store: Store<GuestState>,
-    bindings: ConsensusDriver,
+    instance: Instance,
     next_tick: Instant,
 }
 
@@ -258,57 +253,33 @@ struct Actor {
 }
 
 impl Actor {
-    fn ticks(&self, factor: u32) -> u64 {
-        sandbox::deadline_ticks(self.config.call_timeout * factor)
-    }
-
     fn build(&mut self) -> Result<(), Build> {
-        let state = GuestState::new(
-            self.config.memory_limit,
-            self.config.seed,
-            self.events.clone(),
-            self.clock.clone(),
-            self.faults.clone(),
-            self.config.call_timeout,
-        );
-        let mut store = sandbox::store(
-            self.driver.pre.instance_pre().engine(),
-            state,
-            self.config.call_timeout,
-        );
-        let bindings = self
-            .driver
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| Build::Crashed(self.describe(&store, "instantiation", e)))?;
-        // The component's `info` was asked, and its name checked, when it
-        // was loaded (see `Runtime::load`).
         let info = self.driver.info.clone();
-        store.data_mut().name = info.name.clone();
-        store.data_mut().storage = Some((self.storage_for)(&info.name, self.config.generation));
-        let config = Config {
-            node_id: self.config.node_id,
-            peers: self.config.peers.clone(),
-            bootstrap: self.config.bootstrap,
-            floor: self.config.floor,
-            seed: self.config.seed,
-            options: self.config.options.clone(),
+        let setup = Setup {
+            config: Config {
+                node_id: self.config.node_id,
+                peers: self.config.peers.clone(),
+                bootstrap: self.config.bootstrap,
+                floor: self.config.floor,
+                seed: self.config.seed,
+                options: self.config.options.clone(),
+            },
+            storage: (self.storage_for)(&info.name, self.config.generation),
+            clock: self.clock.clone(),
+            events: self.events.clone(),
+            faults: self.faults.clone(),
+            memory_limit: self.config.memory_limit,
+            call_timeout: self.config.call_timeout,
+            instant_hangs: false,
+            observe_writes: false,
         };
-        store.data_mut().begin_call();
-        store.set_epoch_deadline(self.ticks(INIT_TIME_FACTOR));
-        match bindings
-            .tsohost_driver_driver()
-            .call_init(&mut store, &config)
-        {
-            Err(e) => return Err(Build::Crashed(self.describe(&store, "init", e))),
-            Ok(Err(error)) => {
-                return Err(Build::Fatal(StartError::Refused {
-                    source_label: self.driver.source.clone(),
-                    error,
-                }));
-            }
-            Ok(Ok(())) => {}
-        }
+        let instance = Instance::build(&self.driver, setup).map_err(|e| match e {
+            BuildError::Crashed(reason) => Build::Crashed(reason),
+            BuildError::Refused(error) => Build::Fatal(StartError::Refused {
+                source_label: self.driver.source.clone(),
+                error,
+            }),
+        })?;
         tracing::info!(
             driver = %info.name,
             "driver {} {} started from {}",
@@ -318,47 +289,16 @@ impl Actor {
         );
         let _ = self.events.send(Event::Started(info));
         self.instance = Some(Live {
-            store,
-            bindings,
+            instance,
             next_tick: Instant::now(),
         });
         Ok(())
     }
 
-    /// Why a call failed, in words an operator can act on.
-    fn describe(&self, store: &Store<GuestState>, call: &str, e: wasmtime::Error) -> String {
-        let name = &store.data().name;
-        if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
-            return format!(
-                "driver {name}: `{call}` ran longer than the per-call limit ({:?}); the guest was \
-                 stopped",
-                self.config.call_timeout
-            );
-        }
-        let text = format!("{e:#}");
-        // StoreLimits with trap_on_grow_failure: the guest asked for more
-        // memory than its cap.
-        if text.contains("forcing trap when growing memory") {
-            return format!(
-                "driver {name}: `{call}` exceeded the guest memory limit ({} MiB); the guest was \
-                 stopped",
-                self.config.memory_limit >> 20
-            );
-        }
-        format!("driver {name}: `{call}` trapped: {text}")
-    }
-
     /// Drop the instance and fail every request it held.
     fn release(&mut self) {
         if let Some(live) = self.instance.take() {
-            for request in live.store.data().pending.iter().copied() {
-                let _ = self.events.send(Event::Completed {
-                    request,
-                    outcome: Err(DriverError::Internal(format!(
-                        "the driver instance was lost before completing request {request}"
-                    ))),
-                });
-            }
+            live.instance.release();
         }
     }
 
@@ -384,7 +324,7 @@ impl Actor {
                 }
                 other => other,
             };
-            if self.instance.is_none() {
+            let Some(live) = &mut self.instance else {
                 if let Some(command) = command {
                     self.refuse(command);
                 }
@@ -407,11 +347,18 @@ impl Actor {
                     rebuild_at = Instant::now() + backoff;
                 }
                 continue;
-            }
+            };
             let result = match command {
-                Some(Item::Control(command)) => self.deliver(command),
-                Some(Item::Messages(messages)) => self.messages(messages),
-                None => self.tick(),
+                Some(Item::Control(command)) => live.instance.command(command),
+                Some(Item::Messages(messages)) => live.instance.messages(messages),
+                None => {
+                    let now = self.clock.now().mono_ms;
+                    live.instance.tick(now).map(|wake_at_ms| {
+                        let wait = Duration::from_millis(wake_at_ms.saturating_sub(now))
+                            .clamp(Duration::from_millis(1), MAX_TICK_INTERVAL);
+                        live.next_tick = Instant::now() + wait;
+                    })
+                }
             };
             if let Err(reason) = result {
                 self.crashed(reason);
@@ -438,104 +385,6 @@ impl Actor {
                 });
             }
             Item::Control(Command::Shutdown) | Item::Messages(_) => {}
-        }
-    }
-
-    fn deliver(&mut self, command: Command) -> Result<(), String> {
-        let ticks = self.ticks(1);
-        let live = self.instance.as_mut().expect("checked by run");
-        let driver = live.bindings.tsohost_driver_driver();
-        live.store.data_mut().begin_call();
-        live.store.set_epoch_deadline(ticks);
-        let (call, result) = match command {
-            Command::LoadHighWater { request } => {
-                live.store.data_mut().pending.insert(request);
-                (
-                    "load-high-water",
-                    driver.call_load_high_water(&mut live.store, request),
-                )
-            }
-            Command::PersistHighWater {
-                request,
-                at_least,
-                epoch,
-            } => {
-                live.store.data_mut().pending.insert(request);
-                (
-                    "persist-high-water",
-                    driver.call_persist_high_water(&mut live.store, request, at_least, epoch),
-                )
-            }
-            Command::ChangeMembership { request, members } => {
-                live.store.data_mut().pending.insert(request);
-                (
-                    "change-membership",
-                    driver.call_change_membership(&mut live.store, request, &members),
-                )
-            }
-            Command::TransferLeadership { request, to } => {
-                live.store.data_mut().pending.insert(request);
-                (
-                    "transfer-leadership",
-                    driver.call_transfer_leadership(&mut live.store, request, to),
-                )
-            }
-            Command::Shutdown => return Ok(()),
-        };
-        result.map_err(|e| {
-            let live = self.instance.as_ref().expect("checked by run");
-            self.describe(&live.store, call, e)
-        })
-    }
-
-    /// Peer messages, one `on-message` call each, each with its own time
-    /// budget. After a failure the rest are dropped with the instance.
-    fn messages(&mut self, mut messages: Vec<(u64, Vec<u8>)>) -> Result<(), String> {
-        let ticks = self.ticks(1);
-        if let Some((_, payload)) = messages.first_mut()
-            && self.faults.take(GuestFault::Exhaust)
-        {
-            tracing::warn!("fault injection: a peer message larger than the guest's memory cap");
-            payload.resize(self.config.memory_limit + 1, 0);
-        }
-        for (from, payload) in messages {
-            let live = self.instance.as_mut().expect("checked by run");
-            live.store.data_mut().begin_call();
-            live.store.set_epoch_deadline(ticks);
-            let result = live.bindings.tsohost_driver_driver().call_on_message(
-                &mut live.store,
-                from,
-                &payload,
-            );
-            if let Err(e) = result {
-                let live = self.instance.as_ref().expect("checked by run");
-                return Err(self.describe(&live.store, "on-message", e));
-            }
-        }
-        Ok(())
-    }
-
-    fn tick(&mut self) -> Result<(), String> {
-        let ticks = self.ticks(1);
-        let now = self.clock.now().mono_ms;
-        let live = self.instance.as_mut().expect("checked by run");
-        live.store.data_mut().begin_call();
-        live.store.set_epoch_deadline(ticks);
-        let result = live
-            .bindings
-            .tsohost_driver_driver()
-            .call_on_tick(&mut live.store, now);
-        match result {
-            Ok(wake_at_ms) => {
-                let wait = Duration::from_millis(wake_at_ms.saturating_sub(now))
-                    .clamp(Duration::from_millis(1), MAX_TICK_INTERVAL);
-                live.next_tick = Instant::now() + wait;
-                Ok(())
-            }
-            Err(e) => {
-                let live = self.instance.as_ref().expect("checked by run");
-                Err(self.describe(&live.store, "on-tick", e))
-            }
         }
     }
 }

@@ -3,6 +3,9 @@
 //!
 //! - [`component`]: bytes → a validated, precompiled, linked component.
 //! - [`sandbox`]: what a guest can touch (the `host` interface, virtual WASI).
+//! - [`instance`]: one live guest, called synchronously; how a failed call
+//!   is described and its requests failed (shared by the actor and the
+//!   simulator).
 //! - [`actor`]: one thread per instance; all events through one queue, so the
 //!   guest is never re-entered; traps and overruns rebuild the instance.
 //! - [`protocol`]: the commands into an actor and the events out of it.
@@ -14,6 +17,7 @@ pub mod bindings;
 pub mod builtin;
 pub mod component;
 pub mod fault;
+pub mod instance;
 pub mod mailbox;
 pub mod protocol;
 pub mod sandbox;

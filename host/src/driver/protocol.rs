@@ -49,6 +49,12 @@ pub enum Event {
     SendDropped,
     /// The membership the driver knows, this node included.
     Membership(Vec<Peer>),
+    /// A `storage-write` succeeded (`sync`: durable). Only instances built
+    /// to observe their writes report it (the simulator and check-driver,
+    /// which check that a completion comes after the write it depends on).
+    Wrote {
+        sync: bool,
+    },
     /// The instance is gone; a new one will be built after a backoff.
     Crashed {
         reason: String,

@@ -12,7 +12,7 @@ use super::fault::{GuestFault, GuestFaults};
 use super::protocol::Event;
 use crate::clock::Clock;
 use crate::storage::{Storage, WriteBatch};
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -62,16 +62,24 @@ pub struct GuestState {
     pub(super) storage: Option<Arc<dyn Storage>>,
     pub(super) events: UnboundedSender<Event>,
     clock: Arc<dyn Clock>,
-    /// Requests handed to this instance and not yet completed.
-    pub(super) pending: HashSet<u64>,
+    /// Requests handed to this instance and not yet completed (ordered, so
+    /// that failing them on a crash is deterministic).
+    pub(super) pending: BTreeSet<u64>,
     /// The driver's name, for logs.
     pub(super) name: String,
     /// What the current call has used of its budgets; reset per call.
     log_lines: u32,
     sent_bytes: usize,
-    faults: Arc<GuestFaults>,
+    pub(super) faults: Arc<GuestFaults>,
     /// How long an injected hang blocks: past the per-call limit.
     hang_for: Duration,
+    /// An injected hang interrupts at once instead of blocking (see
+    /// [`super::instance::Setup::instant_hangs`]).
+    pub(super) instant_hangs: bool,
+    /// Report every successful `storage-write` as [`Event::Wrote`], in order
+    /// with the guest's other events (see
+    /// [`super::instance::Setup::observe_writes`]).
+    pub(super) observe_writes: bool,
 }
 
 impl GuestState {
@@ -106,12 +114,14 @@ impl GuestState {
             storage: None,
             events,
             clock,
-            pending: HashSet::new(),
+            pending: BTreeSet::new(),
             name: String::from("(unnamed)"),
             log_lines: 0,
             sent_bytes: 0,
             faults,
             hang_for: call_timeout + 4 * EPOCH_TICK,
+            instant_hangs: false,
+            observe_writes: false,
         }
     }
 
@@ -125,6 +135,9 @@ impl GuestState {
         }
         if self.faults.take(GuestFault::Hang) {
             tracing::warn!(driver = %self.name, "fault injection: hanging the guest");
+            if self.instant_hangs {
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
             std::thread::sleep(self.hang_for);
         }
         Ok(())
@@ -158,7 +171,7 @@ impl GuestState {
             .ok_or_else(|| DriverError::Internal("storage is available from init on".into()))
     }
 
-    fn emit(&self, event: Event) {
+    pub(super) fn emit(&self, event: Event) {
         // The receiver goes away only when the node shuts down.
         let _ = self.events.send(event);
     }
@@ -235,11 +248,15 @@ impl tsohost::driver::host::Host for GuestState {
         sync: bool,
     ) -> wasmtime::Result<Result<(), DriverError>> {
         self.fault()?;
-        Ok(self.storage().and_then(|storage| {
+        let result = self.storage().and_then(|storage| {
             storage
                 .write(WriteBatch { puts, deletes }, sync)
                 .map_err(|e| DriverError::Storage(e.to_string()))
-        }))
+        });
+        if self.observe_writes && result.is_ok() {
+            self.emit(Event::Wrote { sync });
+        }
+        Ok(result)
     }
 
     fn storage_scan(

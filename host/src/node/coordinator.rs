@@ -278,6 +278,7 @@ impl Coordinator {
                     tracing::debug!("dropped a driver message to node {to}: no peer network");
                 }
             },
+            Event::Wrote { .. } => {}
             Event::SendDropped => Metrics::inc(&self.node.metrics.peer_messages_dropped_total),
             Event::Membership(members) => {
                 if let Some(network) = &self.node.network {

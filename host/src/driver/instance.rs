@@ -1,0 +1,245 @@
+//! One live guest instance, called synchronously: build it (instantiate,
+//! `init`), hand it commands, peer messages and ticks, and release it.
+//!
+//! Both the node's [`super::actor`] (one thread per driver) and the
+//! simulator (`crate::sim`, every node of a cluster on one thread) run
+//! guests through this type, so a trap, an overrun or an exhausted memory
+//! is noticed, described and recovered from the same way in both.
+//!
+//! Invariants:
+//! - every call runs under the per-call time limit and the memory cap;
+//! - a call that fails poisons the instance: the caller drops it with
+//!   [`Instance::release`], which fails every request it held (in request
+//!   order), and builds a fresh one from the same component and storage;
+//! - the guest's imports only queue [`Event`]s, so the guest is never
+//!   re-entered.
+
+use super::bindings::{Config, ConsensusDriver, DriverError};
+use super::component::LoadedDriver;
+use super::fault::{GuestFault, GuestFaults};
+use super::protocol::{Command, Event};
+use super::sandbox::{self, GuestState};
+use crate::clock::Clock;
+use crate::storage::Storage;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use wasmtime::Store;
+
+/// `init` may do more work than an event (replaying a log): it gets this many
+/// per-call time limits.
+pub const INIT_TIME_FACTOR: u32 = 5;
+
+/// Everything an instance is built from but the component.
+pub struct Setup {
+    pub config: Config,
+    /// The driver's storage namespace.
+    pub storage: Arc<dyn Storage>,
+    pub clock: Arc<dyn Clock>,
+    /// Where the guest's imports put what it does.
+    pub events: UnboundedSender<Event>,
+    pub faults: Arc<GuestFaults>,
+    /// Guest linear memory cap, bytes.
+    pub memory_limit: usize,
+    /// Longest one call into the guest may run.
+    pub call_timeout: Duration,
+    /// An injected hang interrupts the guest at once, as the time limit
+    /// would after `call_timeout`, instead of blocking for it: the
+    /// simulator accounts the time on its own clock.
+    pub instant_hangs: bool,
+    /// Report each successful storage write as [`Event::Wrote`].
+    pub observe_writes: bool,
+}
+
+/// Why an instance could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// Instantiation or `init` trapped or overran: try again later.
+    Crashed(String),
+    /// `init` refused the config: the driver will never start with it.
+    Refused(DriverError),
+}
+
+/// A guest that finished `init`.
+pub struct Instance {
+    store: Store<GuestState>,
+    bindings: ConsensusDriver,
+    call_timeout: Duration,
+    memory_limit: usize,
+}
+
+impl Instance {
+    /// Instantiate `driver` and call `init` with `setup.config`.
+    pub fn build(driver: &LoadedDriver, setup: Setup) -> Result<Instance, BuildError> {
+        let mut state = GuestState::new(
+            setup.memory_limit,
+            setup.config.seed,
+            setup.events,
+            setup.clock,
+            setup.faults,
+            setup.call_timeout,
+        );
+        state.instant_hangs = setup.instant_hangs;
+        state.observe_writes = setup.observe_writes;
+        // The component's `info` was asked, and its name checked, when it
+        // was loaded (see `Runtime::load`).
+        state.name = driver.info.name.clone();
+        state.storage = Some(setup.storage);
+        let mut store = sandbox::store(
+            driver.pre.instance_pre().engine(),
+            state,
+            setup.call_timeout,
+        );
+        let describe = |store: &Store<GuestState>, call: &str, e: wasmtime::Error| {
+            describe(store, setup.call_timeout, setup.memory_limit, call, e)
+        };
+        let bindings = driver
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| BuildError::Crashed(describe(&store, "instantiation", e)))?;
+        store.data_mut().begin_call();
+        store.set_epoch_deadline(sandbox::deadline_ticks(
+            setup.call_timeout * INIT_TIME_FACTOR,
+        ));
+        match bindings
+            .tsohost_driver_driver()
+            .call_init(&mut store, &setup.config)
+        {
+            Err(e) => Err(BuildError::Crashed(describe(&store, "init", e))),
+            Ok(Err(error)) => Err(BuildError::Refused(error)),
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                bindings,
+                call_timeout: setup.call_timeout,
+                memory_limit: setup.memory_limit,
+            }),
+        }
+    }
+
+    /// Reset the per-call budgets and the time limit before a call.
+    fn begin(&mut self) {
+        self.store.data_mut().begin_call();
+        self.store
+            .set_epoch_deadline(sandbox::deadline_ticks(self.call_timeout));
+    }
+
+    fn failed(&self, call: &str, e: wasmtime::Error) -> String {
+        describe(&self.store, self.call_timeout, self.memory_limit, call, e)
+    }
+
+    /// Hand the guest a request (or a shutdown, which is not the guest's).
+    pub fn command(&mut self, command: Command) -> Result<(), String> {
+        self.begin();
+        let driver = self.bindings.tsohost_driver_driver();
+        let store = &mut self.store;
+        let (call, result) = match command {
+            Command::LoadHighWater { request } => {
+                store.data_mut().pending.insert(request);
+                (
+                    "load-high-water",
+                    driver.call_load_high_water(store, request),
+                )
+            }
+            Command::PersistHighWater {
+                request,
+                at_least,
+                epoch,
+            } => {
+                store.data_mut().pending.insert(request);
+                (
+                    "persist-high-water",
+                    driver.call_persist_high_water(store, request, at_least, epoch),
+                )
+            }
+            Command::ChangeMembership { request, members } => {
+                store.data_mut().pending.insert(request);
+                (
+                    "change-membership",
+                    driver.call_change_membership(store, request, &members),
+                )
+            }
+            Command::TransferLeadership { request, to } => {
+                store.data_mut().pending.insert(request);
+                (
+                    "transfer-leadership",
+                    driver.call_transfer_leadership(store, request, to),
+                )
+            }
+            Command::Shutdown => return Ok(()),
+        };
+        result.map_err(|e| self.failed(call, e))
+    }
+
+    /// Peer messages, one `on-message` call each, each with its own time
+    /// budget. After a failure the rest are dropped with the instance. An
+    /// injected `exhaust` grows the first past the guest's memory cap.
+    pub fn messages(&mut self, mut messages: Vec<(u64, Vec<u8>)>) -> Result<(), String> {
+        if let Some((_, payload)) = messages.first_mut()
+            && self.store.data().faults.take(GuestFault::Exhaust)
+        {
+            tracing::warn!("fault injection: a peer message larger than the guest's memory cap");
+            payload.resize(self.memory_limit + 1, 0);
+        }
+        for (from, payload) in messages {
+            self.begin();
+            let result = self.bindings.tsohost_driver_driver().call_on_message(
+                &mut self.store,
+                from,
+                &payload,
+            );
+            result.map_err(|e| self.failed("on-message", e))?;
+        }
+        Ok(())
+    }
+
+    /// Time passes; the monotonic ms at which the guest wants its next tick.
+    pub fn tick(&mut self, now_ms: u64) -> Result<u64, String> {
+        self.begin();
+        let result = self
+            .bindings
+            .tsohost_driver_driver()
+            .call_on_tick(&mut self.store, now_ms);
+        result.map_err(|e| self.failed("on-tick", e))
+    }
+
+    /// Drop the instance and fail every request it held, in request order.
+    pub fn release(self) {
+        let state = self.store.data();
+        for &request in &state.pending {
+            state.emit(Event::Completed {
+                request,
+                outcome: Err(DriverError::Internal(format!(
+                    "the driver instance was lost before completing request {request}"
+                ))),
+            });
+        }
+    }
+}
+
+/// Why a call failed, in words an operator can act on.
+fn describe(
+    store: &Store<GuestState>,
+    call_timeout: Duration,
+    memory_limit: usize,
+    call: &str,
+    e: wasmtime::Error,
+) -> String {
+    let name = &store.data().name;
+    if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
+        return format!(
+            "driver {name}: `{call}` ran longer than the per-call limit ({call_timeout:?}); the \
+             guest was stopped"
+        );
+    }
+    let text = format!("{e:#}");
+    // StoreLimits with trap_on_grow_failure: the guest asked for more
+    // memory than its cap.
+    if text.contains("forcing trap when growing memory") {
+        return format!(
+            "driver {name}: `{call}` exceeded the guest memory limit ({} MiB); the guest was \
+             stopped",
+            memory_limit >> 20
+        );
+    }
+    format!("driver {name}: `{call}` trapped: {text}")
+}
