@@ -150,6 +150,9 @@ use crate::state::{Applied, Command, HwState};
 use crate::store::{self, Membership, PaxosStore};
 use crate::wire::{self, Packet, Wire};
 
+#[cfg(tsohost_mutants)]
+mod mutant;
+
 /// omnipaxos over this driver's storage.
 type Paxos = OmniPaxos<Command, PaxosStore>;
 
@@ -217,13 +220,24 @@ pub struct PaxosDriver {
     next_heartbeat: u64,
     next_join: u64,
     reported: Option<Leadership>,
+    /// The mutant this instance runs, if any (test-only copy, see
+    /// [`mutant`]).
+    #[cfg(tsohost_mutants)]
+    mutant: Option<mutant::Mutant>,
 }
 
 impl Driver for PaxosDriver {
+    #[cfg(not(tsohost_mutants))]
     const NAME: &'static str = "paxos";
+    #[cfg(tsohost_mutants)]
+    const NAME: &'static str = mutant::NAME;
 
     /// Start (or resume from storage) on `host` with `cfg`.
     fn init(host: Rc<dyn Host>, cfg: &Config) -> Result<Self, DriverError> {
+        #[cfg(tsohost_mutants)]
+        let (mutant, cfg) = mutant::take(cfg)?;
+        #[cfg(tsohost_mutants)]
+        let (host, cfg) = (mutant::host(mutant, host), &cfg);
         let settings = Settings::from_config(cfg)?;
         let node = cfg.node_id;
         check_node_id(node, "node-id")?;
@@ -285,6 +299,8 @@ impl Driver for PaxosDriver {
             next_heartbeat: now,
             next_join: now,
             reported: None,
+            #[cfg(tsohost_mutants)]
+            mutant,
         };
         if let Some(m) = membership {
             driver.start_config(m)?;
@@ -355,6 +371,12 @@ impl Driver for PaxosDriver {
     /// `load-high-water`, answered through `host.completed`.
     fn load_high_water(&mut self, request: u64) {
         self.now = self.now.max(self.host.now_ms());
+        #[cfg(tsohost_mutants)]
+        if self.mutant_is(mutant::Mutant::StaleRead) && self.serving_ballot().is_ok() {
+            self.read_locally(request);
+            self.settle();
+            return;
+        }
         let outcome = self.serving_ballot().and_then(|mine| {
             let epoch = epoch_of(mine);
             let cmd = Command::Barrier {
@@ -375,15 +397,21 @@ impl Driver for PaxosDriver {
         self.now = self.now.max(self.host.now_ms());
         let outcome = check_range(at_least).and_then(|()| {
             let mine = epoch_of(self.serving_ballot()?);
-            check_epoch(epoch, mine.max(self.state.highest_epoch()))?;
+            let accepted = mine.max(self.state.highest_epoch());
+            #[cfg(tsohost_mutants)]
+            let accepted = self.mutant_fence(accepted);
+            check_epoch(epoch, accepted)?;
             if epoch > mine {
                 return Err(DriverError::Internal(format!(
                     "persist carries epoch {}.{}, newer than this leader's {}.{}",
                     epoch.hi, epoch.lo, mine.hi, mine.lo
                 )));
             }
+            let target = at_least.max(self.floor);
+            #[cfg(tsohost_mutants)]
+            let target = self.mutant_target(target);
             let cmd = Command::Persist {
-                at_least: at_least.max(self.floor),
+                at_least: target,
                 epoch: pair(mine),
                 request,
             };
@@ -1148,11 +1176,14 @@ impl PaxosDriver {
         let promise = op.get_promise();
         let epoch = epoch_of(promise);
         if let Some(b) = self.lease.leading() {
+            let lease_until_ms = self.lease.lease_until(self.settings.lease_ms());
+            #[cfg(tsohost_mutants)]
+            let lease_until_ms = self.mutant_lease(lease_until_ms);
             return Leadership {
                 role: Role::Leader,
                 leader: Some(self.node),
                 epoch: epoch_of(b),
-                lease_until_ms: self.lease.lease_until(self.settings.lease_ms()),
+                lease_until_ms,
             };
         }
         if let Some(s) = self.stepping_down {

@@ -173,6 +173,17 @@ impl Lease {
             .map_or(0, |a| a + lease_ms)
     }
 
+    /// Test-only (`--cfg tsohost_mutants`, the `unacked-lease` mutant of
+    /// `crate::core`): a lease from this leader's latest heartbeat, as if
+    /// every heartbeat were acknowledged by a quorum.
+    #[cfg(tsohost_mutants)]
+    pub fn lease_from_last_heartbeat(&self, lease_ms: u64) -> u64 {
+        self.leading
+            .as_ref()
+            .and_then(|l| l.last_sent)
+            .map_or(0, |s| s + lease_ms)
+    }
+
     /// The follower that acknowledged most recently, other than `me`.
     pub fn freshest_follower(&self) -> Option<NodeId> {
         let l = self.leading.as_ref()?;

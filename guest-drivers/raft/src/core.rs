@@ -161,6 +161,9 @@ use crate::types::{
     Applied, Command, LogId, Raft, SnapshotMeta, TypeConfig, Vote, epoch_of, pair, unpair,
 };
 
+#[cfg(tsohost_mutants)]
+mod mutant;
+
 /// One instance of the raft driver on one node.
 pub struct RaftDriver {
     host: Rc<dyn Host>,
@@ -182,6 +185,10 @@ pub struct RaftDriver {
     peerless: bool,
     reported: Option<Leadership>,
     reported_members: Vec<Peer>,
+    /// The mutant this instance runs, if any (test-only copy, see
+    /// [`mutant`]).
+    #[cfg(tsohost_mutants)]
+    mutant: Option<mutant::Mutant>,
 }
 
 fn storage_err(e: std::io::Error) -> DriverError {
@@ -204,10 +211,17 @@ fn node_map(peers: &[Peer], field: &str) -> Result<BTreeMap<NodeId, BasicNode>, 
 }
 
 impl Driver for RaftDriver {
+    #[cfg(not(tsohost_mutants))]
     const NAME: &'static str = "raft";
+    #[cfg(tsohost_mutants)]
+    const NAME: &'static str = mutant::NAME;
 
     /// Start (or resume from storage) on `host` with `cfg`.
     fn init(host: Rc<dyn Host>, cfg: &Config) -> Result<Self, DriverError> {
+        #[cfg(tsohost_mutants)]
+        let (mutant, cfg) = mutant::take(cfg)?;
+        #[cfg(tsohost_mutants)]
+        let (host, cfg) = (mutant::host(mutant, host), &cfg);
         let settings = Settings::from_config(cfg)?;
         let node = cfg.node_id;
         let mut members = node_map(&cfg.peers, "peers")?;
@@ -239,7 +253,9 @@ impl Driver for RaftDriver {
             me: node,
             rpc: rpc.clone(),
         };
-        let config = Arc::new(settings.raft_config()?);
+        // Configured as the whole cluster (peers: none, or only this node).
+        let alone = cfg.peers.iter().all(|p| p.id == node);
+        let config = Arc::new(settings.raft_config(alone)?);
         let slot = Rc::new(RefCell::new(None));
         exec.spawn({
             let slot = slot.clone();
@@ -286,7 +302,13 @@ impl Driver for RaftDriver {
             peerless: cfg.peers.is_empty(),
             reported: None,
             reported_members: Vec::new(),
+            #[cfg(tsohost_mutants)]
+            mutant,
         };
+        #[cfg(tsohost_mutants)]
+        if driver.mutant_is(mutant::Mutant::NoFloor) {
+            driver.floor = 0;
+        }
         driver.settle();
         Ok(driver)
     }
@@ -320,6 +342,8 @@ impl Driver for RaftDriver {
         self.exec.advance_to_ms(self.host.now_ms());
         match self.lead() {
             Err(e) => self.host.completed(request, Err(e)),
+            #[cfg(tsohost_mutants)]
+            Ok(_) if self.mutant_is(mutant::Mutant::StaleRead) => self.read_locally(request),
             Ok(lead) => {
                 let (state, host) = (self.state.clone(), self.host.clone());
                 let (floor, retry) = (self.floor, self.retry_policy());
@@ -370,6 +394,10 @@ impl Driver for RaftDriver {
         });
         match checked {
             Err(e) => self.host.completed(request, Err(e)),
+            #[cfg(tsohost_mutants)]
+            Ok(lead) if self.mutant_is(mutant::Mutant::EarlyAck) => {
+                self.ack_early(request, lead, at_least, epoch);
+            }
             Ok(lead) => {
                 let host = self.host.clone();
                 let (floor, retry) = (self.floor, self.retry_policy());
@@ -503,6 +531,10 @@ impl RaftDriver {
     /// let openraft transfer (see "Handing leadership over").
     fn hand_over(&mut self, epoch: Epoch, to: NodeId) {
         self.handed_over.set(Some(epoch));
+        #[cfg(tsohost_mutants)]
+        if self.mutant_is(mutant::Mutant::NoStepDown) {
+            self.handed_over.set(None);
+        }
         self.report();
         self.host.log(
             LogLevel::Info,
@@ -643,7 +675,10 @@ impl RaftDriver {
         } else {
             m.last_quorum_acked.as_ref().map_or(0, |acked| {
                 let acked: GuestInstant = **acked;
-                (acked + self.settings.lease()).as_host_ms()
+                let lease = self.settings.lease();
+                #[cfg(tsohost_mutants)]
+                let lease = mutant::lease(self.mutant, &self.settings, lease);
+                (acked + lease).as_host_ms()
             })
         };
         Leadership {

@@ -74,8 +74,9 @@ impl Settings {
         Duration::from_millis(5 * self.election_timeout_max_ms())
     }
 
-    /// The openraft configuration.
-    pub fn raft_config(&self) -> Result<RaftConfig, DriverError> {
+    /// The openraft configuration; `alone`: this node was configured as
+    /// the whole cluster (no peers but itself).
+    pub fn raft_config(&self, alone: bool) -> Result<RaftConfig, DriverError> {
         RaftConfig {
             cluster_name: "tsohost".into(),
             election_timeout_min: self.election_timeout_ms,
@@ -95,6 +96,16 @@ impl Settings {
             // itself, after telling the host to stop serving (see
             // `crate::core`, "Handing leadership over").
             removed_leader_step_down: StepDownPolicy::Never,
+            // openraft restores a restarted leader in its old term, so a new
+            // instance would lead again in the epoch of the one it replaces;
+            // WIT demands a strictly greater epoch of every later
+            // leadership, and a single node has no followers whose lease
+            // makes the old term worth keeping. Alone, a restarted leader
+            // starts as a follower and, its own quorum, is elected in the
+            // next term within milliseconds. In a cluster, restore keeps a
+            // restarted or swapped leader serving under the lease its
+            // followers still honour, in the same leadership.
+            enable_leader_restore: Some(!alone),
             ..Default::default()
         }
         .validate()

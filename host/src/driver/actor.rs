@@ -25,9 +25,11 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// Longest a driver sleeps between ticks, whatever it asks: a guard against a
 /// driver that asks for a wake-up too far ahead.
-const MAX_TICK_INTERVAL: Duration = Duration::from_secs(1);
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub const MAX_TICK_INTERVAL: Duration = Duration::from_secs(1);
+/// A lost instance is rebuilt after this, doubling (up to
+/// [`MAX_BACKOFF`]) while rebuilding fails.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How a driver is started on this node.
 #[derive(Debug, Clone)]

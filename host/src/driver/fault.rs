@@ -28,6 +28,11 @@ impl GuestFaults {
         self.0.store(Self::code(Some(fault)), Ordering::Relaxed);
     }
 
+    /// Withdraw the fault not fired yet, if any.
+    pub fn clear(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
     /// The fault not fired yet.
     pub fn pending(&self) -> Option<GuestFault> {
         Self::fault(self.0.load(Ordering::Relaxed))

@@ -3,8 +3,9 @@
 //! A tool talks to nodes over HTTP, or starts them as processes, and judges
 //! what they answer; no part of a node calls into this module. The one
 //! tool that runs node code in its own process, [`conformance`]
-//! (`tsohost check-driver`), loads a driver into the real sandbox and actor
-//! alone, with no node around it, to judge the driver against the contract.
+//! (`tsohost check-driver`), runs a driver in the real sandbox alone,
+//! synchronously on a simulated clock and an in-memory disk with power
+//! loss, with no node around it, to judge the driver against the contract.
 //!
 //! - [`bench`]: `tsohost bench`, load on one node and its latency.
 //! - [`chaos`]: `tsohost chaos`, a local cluster under load and faults,

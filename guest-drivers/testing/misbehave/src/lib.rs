@@ -9,7 +9,12 @@
 //!   checker can be shown to catch it: `no-sync` (persist without a synced
 //!   write), `decrease` (a lower persist lowers the high water), `no-fence`,
 //!   `no-range`, `no-leader` (never report leadership), `no-floor` (load
-//!   ignores the floor), `amnesia` (the high water lives in guest memory);
+//!   ignores the floor), `amnesia` (the high water lives in guest memory),
+//!   `complete-before-sync` (a persist completes, then writes the value
+//!   with sync in the same call), `fence-only-zero` (only epoch 0.0 is
+//!   fenced), `static-epoch` (every instance leads in epoch 1.0),
+//!   `unsynced-epoch` (each instance's generation, its epoch, is written
+//!   with sync=false);
 //! - `escape`: try to leave the sandbox in `init` (read files, the
 //!   environment, the real clock, connect to the address in option `probe`)
 //!   and refuse to start, naming what worked, if anything did.
@@ -38,15 +43,33 @@ const BREAKABLE: &[&str] = &[
     "no-leader",
     "no-floor",
     "amnesia",
+    "complete-before-sync",
+    "fence-only-zero",
+    "static-epoch",
+    "unsynced-epoch",
 ];
 
-/// One instance. Everything but `memory` is derived from the config, so a
-/// new instance behaves as the old one did (on a fresh count of persists).
+/// Where the register keeps the high water and the generation (as the SDK's
+/// [`SingleNode`] does), for the rules broken outside of it.
+const HIGH_WATER: &[u8] = b"high-water";
+const GENERATION: &[u8] = b"generation";
+/// The epoch of the modes that keep no generation (`amnesia`,
+/// `static-epoch`).
+const STATIC_EPOCH: Epoch = Epoch { hi: 1, lo: 0 };
+
+/// One instance. Everything but `memory` is derived from the config and
+/// storage, so a new instance behaves as the old one did (on a fresh count
+/// of persists).
 struct Misbehave {
     host: Rc<dyn Host>,
-    /// The register; `None` for `no-leader` and `amnesia`, which never open
-    /// it.
+    /// The register; `None` for the rules broken in how the epoch is kept
+    /// (`no-leader`, `amnesia`, `static-epoch`, `unsynced-epoch`), which
+    /// never open it and keep the high water themselves.
     register: Option<SingleNode>,
+    /// Without a register: the epoch this instance leads in.
+    epoch: Epoch,
+    /// The configured floor, for what the broken rules answer themselves.
+    floor: u64,
     /// (fault, on which persist; 0 = in init).
     plan: Option<(Fault, u64)>,
     /// Persists seen by this instance.
@@ -70,15 +93,32 @@ impl Misbehave {
                 BREAKABLE.join(", ")
             )));
         }
-        let epoch = Epoch { hi: 1, lo: 0 };
+        let lead = |epoch: Epoch| {
+            host.report_leadership(Leadership {
+                role: Role::Leader,
+                leader: Some(cfg.node_id),
+                epoch,
+                lease_until_ms: u64::MAX,
+            });
+            epoch
+        };
+        let mut epoch = STATIC_EPOCH;
         let register = match rule {
             "no-leader" => None,
-            "amnesia" => {
-                host.report_leadership(Leadership {
-                    role: Role::Leader,
-                    leader: Some(cfg.node_id),
-                    epoch,
-                    lease_until_ms: u64::MAX,
+            "amnesia" | "static-epoch" => {
+                lead(epoch);
+                None
+            }
+            "unsynced-epoch" => {
+                let generation = storage::get_u64(&*host, GENERATION)?.unwrap_or(0) + 1;
+                host.storage_write(
+                    &[(GENERATION.to_vec(), generation.to_be_bytes().to_vec())],
+                    &[],
+                    false,
+                )?;
+                epoch = lead(Epoch {
+                    hi: generation,
+                    lo: 0,
                 });
                 None
             }
@@ -88,6 +128,8 @@ impl Misbehave {
         Ok(Misbehave {
             host,
             register,
+            epoch,
+            floor: cfg.floor,
             plan: None,
             persists: 0,
             broken: Some(rule.to_string()),
@@ -95,43 +137,71 @@ impl Misbehave {
         })
     }
 
-    /// `persist-high-water` for the rules that break it; `None`: not broken.
-    fn persist_broken(&mut self, at_least: u64, epoch: Epoch) -> Option<Result<u64, DriverError>> {
+    /// `persist-high-water` for the rules that break it, completing
+    /// `request`; false: not broken, the register answers. Each breaks its
+    /// rule only: otherwise it answers as the register does (the floor
+    /// included).
+    fn persist_broken(&mut self, request: u64, at_least: u64, epoch: Epoch) -> bool {
         let host = self.host.clone();
-        let stored = || storage::get_u64(&*host, b"high-water").map(|v| v.unwrap_or(0));
+        let floor = self.floor;
+        let high = || stored(&*host).map(|v| v.max(floor));
         let write = |value: u64, sync: bool| {
             host.storage_write(
-                &[(b"high-water".to_vec(), value.to_be_bytes().to_vec())],
+                &[(HIGH_WATER.to_vec(), value.to_be_bytes().to_vec())],
                 &[],
                 sync,
             )
             .map(|()| value)
         };
-        let current = self
-            .register
-            .as_ref()
-            .map_or(Epoch { hi: 1, lo: 0 }, SingleNode::epoch);
+        // The register's persist once the request passed whatever checks
+        // the rule leaves: write only to raise the high water.
+        let raise = |sync: bool| {
+            let current = high()?;
+            if at_least <= current {
+                Ok(current)
+            } else {
+                write(at_least, sync)
+            }
+        };
+        let current = self.register.as_ref().map_or(self.epoch, SingleNode::epoch);
+        let checked =
+            || rules::check_range(at_least).and_then(|()| rules::check_epoch(epoch, current));
         let result = if self.broken("amnesia") {
             rules::check_range(at_least).map(|()| {
                 self.memory = self.memory.max(at_least);
                 self.memory
             })
         } else if self.broken("no-sync") {
-            rules::check_range(at_least)
-                .and_then(|()| rules::check_epoch(epoch, current))
-                .and_then(|()| write(stored()?.max(at_least), false))
+            checked().and_then(|()| raise(false))
         } else if self.broken("decrease") {
-            rules::check_range(at_least)
-                .and_then(|()| rules::check_epoch(epoch, current))
-                .and_then(|()| write(at_least, true))
+            checked().and_then(|()| write(at_least.max(floor), true))
         } else if self.broken("no-fence") {
-            rules::check_range(at_least).and_then(|()| write(stored()?.max(at_least), true))
+            rules::check_range(at_least).and_then(|()| raise(true))
         } else if self.broken("no-range") {
-            rules::check_epoch(epoch, current).and_then(|()| write(stored()?.max(at_least), true))
+            rules::check_epoch(epoch, current).and_then(|()| raise(true))
+        } else if self.broken("fence-only-zero") {
+            rules::check_range(at_least).and_then(|()| {
+                if epoch == rules::ZERO_EPOCH {
+                    Err(DriverError::Fenced(current))
+                } else {
+                    raise(true)
+                }
+            })
+        } else if self.broken("complete-before-sync") {
+            // The right value, durable in the end, but announced first.
+            let value = checked().and_then(|()| Ok(high()?.max(at_least)));
+            host.completed(request, value.clone());
+            if let Ok(value) = value {
+                let _ = write(value, true);
+            }
+            return true;
+        } else if self.broken("static-epoch") || self.broken("unsynced-epoch") {
+            checked().and_then(|()| raise(true))
         } else {
-            return None;
+            return false;
         };
-        Some(result)
+        host.completed(request, result);
+        true
     }
 
     /// Run `f` on the register, or fail `request` if this instance has none.
@@ -146,6 +216,11 @@ impl Misbehave {
             ),
         }
     }
+}
+
+/// The high water as stored, 0 if none.
+fn stored(host: &dyn Host) -> Result<u64, DriverError> {
+    storage::get_u64(host, HIGH_WATER).map(|v| v.unwrap_or(0))
 }
 
 fn parse(value: &str) -> Result<(Fault, u64), DriverError> {
@@ -242,6 +317,8 @@ impl Driver for Misbehave {
         Ok(Misbehave {
             host,
             register: Some(register),
+            epoch: STATIC_EPOCH,
+            floor: cfg.floor,
             plan,
             persists: 0,
             broken: None,
@@ -258,6 +335,9 @@ impl Driver for Misbehave {
     fn load_high_water(&mut self, request: u64) {
         if self.broken("amnesia") {
             self.host.completed(request, Ok(self.memory));
+        } else if self.broken("static-epoch") || self.broken("unsynced-epoch") {
+            let loaded = stored(&*self.host).map(|v| v.max(self.floor));
+            self.host.completed(request, loaded);
         } else {
             self.with_register(request, |r| r.load_high_water(request));
         }
@@ -270,9 +350,8 @@ impl Driver for Misbehave {
         {
             misbehave(fault);
         }
-        match self.persist_broken(at_least, epoch) {
-            Some(result) => self.host.completed(request, result),
-            None => self.with_register(request, |r| r.persist_high_water(request, at_least, epoch)),
+        if !self.persist_broken(request, at_least, epoch) {
+            self.with_register(request, |r| r.persist_high_water(request, at_least, epoch));
         }
     }
 

@@ -6,47 +6,12 @@
 //! generator; which node leads depends on the run, so a seed replays the
 //! schedule of choices, not the exact interleaving of the processes.
 
+pub use crate::sim::rng::Rng;
 use crate::tools::cluster::LocalCluster;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tsohost_client::admin::{AdminError, Faults, GuestFault};
-
-/// A deterministic generator (splitmix64): one seed, one schedule.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[lo, hi)`; `lo` when the range is empty.
-    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            lo
-        } else {
-            lo + self.next_u64() % (hi - lo)
-        }
-    }
-
-    /// A duration in `[lo, hi)` milliseconds.
-    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(self.between(lo, hi))
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.between(0, items.len() as u64) as usize]
-    }
-}
 
 /// A kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
