@@ -46,6 +46,7 @@ extern crate self as tsohost_guest_sdk;
 
 pub mod driver;
 pub mod frame;
+pub mod mutant;
 pub mod port;
 pub mod register;
 pub mod rules;

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tsohost_guest_sdk::port::Host;
-use tsohost_guest_sdk::{Config, DriverError, Epoch, Leadership, LogLevel, NodeId, Peer};
+use tsohost_guest_sdk::{Config, DriverError, Epoch};
 
 use super::{Lead, RaftDriver, write};
 use crate::settings::Settings;
@@ -75,37 +75,16 @@ pub const NAME: &str = "raft-mutant";
 /// The mutant `cfg` selects with `mutant=NAME`, and `cfg` without that
 /// option (for the real option parsing, which refuses unknown keys).
 pub fn take(cfg: &Config) -> Result<(Option<Mutant>, Config), DriverError> {
-    let mut rest = cfg.clone();
-    let mut chosen = None;
-    rest.options.retain(|(k, _)| k != "mutant");
-    for (k, v) in &cfg.options {
-        if k != "mutant" {
-            continue;
-        }
-        let m = MUTANTS.iter().find(|(n, _)| n == v).ok_or_else(|| {
-            let names: Vec<&str> = MUTANTS.iter().map(|(n, _)| *n).collect();
-            DriverError::InvalidConfig(format!(
-                "option `mutant`: `{v}` is not one of {}",
-                names.join(", ")
-            ))
-        })?;
-        if chosen.replace(m.1).is_some() {
-            return Err(DriverError::InvalidConfig(
-                "option `mutant` given twice".into(),
-            ));
-        }
-    }
-    Ok((chosen, rest))
+    tsohost_guest_sdk::mutant::take(cfg, MUTANTS)
 }
 
 /// The host the driver runs on: `host`, or for [`Mutant::UnsyncedCommit`]
 /// one that writes the committed index without sync.
 pub fn host(mutant: Option<Mutant>, host: Rc<dyn Host>) -> Rc<dyn Host> {
     match mutant {
-        Some(Mutant::UnsyncedCommit) => Rc::new(Unsynced {
-            inner: host,
-            key: b"committed",
-        }),
+        Some(Mutant::UnsyncedCommit) => {
+            tsohost_guest_sdk::mutant::unsynced(host, |k| k == b"committed")
+        }
         _ => host,
     }
 }
@@ -147,55 +126,5 @@ impl RaftDriver {
     pub(super) fn read_locally(&mut self, request: u64) {
         let hw = self.state.borrow().high_water.max(self.floor);
         self.host.completed(request, Ok(hw));
-    }
-}
-
-/// A host whose writes that put `key` are not synced.
-struct Unsynced {
-    inner: Rc<dyn Host>,
-    key: &'static [u8],
-}
-
-impl Host for Unsynced {
-    fn send(&self, to: NodeId, payload: &[u8]) {
-        self.inner.send(to, payload);
-    }
-
-    fn storage_get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.inner.storage_get(key)
-    }
-
-    fn storage_write(
-        &self,
-        puts: &[(Vec<u8>, Vec<u8>)],
-        deletes: &[Vec<u8>],
-        sync: bool,
-    ) -> Result<(), DriverError> {
-        let sync = sync && !puts.iter().any(|(k, _)| k == self.key);
-        self.inner.storage_write(puts, deletes, sync)
-    }
-
-    fn storage_scan(&self, start: &[u8], end: &[u8], limit: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.inner.storage_scan(start, end, limit)
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.inner.now_ms()
-    }
-
-    fn report_leadership(&self, report: Leadership) {
-        self.inner.report_leadership(report);
-    }
-
-    fn completed(&self, request: u64, outcome: Result<u64, DriverError>) {
-        self.inner.completed(request, outcome);
-    }
-
-    fn log(&self, level: LogLevel, message: &str) {
-        self.inner.log(level, message);
-    }
-
-    fn report_membership(&self, members: &[Peer]) {
-        self.inner.report_membership(members);
     }
 }

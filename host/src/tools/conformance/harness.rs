@@ -42,9 +42,9 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Simulated time a driver gets to do what is asked (lead, complete a
 /// request): well above any sane election timeout.
 pub const BUDGET_MS: u64 = 60_000;
-/// Longest simulated step between two ticks, whatever the driver asks
-/// (the node's actor ticks at least this often too).
-const MAX_TICK_MS: u64 = 1_000;
+/// Longest simulated step between two ticks, whatever the driver asks:
+/// the node's actor's bound.
+const MAX_TICK_MS: u64 = crate::driver::actor::MAX_TICK_INTERVAL.as_millis() as u64;
 
 /// A monotonic clock that only moves when the harness moves it; the wall
 /// clock is a fixed origin plus it.
