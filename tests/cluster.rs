@@ -1,5 +1,6 @@
 //! 3-node clusters of real processes under concurrent load, one suite run
-//! for each replicated driver (raft, paxos): kill -9 of the leader, a
+//! for each replicated driver (raft, paxos, and the JavaScript
+//! javascript-paxos of examples/drivers): kill -9 of the leader, a
 //! partitioned leader, a full restart, growing and shrinking the membership,
 //! leadership transfer and hand-off on SIGTERM. A checker over every answer
 //! of every client asserts uniqueness and real-time order.
@@ -296,3 +297,22 @@ macro_rules! suite {
 }
 
 suite!(raft => crate::support::RAFT, paxos => crate::support::PAXOS);
+
+/// The replicated driver written in JavaScript: the suite without the parts
+/// its README says it does not implement (membership changes, transfer).
+mod javascript_paxos {
+    use crate::support::javascript_paxos;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn kill9_of_the_leader_under_load() {
+        super::kill9_of_the_leader_under_load(&javascript_paxos()).await
+    }
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_partitioned_leader_stops_and_the_majority_serves() {
+        super::a_partitioned_leader_stops_and_the_majority_serves(&javascript_paxos()).await
+    }
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_full_restart_resumes_above_everything() {
+        super::a_full_restart_resumes_above_everything(&javascript_paxos()).await
+    }
+}

@@ -1,31 +1,15 @@
 //! Drivers in other languages (examples/drivers/: Python, JavaScript, C,
-//! Zig): each is built with its own script (which installs its toolchain
+//! Zig, and the replicated JavaScript one, alone here; its cluster runs in
+//! tests/cluster.rs): each is built with its own script (which installs its toolchain
 //! from the package registries), checked against the contract, served by
 //! the real binary, and survives a kill -9 and restart without going
 //! backwards.
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{BIN, Server, timestamp};
-
-/// Run `examples/drivers/<lang>/build.sh`; the component it built.
-fn build(lang: &str, component: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/drivers")
-        .join(lang);
-    let out = Command::new(dir.join("build.sh")).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{lang}/build.sh failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let wasm = dir.join("out").join(component);
-    assert!(wasm.exists(), "{} was not built", wasm.display());
-    wasm
-}
+use support::{BIN, Server, build_example, timestamp};
 
 /// The last line of the report on a driver that keeps every rule: the one
 /// the built-in file driver gets (`all N rules hold`, N being however many
@@ -40,8 +24,7 @@ fn all_rules_hold() -> String {
     report.lines().last().unwrap().to_string()
 }
 
-async fn keeps_the_contract(lang: &str, component: &str) {
-    let wasm = build(lang, component);
+async fn keeps_the_contract(lang: &str, wasm: &Path) {
     let wasm = wasm.to_str().unwrap();
     let out = Command::new(BIN)
         .args(["check-driver", wasm])
@@ -73,20 +56,92 @@ async fn keeps_the_contract(lang: &str, component: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python() {
-    keeps_the_contract("python", "python-file.wasm").await;
+    keeps_the_contract("python", &build_example("python", "python-file.wasm")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn javascript() {
-    keeps_the_contract("javascript", "javascript-file.wasm").await;
+    keeps_the_contract(
+        "javascript",
+        &build_example("javascript", "javascript-file.wasm"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn c() {
-    keeps_the_contract("c", "c-file.wasm").await;
+    keeps_the_contract("c", &build_example("c", "c-file.wasm")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn zig() {
-    keeps_the_contract("zig", "zig-file.wasm").await;
+    keeps_the_contract("zig", &build_example("zig", "zig-file.wasm")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_paxos() {
+    let built = support::javascript_paxos();
+    keeps_the_contract("javascript-paxos", Path::new(built.driver)).await;
+}
+
+/// The gate has teeth for a driver outside Rust too: javascript-paxos with
+/// its lease broken on purpose (each mutation one edit of driver.js, as its
+/// README lists) is refused by check-driver's simulated cluster.
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_paxos_mutations_are_refused() {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/drivers/javascript-paxos");
+    // The build installs the toolchain the mutants are built with.
+    support::javascript_paxos();
+    let source = std::fs::read_to_string(dir.join("driver.js")).unwrap();
+    let mutations = [
+        // The voters' refusal window is gone: a follower cut off from the
+        // leader is elected through voters that still acknowledge it.
+        (
+            "mutant-no-gate",
+            "return now < this.gateUntil && !sameLeader;",
+            "return false && sameLeader;",
+        ),
+        // A lease longer than the refusal window.
+        (
+            "mutant-long-lease",
+            "this.L = Math.floor(settings.E / 2);",
+            "this.L = 2 * settings.E;",
+        ),
+    ];
+    for (name, from, to) in mutations {
+        assert_eq!(source.matches(from).count(), 1, "{name}: driver.js changed");
+        let mutated = dir.join(format!("target/{name}.js"));
+        std::fs::write(&mutated, source.replace(from, to)).unwrap();
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(r#". "$1/../lib.sh" && componentize_js "$1" "$2" "$3""#)
+            .args([
+                "build",
+                dir.to_str().unwrap(),
+                name,
+                mutated.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let wasm = dir.join(format!("out/{name}.wasm"));
+        let out = Command::new(BIN)
+            .args(["check-driver", wasm.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !out.status.success(),
+            "{name} passed check-driver:\n{report}"
+        );
+        assert!(
+            report.contains("FAIL  keeps the contract in a simulated cluster"),
+            "{name} was refused, but not by the cluster rule:\n{report}"
+        );
+    }
 }

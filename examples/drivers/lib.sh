@@ -21,3 +21,32 @@ pip_tools() {
     "${PYTHON:-python3}" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
 }
+
+# componentize_js DIR NAME [SOURCE]: build SOURCE (default DIR/driver.js)
+# into DIR/out/NAME.wasm with componentize-js (StarlingMonkey), installed
+# from npm into DIR/target/npm if missing. Each example has its own copy of
+# the toolchain so that examples built in parallel (as the tests do) never
+# share an npm tree.
+componentize_js() {
+    local here=$1 name=$2 source=${3:-$1/driver.js}
+    local wit version="0.23.0" prefix="$here/target/npm"
+    local pkg="$prefix/node_modules/@bytecodealliance/componentize-js"
+    local cjs="$prefix/node_modules/.bin/componentize-js"
+    local out="$here/out/$name.wasm" installed
+    wit="$(cd "$here/../../../wit" && pwd)"
+    installed="$(node -p "require('$pkg/package.json').version" 2>/dev/null || true)"
+    if [ "$installed" != "$version" ] || [ ! -x "$cjs" ]; then
+        echo "installing @bytecodealliance/componentize-js $version into $prefix" >&2
+        mkdir -p "$prefix"
+        npm install --prefix "$prefix" --no-save --no-audit --no-fund \
+            --no-package-lock --loglevel=error \
+            "@bytecodealliance/componentize-js@$version"
+    fi
+    mkdir -p "$here/out"
+    # -d http fetch-event: without them the component imports wasi:http,
+    # which the host does not provide.
+    "$cjs" --wit "$wit" --world-name consensus-driver -d http fetch-event \
+        -o "$out.tmp" "$source"
+    mv -f "$out.tmp" "$out"
+    echo "built $out ($(wc -c <"$out") bytes)"
+}

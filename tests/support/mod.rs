@@ -28,6 +28,43 @@ pub fn guest(file: &str) -> PathBuf {
     path
 }
 
+/// Run `examples/drivers/<dir>/build.sh` (it installs its toolchain from
+/// the package registries); the component it built, `out/<component>`.
+/// Call it once per test binary for a given example (see
+/// [`javascript_paxos`]): two builds of one example at once would race.
+pub fn build_example(dir: &str, component: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/drivers")
+        .join(dir);
+    let out = Command::new(dir.join("build.sh")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}/build.sh failed:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wasm = dir.join("out").join(component);
+    assert!(wasm.exists(), "{} was not built", wasm.display());
+    wasm
+}
+
+/// The replicated driver written in JavaScript
+/// (examples/drivers/javascript-paxos), built once per test binary, with
+/// the cluster tests' fast timing.
+pub fn javascript_paxos() -> Replicated {
+    static BUILT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    let path = BUILT.get_or_init(|| {
+        let wasm = build_example("javascript-paxos", "javascript-paxos.wasm");
+        Box::leak(wasm.to_str().unwrap().to_string().into_boxed_str())
+    });
+    Replicated {
+        driver: path,
+        component: path,
+        exact_transfer: false,
+    }
+}
+
 /// A running `tsohost serve` whose stderr is kept, killed (SIGKILL) when
 /// dropped.
 pub struct Server {
@@ -301,9 +338,9 @@ pub fn spawn_clients(
 /// timeouts so that the tests are quick (the lease arguments only need every
 /// node to use the same), and the component a swap uploads.
 pub struct Replicated {
-    /// The built-in driver's name.
+    /// The built-in driver's name, or the path of a component.
     pub driver: &'static str,
-    /// The driver's component in the guest build, for swaps.
+    /// The driver's component in the guest build (or its path), for swaps.
     pub component: &'static str,
     /// Whether `transfer-leadership` makes the named node the leader (raft),
     /// or only steps down in its favour (paxos: omnipaxos elects whoever

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub(super) struct ChaosArgs {
-    /// The built-in replicated driver: raft or paxos.
+    /// The replicated driver: the built-in raft or paxos, or the path of a
+    /// .wasm component (it must take the options election-timeout-ms and
+    /// heartbeat-ms).
     #[arg(long, default_value = "raft")]
     driver: String,
     #[arg(long, default_value_t = 3)]

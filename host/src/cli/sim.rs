@@ -25,7 +25,7 @@ pub(super) struct SimArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Faults to inject: `all`, `none`, or a comma list of partition,
-    /// one-way, isolate-leader, storm, power-loss, pause, trap, hang,
+    /// one-way, isolate-leader, bridge, storm, power-loss, pause, trap, hang,
     /// exhaust, clock, disk, transfer, membership.
     #[arg(long, default_value = "all")]
     faults: Faults,

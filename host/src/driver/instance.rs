@@ -202,6 +202,18 @@ impl Instance {
         result.map_err(|e| self.failed("on-tick", e))
     }
 
+    /// Bytes of linear memory the guest holds, summed over its core memories
+    /// (a component may have several; the cap applies to each): how close a
+    /// single-memory guest is to its cap, and a bound on the RAM it costs
+    /// the host (only the pages it touched are resident). Linear memory
+    /// never shrinks, so this is also the most the guest has held. Exact
+    /// until a call fails (see [`sandbox::MeteredLimits`]);
+    /// docs/benchmarks.md ("Drivers: start-up time and guest memory")
+    /// measures it per driver.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.granted()
+    }
+
     /// Drop the instance and fail every request it held, in request order.
     pub fn release(self) {
         let state = self.store.data();

@@ -4,7 +4,8 @@
 //! A guest gets no files, sockets, environment or arguments; its WASI clocks
 //! stand still and its WASI randomness is a stream derived from the seed in
 //! its config, so a driver's behaviour is a function of its inputs
-//! (docs/architecture.md §4). Memory is capped by [`StoreLimits`]; time per call is bounded
+//! (docs/architecture.md §4). Memory is capped by [`StoreLimits`] (which
+//! [`MeteredLimits`] wraps to count what it grants); time per call is bounded
 //! by epoch interruption, set by the actor.
 
 use super::bindings::{ConsensusDriver, DriverError, Leadership, LogLevel, Peer, tsohost};
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
@@ -42,6 +43,80 @@ pub fn store(engine: &Engine, state: GuestState, call_limit: Duration) -> Store<
     store
 }
 
+/// The guest's limits, [`StoreLimits`] unchanged, plus a count of the
+/// linear memory they granted: wasmtime does not expose the core memories
+/// inside a component instance, and this is the one place every growth
+/// passes through, so it is how the host learns how much memory a guest
+/// holds ([`super::instance::Instance::memory_bytes`]).
+///
+/// Invariants: every decision (the per-memory cap, the trap on a refused or
+/// failed growth, the table and instance limits) is [`StoreLimits`]'s;
+/// `granted` is the sum, over the store's linear memories, of the bytes
+/// each was permitted to reach. A memory's creation is a growth from 0 and
+/// linear memory never shrinks, so adding `desired - current` on every
+/// permitted growth counts each byte once. A growth that fails after it was
+/// permitted (the OS refused) traps the guest, so the count is exact for
+/// every instance that has not failed a call.
+pub struct MeteredLimits {
+    limits: StoreLimits,
+    granted: usize,
+}
+
+impl MeteredLimits {
+    fn new(limits: StoreLimits) -> MeteredLimits {
+        MeteredLimits { limits, granted: 0 }
+    }
+
+    /// Bytes of linear memory granted so far, over all memories.
+    pub fn granted(&self) -> usize {
+        self.granted
+    }
+}
+
+impl ResourceLimiter for MeteredLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.granted = self.granted.saturating_add(desired.saturating_sub(current));
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
 /// The most entries one `storage-scan` returns, whatever the guest asks.
 pub const MAX_SCAN: usize = 10_000;
 /// Longest log line kept from a guest.
@@ -57,7 +132,7 @@ pub const MAX_SEND_BYTES_PER_CALL: usize = 16 << 20;
 pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: MeteredLimits,
     /// The driver's storage namespace; `None` until its name is known.
     pub(super) storage: Option<Arc<dyn Storage>>,
     pub(super) events: UnboundedSender<Event>,
@@ -107,10 +182,12 @@ impl GuestState {
         GuestState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_limit)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MeteredLimits::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(memory_limit)
+                    .trap_on_grow_failure(true)
+                    .build(),
+            ),
             storage: None,
             events,
             clock,

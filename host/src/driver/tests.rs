@@ -273,3 +273,73 @@ fn a_hang_is_cut_off_by_the_time_limit() {
     assert!(reason.contains("per-call limit"), "{reason}");
     h.stop();
 }
+
+/// An [`Instance`](super::instance::Instance) of `source` on fresh storage,
+/// alone, under a `cap`-byte memory cap, with `options`.
+fn instance(
+    source: DriverSource,
+    cap: usize,
+    options: &[(&str, &str)],
+) -> super::instance::Instance {
+    let driver = Runtime::new(None).unwrap().load(&source).unwrap();
+    let config = config(options);
+    let setup = super::instance::Setup {
+        config: super::bindings::Config {
+            node_id: config.node_id,
+            peers: config.peers,
+            bootstrap: config.bootstrap,
+            floor: config.floor,
+            seed: config.seed,
+            options: config.options,
+        },
+        storage: Arc::new(MemStorage::default()),
+        clock: Arc::new(SystemClock::new()),
+        events: tokio::sync::mpsc::unbounded_channel().0,
+        faults: Arc::default(),
+        memory_limit: cap,
+        call_timeout: config.call_timeout,
+        instant_hangs: false,
+        observe_writes: false,
+    };
+    match super::instance::Instance::build(&driver, setup) {
+        Ok(instance) => instance,
+        Err(e) => panic!("build: {e:?}"),
+    }
+}
+
+#[test]
+fn an_instance_counts_the_memory_it_was_granted() {
+    const PAGE: usize = 64 << 10;
+    const CAP: usize = 32 << 20;
+    let mut file = instance(file(), CAP, &[]);
+    let after_init = file.memory_bytes();
+    assert!(
+        after_init > 0 && after_init.is_multiple_of(PAGE),
+        "{after_init}"
+    );
+    // A peer message is copied into guest memory: the guest grows by at
+    // least its size.
+    file.messages(vec![(2, vec![0; 4 << 20])]).unwrap();
+    assert!(
+        file.memory_bytes() >= after_init + (4 << 20),
+        "{} after a 4 MiB message, {after_init} before",
+        file.memory_bytes()
+    );
+
+    // A guest that allocates without bound is stopped at its cap, and the
+    // refused growth is not counted.
+    let mut hog = instance(misbehave(), CAP, &[("fault", "hog-on-persist=1")]);
+    let epoch = Epoch { hi: 0, lo: 0 };
+    let failed = hog.command(Command::PersistHighWater {
+        request: 1,
+        at_least: 1,
+        epoch,
+    });
+    let reason = failed.expect_err("the hog exceeds its cap");
+    assert!(reason.contains("memory limit"), "{reason}");
+    let held = hog.memory_bytes();
+    assert!(
+        CAP / 2 < held && held <= CAP,
+        "{held} bytes under a {CAP}-byte cap"
+    );
+}

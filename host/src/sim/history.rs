@@ -9,7 +9,13 @@
 //! - **Leases never overlap**: once a serving term of one node has been
 //!   followed by a grant of another term (another node, or the same node
 //!   after it lost and regained leadership), the earlier term never grants
-//!   again.
+//!   again. And, whether or not a client happens to ask the old leader in
+//!   time: no two nodes serve under leases that have not run out, each
+//!   lease taken as its driver last vouched for it (converted from the
+//!   node's monotonic clock to simulated time). A lease one election
+//!   timeout too long shows here on nearly every failover that beats it,
+//!   where a broken real-time order needs a client at the old leader in
+//!   that gap.
 //! - **The durable high water never decreases**: a persist answers at least
 //!   what it was asked and at least every persist completed before it was
 //!   made; a load answers at least every persist completed before it was
@@ -44,6 +50,9 @@ pub struct History {
     /// The term that granted last, and every term a later one followed.
     serving: Option<ServingTerm>,
     superseded: BTreeSet<ServingTerm>,
+    /// Nodes whose host serves: the epoch and the end (simulated µs,
+    /// exclusive) of the lease their driver vouched for last.
+    leases: BTreeMap<u64, (Epoch, u64)>,
     /// The largest high water a completed persist answered.
     durable: u64,
     /// (node, instance) pairs that reported leading, with the epoch.
@@ -64,6 +73,15 @@ pub struct History {
 #[derive(Debug, Clone, Copy)]
 pub struct Issued {
     durable: u64,
+}
+
+/// Simulated µs as seconds, or "ever" for an unbounded lease.
+fn secs(us: u64) -> String {
+    if us == u64::MAX {
+        "ever".into()
+    } else {
+        format!("{:.3}s", us as f64 / 1e6)
+    }
 }
 
 fn ts(t: u64) -> String {
@@ -131,6 +149,41 @@ impl History {
             self.first_grant_after_quiet_us = Some(now_us);
         }
         Ok(())
+    }
+
+    /// Node `node`'s host serves (or goes on serving) in `epoch` under a
+    /// lease its driver vouched for until `until_us` (simulated,
+    /// exclusive): no other serving node may hold a lease still running.
+    pub fn serves_under(
+        &mut self,
+        now_us: u64,
+        node: u64,
+        epoch: Epoch,
+        until_us: u64,
+    ) -> Result<(), String> {
+        let live = |until: u64| until > now_us;
+        if live(until_us)
+            && let Some((other, (e, until))) = self
+                .leases
+                .iter()
+                .find(|&(&other, &(_, until))| other != node && live(until))
+        {
+            return Err(format!(
+                "leases overlap: node {node} serves in epoch {epoch} under a lease until {}, while \
+                 node {other}'s driver still vouches for its lease in epoch {e} until {}; a lease \
+                 must run out before any other node can be elected and serve",
+                secs(until_us),
+                secs(*until)
+            ));
+        }
+        self.leases.insert(node, (epoch, until_us));
+        Ok(())
+    }
+
+    /// Node `node`'s host stopped serving (a step-down, a lost instance, a
+    /// power loss): its lease no longer lets it serve.
+    pub fn stopped_serving(&mut self, node: u64) {
+        self.leases.remove(&node);
     }
 
     /// Instance `instance` of `node` reported leading in `epoch`.
@@ -248,6 +301,23 @@ mod tests {
         );
         // The same node in a later term may serve again.
         h.grant(4, (1, 2), 40 * MS, 1).unwrap();
+    }
+
+    #[test]
+    fn two_live_leases_never_serve_at_once() {
+        let mut h = History::default();
+        let (e1, e2) = (Epoch { hi: 1, lo: 1 }, Epoch { hi: 2, lo: 2 });
+        h.serves_under(0, 1, e1, 1_000).unwrap();
+        // Node 1's lease runs until 1 ms: node 2 may not serve before.
+        let err = h.serves_under(999, 2, e2, 5_000).unwrap_err();
+        assert!(err.contains("leases overlap"), "{err}");
+        // Once it ran out, or once node 1 stopped, node 2 may.
+        h.serves_under(1_000, 2, e2, 5_000).unwrap();
+        // An old leader that vouches for a new lease while another serves
+        // breaks its promise.
+        assert!(h.serves_under(2_000, 1, e1, 3_000).is_err());
+        h.stopped_serving(2);
+        h.serves_under(2_000, 1, e1, 3_000).unwrap();
     }
 
     #[test]

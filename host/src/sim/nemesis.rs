@@ -26,6 +26,11 @@ pub enum Kind {
     OneWay,
     /// The node that leads is cut off from every other.
     IsolateLeader,
+    /// The leader and one follower cannot reach each other, while both
+    /// still reach the rest (Jepsen's bridge): the follower campaigns
+    /// through voters that still acknowledge the leader, which only a
+    /// driver whose voters refuse new leaders during the lease survives.
+    Bridge,
     /// Messages are lost, duplicated and slowed for a while.
     Storm,
     /// A node loses power: unsynced writes are gone; it restarts later.
@@ -51,10 +56,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Partition,
         Kind::OneWay,
         Kind::IsolateLeader,
+        Kind::Bridge,
         Kind::Storm,
         Kind::PowerLoss,
         Kind::Pause,
@@ -72,6 +78,7 @@ impl Kind {
             Kind::Partition => "partition",
             Kind::OneWay => "one-way",
             Kind::IsolateLeader => "isolate-leader",
+            Kind::Bridge => "bridge",
             Kind::Storm => "storm",
             Kind::PowerLoss => "power-loss",
             Kind::Pause => "pause",

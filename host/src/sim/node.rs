@@ -37,6 +37,18 @@ pub struct SimClock {
     drift_ppm: AtomicI64,
 }
 
+impl SimClock {
+    /// The simulated instant (µs) from which this clock reads `mono_ms` or
+    /// more: a lease until `mono_ms` lets the host serve before it.
+    fn instant_of(&self, mono_ms: u64) -> u64 {
+        if mono_ms == u64::MAX {
+            return u64::MAX;
+        }
+        let origin = self.mono_origin_us.load(Relaxed);
+        origin.saturating_add(mono_ms.saturating_sub(1).saturating_mul(1_000))
+    }
+}
+
 impl Clock for SimClock {
     fn now(&self) -> Now {
         let now_us = self.world_us.load(Relaxed);
@@ -193,6 +205,7 @@ impl SimNode {
         self.disk.power_loss();
         self.up = false;
         self.serving = false;
+        w.history.stopped_serving(self.id);
         self.paused_until_us = 0;
         self.deferred.clear();
         w.note(
@@ -445,6 +458,10 @@ impl SimNode {
                 }
                 let effects = self.term.on_leadership(&mut self.alloc, report);
                 self.apply(w, effects);
+                if vouched && self.serving {
+                    // A violation is recorded and stops the run.
+                    let _ = self.check_lease(w);
+                }
             }
             Event::Completed { request, outcome } => match self.pending.remove(&request) {
                 Some(Pending::Term {
@@ -551,8 +568,12 @@ impl SimNode {
                     self.serving = true;
                     self.serving_terms += 1;
                     w.note(self.id, format!("SERVING below high water {high_water} ms"));
+                    if self.check_lease(w).is_err() {
+                        return;
+                    }
                 }
                 Effect::Stopped => {
+                    w.history.stopped_serving(self.id);
                     if std::mem::take(&mut self.serving) {
                         w.note(self.id, "stopped serving");
                     }
@@ -560,6 +581,19 @@ impl SimNode {
                 Effect::Extended { .. } | Effect::Settled => {}
             }
         }
+    }
+
+    /// Tell the checker this node serves under the lease its driver
+    /// reported last; a violation is recorded (and returned) if another
+    /// serving node's lease is still running.
+    fn check_lease(&mut self, w: &mut World) -> Result<(), ()> {
+        let Some(report) = self.last_report else {
+            return Ok(());
+        };
+        let until_us = self.clock.instant_of(report.lease_until_ms);
+        w.history
+            .serves_under(w.now_us, self.id, report.epoch, until_us)
+            .map_err(|violation| w.violation(self.id, violation))
     }
 
     /// The cluster's members, for a membership change.

@@ -46,6 +46,9 @@ pub enum Ev {
     Heal(Heal),
     /// A paused node carries on (if its pause is over).
     Resume(u64),
+    /// Cut node `.0` off from every other for `.1` µs (the second half of
+    /// a bridge; void once the faults stopped).
+    Isolate(u64, u64),
     /// The faults stop for good: liveness is measured from here.
     Quiet,
 }
@@ -294,6 +297,16 @@ impl World {
             Ev::Heal(heal) => self.heal(nodes, heal),
             Ev::Resume(n) => self.resume(&mut nodes[node(n)]),
             Ev::Quiet => self.quiet_down(nodes),
+            Ev::Isolate(node, for_us) if !self.quiet => {
+                let rest: Vec<u64> = nodes.iter().map(|n| n.id).filter(|&o| o != node).collect();
+                let cuts = self.net.partition(&[node], &rest);
+                self.note(
+                    NEMESIS,
+                    format!("then isolate n{node} for {}", secs(for_us)),
+                );
+                self.schedule(for_us, Ev::Heal(Heal::Links(cuts)));
+            }
+            Ev::Isolate(..) => {}
         }
     }
 
@@ -313,6 +326,7 @@ impl World {
         let possible = |kind: Kind| match kind {
             Kind::Partition | Kind::OneWay => many,
             Kind::IsolateLeader => many && leader.is_some(),
+            Kind::Bridge => nodes.len() >= 3 && leader.is_some(),
             Kind::Transfer => many && leader.is_some() && !self.unsupported.contains(TRANSFER),
             Kind::Membership => {
                 nodes.len() >= 3
@@ -386,6 +400,29 @@ impl World {
                     format!("isolate the leader n{leader} for {}", secs(lasts)),
                 );
                 self.schedule(lasts, Ev::Heal(Heal::Links(cuts)));
+            }
+            Kind::Bridge => {
+                let leader = leader.expect("possible");
+                let others: Vec<u64> = all.iter().copied().filter(|&o| o != leader).collect();
+                let follower = *rng.pick(&others);
+                let cuts = self.net.partition(&[leader], &[follower]);
+                self.note(
+                    NEMESIS,
+                    format!(
+                        "bridge: the leader n{leader} and n{follower} cannot reach each other for {}",
+                        secs(lasts)
+                    ),
+                );
+                self.schedule(lasts, Ev::Heal(Heal::Links(cuts)));
+                // Half the time the leader then loses the rest too: the
+                // cut-off follower's election timer has been running for a
+                // while, so it campaigns the moment the other voters'
+                // refusal ends, the earliest any successor can be elected
+                // (and where a lease one step too long shows).
+                if self.nemesis_rng.chance(50) {
+                    let after = self.nemesis_rng.range(lasts / 4, lasts / 2);
+                    self.schedule(after, Ev::Isolate(leader, lasts - after));
+                }
             }
             Kind::Storm => {
                 self.net.loss_percent = rng.range(5, 40);

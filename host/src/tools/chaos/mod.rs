@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 pub struct ChaosConfig {
     /// The `tsohost` binary the nodes run.
     pub exe: PathBuf,
-    /// `raft` or `paxos`.
+    /// `raft`, `paxos` or the path of a replicated driver's component.
     pub driver: String,
     pub nodes: u64,
     pub clients: usize,
@@ -54,22 +54,55 @@ pub enum ChaosError {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("no node served within 30 s of the start; read the node logs in {0}")]
+    #[error(
+        "no node served within {within} s of the start; read the node logs in {0}",
+        within = START_WITHIN.as_secs()
+    )]
     NeverServed(PathBuf),
-    #[error("--driver {0}: the harness runs the built-in raft or paxos driver")]
+    #[error(
+        "--driver {0}: the harness runs a replicated driver: the built-in raft or paxos, \
+         or the path of a .wasm component"
+    )]
     Driver(String),
+    #[error("--driver: {0}")]
+    Read(#[from] crate::driver::LoadError),
 }
+
+/// The `--driver` flag the nodes get (a component's path made absolute, as
+/// the nodes run in their own directories) and the component's bytes, which
+/// the swap nemesis uploads.
+fn driver_of(driver: &str) -> Result<(String, std::borrow::Cow<'static, [u8]>), ChaosError> {
+    use crate::driver::DriverSource;
+    let source = match crate::driver::builtin::builtin(driver) {
+        Some(source) if driver != "file" => source,
+        Some(_) => return Err(ChaosError::Driver(driver.into())),
+        None if driver.ends_with(".wasm") => {
+            let path =
+                std::path::absolute(driver).map_err(|_| ChaosError::Driver(driver.into()))?;
+            DriverSource::File(path)
+        }
+        None => return Err(ChaosError::Driver(driver.into())),
+    };
+    let bytes = source.bytes()?;
+    let flag = match &source {
+        DriverSource::File(path) => path.display().to_string(),
+        DriverSource::Builtin { name, .. } => name.to_string(),
+    };
+    Ok((flag, bytes))
+}
+
+/// How long the cluster may take to serve at first: each node compiles the
+/// component on its first start (a JavaScript or Python component takes
+/// 10-30 s on two cores, three nodes at once).
+const START_WITHIN: Duration = Duration::from_secs(120);
 
 /// Run `cfg`, reporting each fault through `progress` as it happens.
 pub async fn run(cfg: &ChaosConfig, progress: impl Fn(&str)) -> Result<Report, ChaosError> {
-    let driver_bytes = match crate::driver::builtin::builtin(&cfg.driver) {
-        Some(crate::driver::DriverSource::Builtin { bytes, .. }) if cfg.driver != "file" => bytes,
-        _ => return Err(ChaosError::Driver(cfg.driver.clone())),
-    };
+    let (driver, driver_bytes) = driver_of(&cfg.driver)?;
     let e = cfg.election_timeout_ms;
     let flags = vec![
         "--driver".into(),
-        cfg.driver.clone(),
+        driver,
         "--driver-option".into(),
         format!("election-timeout-ms={e}"),
         "--driver-option".into(),
@@ -87,11 +120,7 @@ pub async fn run(cfg: &ChaosConfig, progress: impl Fn(&str)) -> Result<Report, C
         cfg.driver,
         cfg.dir.display()
     ));
-    if cluster
-        .wait_serving(Duration::from_secs(30))
-        .await
-        .is_none()
-    {
+    if cluster.wait_serving(START_WITHIN).await.is_none() {
         return Err(ChaosError::NeverServed(cfg.dir.clone()));
     }
 
@@ -109,7 +138,7 @@ pub async fn run(cfg: &ChaosConfig, progress: impl Fn(&str)) -> Result<Report, C
     let cx = nemesis::Context {
         start,
         election_timeout_ms: e,
-        driver_bytes,
+        driver_bytes: &driver_bytes,
     };
     let mut faults = Vec::new();
     loop {

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Build the `javascript-paxos` driver component with componentize-js.
+# Installs the toolchain (from npm, into target/npm) if missing; idempotent.
+# Output: out/javascript-paxos.wasm next to this script.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$here/../lib.sh"
+componentize_js "$here" javascript-paxos
