@@ -3,10 +3,25 @@
 mod support;
 
 use hyper::Method;
+use std::time::{Duration, Instant};
 use support::{
     ADMIN_TOKEN, Server, admin, admin_client, get, json, metric, post, start_with_admin, status,
 };
 use tsohost_client::status::Role;
+
+/// Every admin route, with a method it answers.
+const ADMIN_ROUTES: [(Method, &str); 10] = [
+    (Method::GET, "/v1/admin/faults"),
+    (Method::PUT, "/v1/admin/faults"),
+    (Method::PUT, "/v1/admin/driver"),
+    (Method::PUT, "/v1/admin/members"),
+    (Method::POST, "/v1/admin/leader"),
+    (Method::POST, "/v1/admin/migration/seal"),
+    (Method::DELETE, "/v1/admin/migration/seal"),
+    (Method::POST, "/v1/admin/migration/read"),
+    (Method::POST, "/v1/admin/migration/prepare"),
+    (Method::PUT, "/v1/admin/migration/driver?floor=1"),
+];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timestamps_increase_and_batches_are_contiguous() {
@@ -203,20 +218,9 @@ async fn sigterm_stops_cleanly_and_a_restart_resumes_above() {
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_routes_need_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_with_admin(dir.path(), &[]);
+    let server = start_with_admin(dir.path(), &["--enable-fault-injection"]);
     server.wait_ready().await;
-    let routes = [
-        (Method::GET, "/v1/admin/faults"),
-        (Method::PUT, "/v1/admin/faults"),
-        (Method::PUT, "/v1/admin/driver"),
-        (Method::PUT, "/v1/admin/members"),
-        (Method::POST, "/v1/admin/leader"),
-        (Method::POST, "/v1/admin/migration/seal"),
-        (Method::DELETE, "/v1/admin/migration/seal"),
-        (Method::POST, "/v1/admin/migration/read"),
-        (Method::POST, "/v1/admin/migration/prepare"),
-        (Method::PUT, "/v1/admin/migration/driver?floor=1"),
-    ];
+    let routes = ADMIN_ROUTES;
     let longer = format!("{ADMIN_TOKEN}x");
     let upper = ADMIN_TOKEN.to_uppercase();
     let tokens = [
@@ -280,8 +284,198 @@ async fn admin_routes_need_the_token() {
     let lone = Server::start(lone.path(), &[]);
     lone.wait_ready().await;
     for token in [None, Some(ADMIN_TOKEN)] {
-        let a = admin(&lone.url, Method::GET, faults, "", token).await;
+        let a = admin(&lone.url, Method::PUT, "/v1/admin/driver", "", token).await;
         assert_eq!(a.status, 404, "{token:?}");
         assert_eq!(json(&a)["error"]["code"], "admin_off");
+    }
+}
+
+/// `/v1/admin/faults` (clock steps, failing storage, driver crashes) exists
+/// only on a node started with `--enable-fault-injection`: on any other it
+/// answers a JSON 404 naming the flag, token or not, while the rest of the
+/// admin API works. A node with the flag says so at start, as a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_injection_exists_only_with_its_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = start_with_admin(dir.path(), &[]);
+    plain.wait_ready().await;
+    let faults = "/v1/admin/faults";
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        for token in [None, Some(ADMIN_TOKEN)] {
+            let body = r#"{"clock_offset_ms": -60000}"#;
+            let a = admin(&plain.url, method.clone(), faults, body, token).await;
+            assert_eq!(a.status, 404, "{method} with {token:?}");
+            assert_eq!(a.headers["cache-control"], "no-store");
+            let error = &json(&a)["error"];
+            assert_eq!(error["code"], "faults_off", "{method} with {token:?}");
+            let message = error["message"].as_str().unwrap();
+            assert!(message.contains("--enable-fault-injection"), "{message}");
+        }
+    }
+    let err = admin_client(&plain.url).faults().await.unwrap_err();
+    assert_eq!(err.code(), Some("faults_off"), "{err}");
+    // The rest of the admin API is there: a token check, then the handler.
+    let a = admin(&plain.url, Method::POST, "/v1/admin/leader", "{}", None).await;
+    assert_eq!(a.status, 401);
+    assert!(!plain.stderr().contains("fault injection is ON"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = start_with_admin(dir.path(), &["--enable-fault-injection"]);
+    faulty.wait_ready().await;
+    let node = admin_client(&faulty.url);
+    let set = tsohost_client::admin::Faults {
+        clock_offset_ms: Some(-5),
+        ..Default::default()
+    };
+    assert_eq!(
+        node.set_faults(&set).await.unwrap().clock_offset_ms,
+        Some(-5)
+    );
+    assert_eq!(node.faults().await.unwrap().clock_offset_ms, Some(-5));
+    let a = admin(&faulty.url, Method::GET, faults, "", None).await;
+    assert_eq!(a.status, 401, "still behind the token");
+    let log = faulty.stderr();
+    assert!(
+        log.contains("WARN") && log.contains("fault injection is ON"),
+        "{log}"
+    );
+
+    // Without the admin API the flag means nothing: refused at start.
+    let (code, stderr) = support::serve_refused(dir.path(), &["--enable-fault-injection"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--admin-token-file"), "{stderr}");
+}
+
+/// With `--admin-listen` the admin API answers on that address only: the
+/// public address answers 404 to every admin path (token or not) and still
+/// serves timestamps; the admin address serves the admin API and the
+/// monitoring endpoints, checks the token, and hands out no timestamps.
+/// The CLI reaches it with `--admin-url`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_on_its_own_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_addr = format!("127.0.0.1:{}", tsohost::tools::cluster::free_port());
+    let admin_url = format!("http://{admin_addr}");
+    let server = start_with_admin(
+        dir.path(),
+        &["--admin-listen", &admin_addr, "--enable-fault-injection"],
+    );
+    server.wait_ready().await;
+    let log = server.stderr();
+    assert!(
+        log.contains(&format!("admin API on {admin_url} only")),
+        "{log}"
+    );
+
+    // The public address: no admin surface at all.
+    let routes = ADMIN_ROUTES;
+    for (method, path) in &routes {
+        for token in [None, Some(ADMIN_TOKEN)] {
+            let a = admin(&server.url, method.clone(), path, "{}", token).await;
+            assert_eq!(a.status, 404, "{method} {path} with {token:?}");
+            assert_eq!(json(&a)["error"]["code"], "admin_elsewhere");
+        }
+    }
+    let err = admin_client(&server.url).faults().await.unwrap_err();
+    assert_eq!(err.code(), Some("admin_elsewhere"), "{err}");
+    let ts = post(&server.url, "/v1/timestamps", "").await.unwrap();
+    assert_eq!(ts.status, 200);
+
+    // The admin address: the admin API behind the token, and monitoring.
+    let node = admin_client(&admin_url);
+    assert_eq!(node.faults().await.unwrap().fail_storage_writes, Some(0));
+    assert_eq!(node.status().await.unwrap().node_id, 1);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get(&admin_url, path).await.unwrap().status, 200, "{path}");
+    }
+    for (method, path) in &routes {
+        let a = admin(&admin_url, method.clone(), path, "{}", Some("wrong")).await;
+        assert_eq!(a.status, 401, "{method} {path}");
+    }
+    let a = post(&admin_url, "/v1/timestamps", "").await.unwrap();
+    assert_eq!(a.status, 404, "no timestamps on the admin address");
+
+    // The CLI: --url alone finds no admin API; --admin-url does.
+    let component = support::guest("tsohost_driver_file.wasm");
+    let token = dir.path().join("admin-token");
+    let swap = |admin_url: Option<&str>| {
+        let mut cmd = std::process::Command::new(support::BIN);
+        cmd.args(["driver", "swap", "--url", &server.url, "--to"])
+            .arg(&component)
+            .arg("--admin-token-file")
+            .arg(&token)
+            .env_remove("TSOHOST_ADMIN_URL");
+        if let Some(u) = admin_url {
+            cmd.args(["--admin-url", u]);
+        }
+        cmd.output().unwrap()
+    };
+    let out = swap(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("admin_elsewhere"), "{stderr}");
+    let out = swap(Some(&admin_url));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(r#""swaps":1"#), "{stdout}");
+    assert_eq!(status(&server.url).await.driver.swaps, 1);
+
+    // Refused at start: without a token, and on the public address itself.
+    let (code, stderr) = support::serve_refused(dir.path(), &["--admin-listen", &admin_addr]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--admin-token-file"), "{stderr}");
+}
+
+/// Every CLI command that talks to a node gives up after its `--timeout`
+/// on a node that accepts connections and never answers (a stopped
+/// process does exactly that: the kernel still accepts), exiting non-zero
+/// with an error naming the URL and the timeout.
+#[test]
+fn cli_commands_give_up_on_a_node_that_never_answers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, ADMIN_TOKEN).unwrap();
+    let token = token.to_str().unwrap();
+    let commands: [&[&str]; 6] = [
+        &["status"],
+        &["status", "--json"],
+        &["ts"],
+        &["driver", "swap", "--to", token, "--admin-token-file", token],
+        &["cluster", "transfer-leader", "--admin-token-file", token],
+        &["bench", "--duration", "100ms", "--warmup", "0s"],
+    ];
+    for args in commands {
+        let started = Instant::now();
+        let out = std::process::Command::new(support::BIN)
+            .args(args)
+            .args(["--url", &url, "--timeout", "1s"])
+            .env_remove("TSOHOST_URL")
+            .env_remove("TSOHOST_ADMIN_URL")
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{args:?} took {took:?} with --timeout 1s: {stderr}"
+        );
+        assert!(took >= Duration::from_millis(900), "{args:?} took {took:?}");
+        assert!(
+            stderr.contains(url.trim_start_matches("http://")) && stderr.contains("1s"),
+            "{args:?}: the error names neither the node nor the timeout: {stderr}"
+        );
     }
 }

@@ -78,7 +78,9 @@ async fn kill9_of_the_leader_under_load(driver: &Replicated) {
 
 async fn a_partitioned_leader_stops_and_the_majority_serves(driver: &Replicated) {
     let spec = ClusterSpec::new(3);
-    let _nodes = start_all(&spec, driver);
+    let mut flags = driver.founder();
+    flags.push("--enable-fault-injection");
+    let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, &flags)).collect();
     let history = History::default();
     let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
     let id = leader as u64 + 1;

@@ -66,7 +66,10 @@ async fn kill9_under_load_never_goes_backwards() {
 #[tokio::test(flavor = "multi_thread")]
 async fn clock_steps_and_failing_storage_never_send_time_backwards() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_with_admin(dir.path(), &["--window", "50ms"]);
+    let server = start_with_admin(
+        dir.path(),
+        &["--window", "50ms", "--enable-fault-injection"],
+    );
     server.wait_ready().await;
     let faults = "/v1/admin/faults";
     let node = admin_client(&server.url);
@@ -127,7 +130,10 @@ async fn clock_steps_and_failing_storage_never_send_time_backwards() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_reads_trap_the_driver_and_never_send_time_backwards() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_with_admin(dir.path(), &["--window", "200ms"]);
+    let server = start_with_admin(
+        dir.path(),
+        &["--window", "200ms", "--enable-fault-injection"],
+    );
     server.wait_ready().await;
     let node = admin_client(&server.url);
     let history = History::default();

@@ -175,7 +175,10 @@ async fn a_guest_cannot_leave_the_sandbox() {
 #[tokio::test(flavor = "multi_thread")]
 async fn injected_traps_and_hangs_of_the_built_in_driver() {
     let dir = tempfile::tempdir().unwrap();
-    let server = support::start_with_admin(dir.path(), &["--guest-call-timeout", "200ms"]);
+    let server = support::start_with_admin(
+        dir.path(),
+        &["--guest-call-timeout", "200ms", "--enable-fault-injection"],
+    );
     server.wait_ready().await;
     let history = History::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -219,7 +222,7 @@ async fn injected_traps_and_hangs_of_the_built_in_driver() {
 async fn an_injected_allocation_past_the_cap_of_a_cluster_node() {
     let spec = support::ClusterSpec::new(3);
     let mut flags = support::RAFT.founder();
-    flags.extend(["--guest-memory-mib", "64"]);
+    flags.extend(["--guest-memory-mib", "64", "--enable-fault-injection"]);
     let _nodes: Vec<_> = (1..=3).map(|id| spec.start(id, &flags)).collect();
     let leader = support::serving_node(&spec.urls, Duration::from_secs(30)).await;
     let victim = &spec.urls[(leader + 1) % 3];

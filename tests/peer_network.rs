@@ -104,7 +104,7 @@ async fn garbage_on_the_peer_port_is_counted_and_harmless() {
 async fn fault_injection_needs_the_token_and_drops_traffic() {
     let spec = ClusterSpec::new(2);
     let driver = gossip();
-    let one = spec.start(1, &["--driver", &driver]);
+    let one = spec.start(1, &["--driver", &driver, "--enable-fault-injection"]);
     let _two = spec.start(2, &["--driver", &driver]);
     wait_for_log(&one, "first ping from node 2").await;
     let faults = "/v1/admin/faults";
@@ -145,10 +145,18 @@ async fn fault_injection_needs_the_token_and_drops_traffic() {
     let healed = admin.set_faults(&block(vec![])).await.unwrap();
     assert_eq!(healed.blocked_peers, Some(vec![]));
 
+    // Node 2, started without --enable-fault-injection, has none.
+    let err = admin_client(&spec.urls[1]).faults().await.unwrap_err();
+    let err = err.api().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!((err.status, err.code.as_str()), (404, "faults_off"));
+
     // A node without --admin-token-file has no admin API.
     let lone = tempfile::tempdir().unwrap();
     let lone = support::Server::start(lone.path(), &[]);
-    let err = admin_client(&lone.url).faults().await.unwrap_err();
+    let err = admin_client(&lone.url)
+        .transfer_leader(None)
+        .await
+        .unwrap_err();
     let err = err.api().unwrap_or_else(|| panic!("{err}"));
     assert_eq!((err.status, err.code.as_str()), (404, "admin_off"));
 }

@@ -23,6 +23,7 @@
 
 use crate::connection::{self, Answer, ClientError, Connection};
 use crate::status::{DriverStatus, Status};
+use crate::tls::TlsConfig;
 use bytes::Bytes;
 use hyper::Method;
 use serde::de::DeserializeOwned;
@@ -41,6 +42,8 @@ pub struct Admin {
     url: String,
     token: String,
     timeout: Duration,
+    /// For an `https://` node: the CA to trust and an optional client certificate.
+    tls: Option<TlsConfig>,
 }
 
 /// Why an admin call failed.
@@ -204,7 +207,7 @@ struct ErrorBody {
 }
 
 impl Admin {
-    /// A client of the node at `url` (`http://HOST:PORT`) with the admin
+    /// A client of the node at `url` (`http(s)://HOST:PORT`) with the admin
     /// `token` and [`DEFAULT_TIMEOUT`]. Only the URL is checked; nothing is
     /// contacted until the first call.
     pub fn new(url: impl Into<String>, token: impl Into<String>) -> Result<Admin, AdminError> {
@@ -214,7 +217,16 @@ impl Admin {
             url: url.trim_end_matches('/').to_string(),
             token: token.into(),
             timeout: DEFAULT_TIMEOUT,
+            tls: None,
         })
+    }
+
+    /// The same client speaking `https://` URLs with `tls` (the CA that
+    /// signed the node's certificate, and a client certificate if the node
+    /// requires one).
+    pub fn with_tls(mut self, tls: Option<TlsConfig>) -> Admin {
+        self.tls = tls;
+        self
     }
 
     /// The same client with another timeout per call.
@@ -355,7 +367,7 @@ impl Admin {
         body: Bytes,
     ) -> Result<T, AdminError> {
         let request = async {
-            let mut conn = Connection::open(&self.url).await?;
+            let mut conn = Connection::open_with(&self.url, self.tls.as_ref()).await?;
             conn.send_with(method, path, body, Some(&self.token)).await
         };
         let answer = tokio::time::timeout(self.timeout, request)
@@ -494,9 +506,13 @@ mod tests {
     #[test]
     fn a_bad_url_is_refused_at_once() {
         assert!(matches!(
-            Admin::new("https://n1:7373", "t"),
+            Admin::new("ftp://n1:7373", "t"),
             Err(AdminError::Connection(ClientError::BadUrl(_)))
         ));
+        assert_eq!(
+            Admin::new("https://n1:7373", "t").unwrap().url(),
+            "https://n1:7373"
+        );
         assert_eq!(
             Admin::new("http://n1:7373/", "t").unwrap().url(),
             "http://n1:7373"

@@ -29,9 +29,10 @@
 //! [`Client::status`] is not a timestamp call: it asks for one node's own
 //! view, so it neither follows redirects nor prefers the leader.
 
-use crate::connection::{self, Answer, Connection, authority};
+use crate::connection::{self, Answer, Connection};
 use crate::status::Status;
 use crate::timestamp::{LOGICAL_PER_MS, RangeJson, Timestamp};
+use crate::tls::TlsConfig;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use std::sync::{Arc, Mutex};
@@ -51,6 +52,9 @@ pub struct Config {
     /// The longest wait between retries: short enough that a call notices a
     /// new leader soon after an election.
     pub max_backoff: Duration,
+    /// What to trust (and present) for `https://` nodes; `None` speaks
+    /// plain HTTP only, and an `https://` URL is refused.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
             max_in_flight: 4,
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(500),
+            tls: None,
         }
     }
 }
@@ -70,9 +75,16 @@ impl Default for Config {
 /// coalesced request fails every caller in its batch.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
-    /// A node URL given to [`Client::new`] is not `http://HOST:PORT`.
-    #[error("bad node URL {0:?}: expected http://HOST:PORT")]
+    /// A node URL given to [`Client::new`] is not `http://HOST:PORT` or
+    /// `https://HOST:PORT`.
+    #[error("bad node URL {0:?}: expected http://HOST:PORT or https://HOST:PORT")]
     BadUrl(String),
+    /// An `https://` node URL, but [`Config::tls`] is `None`.
+    #[error(
+        "node URL {0:?} is https:// but the client trusts no CA: set Config::tls (the CLI: \
+         --ca-file FILE or TSOHOST_CA_FILE)"
+    )]
+    NoCa(String),
     /// [`Client::new`] was given no URL at all.
     #[error("a client needs at least one node URL")]
     NoNodes,
@@ -167,7 +179,8 @@ impl Client {
     }
 
     /// As [`Client::new`], with [`Config`] other than the default. Fails on
-    /// a URL that is not `http://HOST:PORT[/...]` or an empty list; nothing
+    /// a URL that is not `http(s)://HOST:PORT[/...]`, an `https://` URL
+    /// without [`Config::tls`], or an empty list; nothing
     /// is contacted until the first call. Must be called inside a Tokio
     /// runtime, which runs the client's dispatcher task.
     pub fn with_config<S: Into<String>>(
@@ -180,6 +193,11 @@ impl Client {
             .collect::<Result<Vec<_>, _>>()?;
         if urls.is_empty() {
             return Err(Error::NoNodes);
+        }
+        if config.tls.is_none()
+            && let Some(url) = urls.iter().find(|u| u.starts_with("https://"))
+        {
+            return Err(Error::NoCa(url.clone()));
         }
         let shared = Arc::new(Shared {
             urls,
@@ -224,7 +242,8 @@ impl Client {
         for (i, url) in urls.iter().enumerate() {
             let left = deadline.saturating_duration_since(Instant::now());
             let share = left / (urls.len() - i) as u32;
-            last = match tokio::time::timeout(share, fetch_status(url)).await {
+            let tls = self.shared.config.tls.as_ref();
+            last = match tokio::time::timeout(share, fetch_status(url, tls)).await {
                 Ok(Ok(status)) => return Ok(status),
                 Ok(Err(Failure::Refused(status, message))) => {
                     return Err(Error::Refused {
@@ -350,7 +369,7 @@ impl Shared {
         };
         let mut conn = match reused {
             Some(conn) => conn,
-            None => match Connection::open(url).await {
+            None => match Connection::open_with(url, self.config.tls.as_ref()).await {
                 Ok(conn) => conn,
                 Err(e) => return Attempt::Unavailable(e.to_string()),
             },
@@ -381,8 +400,8 @@ enum Failure {
 }
 
 /// `GET /v1/status` on a fresh connection.
-async fn fetch_status(url: &str) -> Result<Status, Failure> {
-    let answer = connection::once(url, Method::GET, "/v1/status", Bytes::new())
+async fn fetch_status(url: &str, tls: Option<&TlsConfig>) -> Result<Status, Failure> {
+    let answer = connection::once_with(url, tls, Method::GET, "/v1/status", Bytes::new())
         .await
         .map_err(|e| Failure::Unavailable(e.to_string()))?;
     let message = || String::from_utf8_lossy(&answer.body).into_owned();
@@ -434,11 +453,9 @@ fn judge(url: &str, count: u64, answer: &Answer) -> Attempt {
     }
 }
 
-/// `http://host:port[/...]` → `http://host:port`.
+/// `http(s)://host:port[/...]` → `http(s)://host:port`.
 fn base_url(url: &str) -> Result<String, Error> {
-    authority(url)
-        .map(|a| format!("http://{a}"))
-        .map_err(|_| Error::BadUrl(url.to_string()))
+    connection::base_url(url).map_err(|_| Error::BadUrl(url.to_string()))
 }
 
 #[cfg(test)]
@@ -451,9 +468,14 @@ mod tests {
             base_url("http://127.0.0.1:7402/v1/timestamps").unwrap(),
             "http://127.0.0.1:7402"
         );
+        assert_eq!(base_url("https://x:1/v1").unwrap(), "https://x:1");
         assert_eq!(
-            base_url("https://x").unwrap_err(),
-            Error::BadUrl("https://x".into())
+            base_url("ftp://x").unwrap_err(),
+            Error::BadUrl("ftp://x".into())
+        );
+        assert_eq!(
+            Client::new(["https://x:1"]).err(),
+            Some(Error::NoCa("https://x:1".into()))
         );
     }
 

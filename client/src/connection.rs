@@ -1,26 +1,51 @@
 //! A minimal HTTP/1.1 keep-alive client for the CLI and the load generator:
 //! one connection, one request at a time, no hidden pooling or retries, so
-//! that what the benchmark measures is the server.
+//! that what the benchmark measures is the server. `https://` URLs are
+//! spoken over TLS with a [`TlsConfig`] (the CA to trust, and a client
+//! certificate for mutual TLS).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+
+use crate::tls::TlsConfig;
 
 /// Why a request on a [`Connection`] failed. Nothing is retried here: the
 /// caller decides whether to open a new connection and try again.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The URL is not `http://HOST:PORT[/...]` (there is no TLS).
-    #[error("bad URL {0:?}: expected http://HOST:PORT")]
+    /// The URL is not `http://HOST:PORT[/...]` or `https://HOST:PORT[/...]`.
+    #[error("bad URL {0:?}: expected http://HOST:PORT or https://HOST:PORT")]
     BadUrl(String),
+    /// An `https://` URL, but no [`TlsConfig`] says which CA to trust.
+    #[error(
+        "{0} is https:// but no CA to trust was given: pass --ca-file FILE (or set \
+         TSOHOST_CA_FILE), or give the client a TlsConfig"
+    )]
+    NoCa(String),
     /// The TCP connection could not be opened.
     #[error("cannot connect to {addr}: {source}. Is `tsohost serve` running there?")]
     Connect {
         /// The `HOST:PORT` dialed.
         addr: String,
         /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed: the node's certificate is not signed by
+    /// the CA trusted, names another host, has expired, or the node wants
+    /// a client certificate that was not given (or refused it).
+    #[error(
+        "TLS handshake with {addr} failed: {source}. Check --ca-file (the CA that signed the \
+         node's certificate) and, if the node requires client certificates, --client-cert and \
+         --client-key"
+    )]
+    Tls {
+        /// The `HOST:PORT` dialed.
+        addr: String,
+        /// What rustls reported.
         source: std::io::Error,
     },
     /// The connection broke or the server's answer was not valid HTTP/1.1;
@@ -34,16 +59,42 @@ pub enum ClientError {
     },
 }
 
-/// `http://host:port[/...]` → `host:port`.
+/// `http://host:port[/...]` or `https://...` → `host:port`.
 pub fn authority(url: &str) -> Result<String, ClientError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| ClientError::BadUrl(url.to_string()))?;
+    Ok(parse(url)?.1)
+}
+
+/// `http://host:port[/...]` → `http://host:port` (and the same for
+/// `https://`): the node a URL points at, scheme kept.
+pub fn base_url(url: &str) -> Result<String, ClientError> {
+    let (secure, authority) = parse(url)?;
+    let scheme = if secure { "https" } else { "http" };
+    Ok(format!("{scheme}://{authority}"))
+}
+
+/// Whether `url` is `https://`, and its `host:port`.
+fn parse(url: &str) -> Result<(bool, String), ClientError> {
+    let (secure, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(ClientError::BadUrl(url.to_string())),
+    };
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() {
         return Err(ClientError::BadUrl(url.to_string()));
     }
-    Ok(authority.to_string())
+    Ok((secure, authority.to_string()))
+}
+
+/// The name a node's certificate must carry: the host of `authority`
+/// (a DNS name or an IP address, IPv6 without its brackets).
+fn server_name(url: &str, authority: &str) -> Result<ServerName<'static>, ClientError> {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string()).map_err(|_| ClientError::BadUrl(url.to_string()))
 }
 
 /// A response, read in full. Any status is an answer (a 307 or a 503 is
@@ -66,11 +117,23 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connect to the node at `url` (only its `HOST:PORT` is used) with
-    /// Nagle's algorithm off, so that small requests are not delayed. Needs a
-    /// Tokio runtime: the connection's I/O runs in a task of its own.
+    /// Connect to the node at `url` (only its scheme and `HOST:PORT` are
+    /// used) with Nagle's algorithm off, so that small requests are not
+    /// delayed. Needs a Tokio runtime: the connection's I/O runs in a task
+    /// of its own. An `https://` URL needs [`Connection::open_with`].
     pub async fn open(url: &str) -> Result<Connection, ClientError> {
-        let addr = authority(url)?;
+        Connection::open_with(url, None).await
+    }
+
+    /// As [`Connection::open`]; an `https://` URL is spoken over TLS with
+    /// `tls` (an `http://` URL ignores it).
+    pub async fn open_with(url: &str, tls: Option<&TlsConfig>) -> Result<Connection, ClientError> {
+        let (secure, addr) = parse(url)?;
+        let tls = match (secure, tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some((tls, server_name(url, &addr)?)),
+            (true, None) => return Err(ClientError::NoCa(url.to_string())),
+        };
         let stream = tokio::net::TcpStream::connect(&addr)
             .await
             .map_err(|source| ClientError::Connect {
@@ -78,15 +141,33 @@ impl Connection {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ClientError::Http {
-                addr: addr.clone(),
-                source,
-            })?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let http = |source| ClientError::Http {
+            addr: addr.clone(),
+            source,
+        };
+        let sender = match tls {
+            None => {
+                let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+            Some((tls, name)) => {
+                let stream = tokio_rustls::TlsConnector::from(tls.client_config())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|source| ClientError::Tls {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+                let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+        };
         Ok(Connection { addr, sender })
     }
 
@@ -150,5 +231,36 @@ pub async fn once(
     path: &str,
     body: Bytes,
 ) -> Result<Answer, ClientError> {
-    Connection::open(url).await?.send(method, path, body).await
+    once_with(url, None, method, path, body).await
+}
+
+/// As [`once`], over TLS with `tls` for an `https://` URL.
+pub async fn once_with(
+    url: &str,
+    tls: Option<&TlsConfig>,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Result<Answer, ClientError> {
+    Connection::open_with(url, tls)
+        .await?
+        .send(method, path, body)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_their_scheme_and_name_their_host() {
+        assert_eq!(base_url("https://n1:7373/v1/x").unwrap(), "https://n1:7373");
+        assert_eq!(authority("http://n1:7373").unwrap(), "n1:7373");
+        assert!(matches!(base_url("ftp://n1"), Err(ClientError::BadUrl(_))));
+        assert!(matches!(base_url("https://"), Err(ClientError::BadUrl(_))));
+        let name = |a| server_name("u", a).unwrap().to_str().into_owned();
+        assert_eq!(name("127.0.0.1:7373"), "127.0.0.1");
+        assert_eq!(name("[::1]:7373"), "::1");
+        assert_eq!(name("localhost:7373"), "localhost");
+    }
 }

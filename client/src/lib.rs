@@ -24,6 +24,8 @@
 //!   the migration, chaos and the tests all use it.
 //! - [`connection`]: one keep-alive HTTP/1.1 connection without retries or
 //!   pooling, for tools that measure the server itself.
+//! - [`tls`]: `https://` nodes: the CA to trust and an optional client
+//!   certificate ([`Config::tls`], [`admin::Admin::with_tls`]).
 
 #![deny(missing_docs)]
 
@@ -34,6 +36,7 @@ pub mod connection;
 pub mod stats;
 pub mod status;
 pub mod timestamp;
+pub mod tls;
 
 pub use client::{Client, Config, Error, TimestampRange};
 pub use status::Status;

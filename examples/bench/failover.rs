@@ -63,6 +63,7 @@ async fn main() {
             count,
             duration: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
+            tls: None,
         })
         .await
         .unwrap();

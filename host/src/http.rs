@@ -13,10 +13,16 @@
 //!   the API's extractors.
 //! - On shutdown the listener closes, requests in flight are answered, and
 //!   idle connections are closed; after [`DRAIN`] the rest are dropped.
+//! - With TLS ([`serve_tls`]) the handshake runs in the connection's task
+//!   within the header timeout, holding a connection slot; a failed one
+//!   closes that connection only (see [`crate::tls`]). HTTP/2 is served to
+//!   clients that chose `h2` in ALPN, HTTP/1.1 to the others; plaintext
+//!   stays HTTP/1.1 only.
 
 use crate::metrics::Metrics;
+use crate::tls::Tls;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
@@ -105,12 +111,31 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_tls(listener, app, limits, metrics, None, shutdown).await
+}
+
+/// As [`serve`]; with `tls`, every connection is HTTPS.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    tls: Option<Arc<Tls>>,
+    shutdown: impl Future<Output = ()>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEAD);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD as u32)
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout);
+    // Handshakes still under way when shutdown begins are abandoned.
+    let (closing, closed) = tokio::sync::watch::channel(false);
     let mut last_log: Option<Instant> = None;
     let mut should_log = move || {
         let now = Instant::now();
@@ -150,6 +175,30 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if let Some(tls) = &tls {
+            let (tls, app, metrics, mut closed) =
+                (tls.clone(), app.clone(), metrics.clone(), closed.clone());
+            let (h1, h2, watcher) = (http.clone(), h2.clone(), graceful.watcher());
+            metrics.http_connections_open.fetch_add(1, Relaxed);
+            tokio::spawn(async move {
+                let stream = tokio::select! {
+                    s = tls.handshake(stream, remote, limits.header_timeout) => s,
+                    _ = closed.wait_for(|c| *c) => None,
+                };
+                if let Some(stream) = stream {
+                    let h2_chosen = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let (io, app) = (TokioIo::new(stream), TowerToHyperService::new(app));
+                    let _ = if h2_chosen {
+                        watcher.watch(h2.serve_connection(io, app)).await
+                    } else {
+                        watcher.watch(h1.serve_connection(io, app)).await
+                    };
+                }
+                metrics.http_connections_open.fetch_sub(1, Relaxed);
+                drop(slot);
+            });
+            continue;
+        }
         let conn =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
@@ -164,6 +213,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = closing.send(true);
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
         .is_err()

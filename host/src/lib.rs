@@ -4,7 +4,8 @@
 //! The node, one module per part: [`allocator`] (pure), [`clock`],
 //! [`driver`] (wasmtime), [`node`] (the coordinator between them),
 //! [`storage`] (RocksDB), [`api`] (HTTP/JSON) served by [`http`]
-//! (connection limits), [`peer`] (the authenticated cluster network),
+//! (connection limits), over [`tls`] when HTTPS is on, [`peer`] (the
+//! authenticated cluster network),
 //! [`metrics`], [`migration`] (the driver a node's data belongs to, and the
 //! plan of moving a cluster to another), [`timestamp`]; [`server`]
 //! assembles them into `tsohost serve`, [`cli`] is the command line, and
@@ -29,4 +30,5 @@ pub mod server;
 pub mod sim;
 pub mod storage;
 pub mod timestamp;
+pub mod tls;
 pub mod tools;

@@ -73,6 +73,12 @@ metrics! {
     counter http_connections_refused_total,
     /// Failed accepts on the HTTP listener (e.g. out of file descriptors).
     counter http_accept_errors_total,
+    /// TLS handshakes on the HTTP listener that failed (plaintext, garbage, a refused or missing client certificate, a timeout).
+    counter tls_handshake_failures_total,
+    /// Reloads of the TLS certificate files that took effect (SIGHUP or a changed file).
+    counter tls_reloads_total,
+    /// Reloads of the TLS certificate files refused (the previous certificate kept serving).
+    counter tls_reload_failures_total,
 }
 
 impl Metrics {

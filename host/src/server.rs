@@ -33,7 +33,14 @@ pub struct ServeConfig {
     pub cluster: Option<ClusterConfig>,
     /// Bearer token of the admin API; `None` turns it off.
     pub admin_token: Option<String>,
+    /// Serve the admin API on this address alone, not on `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Whether `/v1/admin/faults` exists (`--enable-fault-injection`).
+    pub fault_injection: bool,
     pub http: crate::http::Limits,
+    /// HTTPS on `listen` (`--tls-cert`, `--tls-key`, `--tls-client-ca`);
+    /// `None` serves plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// How this node joins a cluster.
@@ -44,9 +51,15 @@ pub struct ClusterConfig {
     pub members: BTreeMap<u64, String>,
     pub secret: Secret,
     pub bootstrap: bool,
-    /// Public URL told to peers; default `http://` + the HTTP listen address.
+    /// Public URL told to peers; default `http://` (`https://` with TLS) +
+    /// the HTTP listen address.
     pub advertise_url: Option<String>,
 }
+
+/// Connections the `--admin-listen` listener takes at once: operators and
+/// tools, never clients, and a separate budget, so that a flood of the
+/// public address cannot lock the operator out.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
@@ -65,6 +78,17 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let skewed = Arc::new(SkewedClock::new(Arc::new(SystemClock::new())));
     let clock: Arc<dyn Clock> = skewed.clone();
     let metrics = Arc::new(Metrics::default());
+    let tls = match &cfg.tls {
+        None => None,
+        Some(files) => {
+            let tls = crate::tls::Tls::new(files.clone(), metrics.clone())
+                .context("cannot serve HTTPS (--tls-cert, --tls-key, --tls-client-ca)")?;
+            tls.watch()
+                .context("cannot install the SIGHUP handler that reloads the TLS files")?;
+            Some(tls)
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let status = DriverStatus::from(&loaded);
     let storage_for = namespaces_of(&db);
@@ -99,6 +123,19 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let admin_listener = match cfg.admin_listen {
+        None => None,
+        Some(admin_addr) => Some(
+            tokio::net::TcpListener::bind(admin_addr)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {admin_addr} (--admin-listen); is another server \
+                         using it? Pass another --admin-listen ADDR"
+                    )
+                })?,
+        ),
+    };
     let mut spawner = Spawner::new(storage_for, actor_config, clock.clone(), events_tx);
     // A data directory that was sealed or migrated records its driver:
     // check `loaded` against it before it touches storage.
@@ -132,7 +169,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     advertise_url: c
                         .advertise_url
                         .clone()
-                        .unwrap_or_else(|| format!("http://{addr}")),
+                        .unwrap_or_else(|| format!("{scheme}://{addr}")),
                 },
                 spawner.inbox(),
                 metrics.clone(),
@@ -160,11 +197,39 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     );
     // Tests and scripts read this line to find the port.
     println!(
-        "tsohost listening on http://{addr} ({}, data dir {})",
+        "tsohost listening on {scheme}://{addr} ({}, data dir {})",
         cfg.driver.label(),
         cfg.data_dir.display()
     );
-    tracing::info!("listening on http://{addr}");
+    tracing::info!("listening on {scheme}://{addr}");
+    if let Some(tls) = &tls {
+        let files = tls.files();
+        tracing::info!(
+            "TLS: certificate {}, key {}; client certificates {}; SIGHUP or a changed file \
+             reloads them",
+            files.cert.display(),
+            files.key.display(),
+            match &files.client_ca {
+                Some(ca) => format!("required, signed by {}", ca.display()),
+                None => "not asked for".to_string(),
+            }
+        );
+    }
+    if let Some(admin_listener) = &admin_listener {
+        let admin_addr = admin_listener.local_addr()?;
+        // Tests and scripts read this line to find the admin port.
+        println!("tsohost admin API on http://{admin_addr}");
+        tracing::info!(
+            "admin API on http://{admin_addr} only (--admin-listen); not on http://{addr}"
+        );
+    }
+    if cfg.fault_injection {
+        tracing::warn!(
+            "fault injection is ON (--enable-fault-injection): anyone with the admin token can \
+             step this node's clock, fail its storage and crash its driver through \
+             /v1/admin/faults. For tests and `tsohost chaos` only; never in production"
+        );
+    }
     let admin = crate::api::AdminConfig {
         token: cfg.admin_token.clone(),
         runtime,
@@ -172,16 +237,39 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         storage_faults: db.failpoint(),
         clock: skewed,
         guest_faults,
+        fault_injection: cfg.fault_injection,
     };
     let limits = crate::http::fit_to_open_file_limit(cfg.http);
-    crate::http::serve(
-        listener,
-        crate::api::router(node, admin),
-        limits,
-        metrics,
-        signal(),
-    )
+    // With --admin-listen the admin API gets a listener of its own, which
+    // stops with the public one.
+    let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+    let (app, admin_server) = match admin_listener {
+        None => (crate::api::router(node, admin), None),
+        Some(admin_listener) => {
+            let mut stopped = admin_stopped;
+            let admin_server = tokio::spawn(crate::http::serve(
+                admin_listener,
+                crate::api::admin_router(node.clone(), admin),
+                crate::http::Limits {
+                    max_connections: limits.max_connections.min(ADMIN_MAX_CONNECTIONS),
+                    ..limits
+                },
+                metrics.clone(),
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            ));
+            (crate::api::public_router(node), Some(admin_server))
+        }
+    };
+    crate::http::serve_tls(listener, app, limits, metrics, tls, async move {
+        signal().await;
+        let _ = stop_admin.send(true);
+    })
     .await;
+    if let Some(admin_server) = admin_server {
+        let _ = admin_server.await;
+    }
     shutdown.notify_one();
     let _ = coordinator.await;
     tracing::info!("stopped");

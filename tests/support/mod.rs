@@ -129,6 +129,11 @@ impl Server {
         self.process.stderr()
     }
 
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Poll `/readyz` until the node serves.
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -310,10 +315,14 @@ pub fn json(answer: &Answer) -> serde_json::Value {
     })
 }
 
-/// The value of metric `name` in a Prometheus text body.
+/// The value of metric `name` at `url`'s `/metrics`.
 pub async fn metric(url: &str, name: &str) -> u64 {
     let answer = get(url, "/metrics").await.expect("metrics");
-    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    metric_in(&String::from_utf8_lossy(&answer.body), name)
+}
+
+/// The value of metric `name` in a Prometheus text body.
+pub fn metric_in(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))

@@ -83,6 +83,7 @@ fn app() -> axum::Router {
         storage_faults: Arc::new(Failpoint::default()),
         clock: skewed,
         guest_faults: Arc::new(GuestFaults::default()),
+        fault_injection: true,
     };
     tsohost::api::router(node, admin)
 }

@@ -26,6 +26,10 @@ pub struct AdminConfig {
     pub clock: Arc<crate::clock::SkewedClock>,
     /// Traps and hangs injected into the running driver.
     pub guest_faults: Arc<crate::driver::fault::GuestFaults>,
+    /// Whether `/v1/admin/faults` exists (`--enable-fault-injection`): it
+    /// can step the clock, fail storage and crash the driver, which only a
+    /// test or `tsohost chaos` should be able to do.
+    pub fault_injection: bool,
 }
 
 /// Largest driver component accepted by `PUT /v1/admin/driver`.
@@ -74,6 +78,20 @@ impl Admin {
             field: None,
             retry_after: false,
         })
+    }
+}
+
+/// `/v1/admin/faults` on a node started without `--enable-fault-injection`:
+/// 404, whatever the method and the token.
+pub(super) async fn faults_off() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "faults_off",
+        message: "fault injection is off: this node was started without \
+                  --enable-fault-injection (for tests and `tsohost chaos` only)"
+            .into(),
+        field: None,
+        retry_after: false,
     }
 }
 

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use std::sync::Arc;
 
 mod admin;
@@ -26,15 +26,62 @@ pub use admin::{AdminConfig, MAX_COMPONENT};
 /// Largest request body accepted; a timestamp request is a few bytes.
 pub const MAX_BODY: usize = 16 * 1024;
 
-/// Every endpoint of a node. Unknown paths answer 404 and known paths with
-/// another method 405, both without asking for a token.
+/// Every endpoint of a node, on one address. Unknown paths answer 404 and
+/// known paths with another method 405, both without asking for a token.
 pub fn router(node: Arc<Node>, config: AdminConfig) -> Router {
+    finish(public_routes(node.clone()).merge(admin_routes(node, config)))
+}
+
+/// What `--listen` serves when the admin API has an address of its own
+/// (`--admin-listen`): everything but the admin API, whose paths answer 404
+/// `admin_elsewhere` here whatever the token, so that a public address
+/// exposes no admin surface at all.
+pub fn public_router(node: Arc<Node>) -> Router {
+    finish(public_routes(node).route("/v1/admin/{*path}", any(public::admin_elsewhere)))
+}
+
+/// What `--admin-listen` serves: the admin API, and the monitoring
+/// endpoints (`/v1/status`, `/healthz`, `/readyz`, `/metrics`) so that an
+/// admin tool can see what its calls did on the address it was given. No
+/// timestamps: clients use `--listen`.
+pub fn admin_router(node: Arc<Node>, config: AdminConfig) -> Router {
+    finish(monitoring_routes(node.clone()).merge(admin_routes(node, config)))
+}
+
+/// The timestamp and monitoring endpoints (no token).
+fn public_routes(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v1/timestamps", post(public::post_timestamps))
+        .route("/v1/timestamp", get(public::get_timestamp))
+        .with_state(node.clone())
+        .merge(monitoring_routes(node))
+}
+
+/// The read-only endpoints an operator or a tool watches a node through.
+fn monitoring_routes(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v1/status", get(public::status))
+        .route("/healthz", get(public::healthz))
+        .route("/readyz", get(public::readyz))
+        .route("/metrics", get(public::metrics))
+        .with_state(node)
+}
+
+/// `/v1/admin/*`, every route behind the token check. Fault injection
+/// exists only when [`AdminConfig::fault_injection`] is on: otherwise its
+/// path answers 404 `faults_off`, before any token check, so a production
+/// node has no way to step its clock or fail its storage from outside.
+fn admin_routes(node: Arc<Node>, config: AdminConfig) -> Router {
     let guard = auth::Guard::new(config.token.as_deref(), node.clone());
-    let admin = Router::new()
-        .route(
+    let fault_injection = config.fault_injection;
+    let mut admin = Router::new();
+    if fault_injection {
+        admin = admin.route(
             "/v1/admin/faults",
             get(admin::get_faults).put(admin::put_faults),
-        )
+        );
+    }
+    admin = admin
         .route("/v1/admin/driver", put(admin::put_driver))
         .route("/v1/admin/members", put(admin::put_members))
         .route("/v1/admin/leader", post(admin::post_leader))
@@ -49,17 +96,16 @@ pub fn router(node: Arc<Node>, config: AdminConfig) -> Router {
         // last of them. It also wraps each route's default method fallback,
         // which `method_not_allowed_fallback` below then replaces unguarded:
         // a wrong method on an admin path is a 405, not a 401.
-        .route_layer(middleware::from_fn_with_state(guard, auth::require_token))
-        .with_state(admin::Admin::new(node.clone(), config));
-    Router::new()
-        .route("/v1/timestamps", post(public::post_timestamps))
-        .route("/v1/timestamp", get(public::get_timestamp))
-        .route("/v1/status", get(public::status))
-        .route("/healthz", get(public::healthz))
-        .route("/readyz", get(public::readyz))
-        .route("/metrics", get(public::metrics))
-        .with_state(node)
-        .merge(admin)
+        .route_layer(middleware::from_fn_with_state(guard, auth::require_token));
+    if !fault_injection {
+        admin = admin.route("/v1/admin/faults", any(admin::faults_off));
+    }
+    admin.with_state(admin::Admin::new(node, config))
+}
+
+/// The answers of unknown paths and methods, the same on every listener.
+fn finish(router: Router) -> Router {
+    router
         .fallback(public::not_found)
         .method_not_allowed_fallback(public::method_not_allowed)
 }

@@ -179,6 +179,19 @@ pub(super) async fn not_found() -> ApiError {
     }
 }
 
+/// `/v1/admin/*` on the public address of a node that serves its admin API
+/// on `--admin-listen`: it is not here, and where it is is not said.
+pub(super) async fn admin_elsewhere() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "admin_elsewhere",
+        message: "this node serves its admin API only on its --admin-listen address, not here"
+            .into(),
+        field: None,
+        retry_after: false,
+    }
+}
+
 pub(super) async fn method_not_allowed() -> ApiError {
     ApiError {
         status: StatusCode::METHOD_NOT_ALLOWED,

@@ -8,11 +8,13 @@
 //! - [`chaos`]: `tsohost chaos`;
 //! - [`sim`]: `tsohost sim`.
 
+mod certs;
 mod chaos;
 mod parse;
 mod remote;
 mod serve;
 mod sim;
+mod tls;
 
 pub use parse::parse_duration;
 
@@ -43,6 +45,8 @@ const DEFAULT_URL: &str = "http://127.0.0.1:7373";
 pub struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    #[command(flatten)]
+    client_tls: tls::ClientTlsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,6 +92,14 @@ enum Cmd {
         /// The file holding the admin token.
         #[arg(long, env = "TSOHOST_ADMIN_TOKEN_FILE", global = true)]
         admin_token_file: Option<PathBuf>,
+        /// For nodes started with --admin-listen: their admin URLs,
+        /// comma-separated (the leader's among them; for migrate, every
+        /// node's). Default: the URLs the nodes advertise.
+        #[arg(long, env = "TSOHOST_ADMIN_URL", value_delimiter = ',', global = true)]
+        admin_url: Vec<String>,
+        /// Give up on a node that does not answer a request within this.
+        #[arg(long, default_value = "60s", value_parser = parse_duration, global = true)]
+        timeout: Duration,
     },
     /// Check a driver component against the contract; exit 0 only if every
     /// rule holds.
@@ -105,6 +117,11 @@ enum Cmd {
     /// network, disks with power loss, faults) and check every promise.
     /// Exit 0 only if no seed broke one.
     Sim(sim::SimArgs),
+    /// Make certificates for HTTPS: a CA, a node and a client certificate.
+    Certs {
+        #[command(subcommand)]
+        action: certs::CertsCmd,
+    },
     /// Run a local cluster under load while applying faults on a seeded
     /// schedule; check every answer for duplicates and real-time order.
     /// Exit 0 only if the contract held.
@@ -129,6 +146,10 @@ enum Cmd {
         /// instead of raw connections.
         #[arg(long)]
         client: bool,
+        /// Give up if the last answers have not come this long after
+        /// --warmup and --duration (a stopped node never answers).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
     },
 }
 
@@ -145,6 +166,14 @@ enum DriverCmd {
         /// The file holding the node's admin token.
         #[arg(long, env = "TSOHOST_ADMIN_TOKEN_FILE")]
         admin_token_file: PathBuf,
+        /// The node's admin URL, if it was started with --admin-listen
+        /// (default: --url).
+        #[arg(long, env = "TSOHOST_ADMIN_URL")]
+        admin_url: Option<String>,
+        /// Give up if the node has not answered within this (it compiles
+        /// the component first).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
     },
 }
 
@@ -218,7 +247,11 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if !matches!(cli.command, Cmd::Serve(_) | Cmd::Certs { .. }) {
+        cli.client_tls.install()?;
+    }
     match cli.command {
+        Cmd::Certs { action } => certs::certs(action),
         Cmd::Serve(args) => server::serve(serve_config(*args)?).await,
         Cmd::Ts {
             count,
@@ -233,6 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // and retries until the timeout.
             let config = tsohost_client::Config {
                 deadline: timeout,
+                tls: tls::client(),
                 ..Default::default()
             };
             let range = tsohost_client::Client::with_config([url.as_str()], config)?
@@ -261,6 +295,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     to,
                     url,
                     admin_token_file,
+                    admin_url,
+                    timeout,
                 },
         } => {
             let token =
@@ -268,7 +304,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("--admin-token-file: the token is not text")?;
             let bytes = std::fs::read(&to)
                 .with_context(|| format!("--to {}: cannot read it", to.display()))?;
-            let driver = Admin::new(url, token)?.swap(bytes).await?;
+            let admin = Admin::new(admin_url.unwrap_or(url), token)?
+                .with_timeout(timeout)
+                .with_tls(tls::client());
+            let driver = admin.swap(bytes).await?;
             println!("{}", serde_json::json!({ "driver": driver }));
             Ok(())
         }
@@ -276,7 +315,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             action,
             url,
             admin_token_file,
-        } => cluster(action, &url, admin_token_file).await,
+            admin_url,
+            timeout,
+        } => {
+            let access = crate::tools::migrate::Access {
+                admin_urls: admin_url,
+                timeout,
+                tls: tls::client(),
+            };
+            cluster(action, &url, admin_token_file, &access).await
+        }
         Cmd::Chaos(args) => chaos::chaos(args).await,
         Cmd::Sim(args) => tokio::task::spawn_blocking(move || sim::sim(args)).await?,
         Cmd::CheckDriver {
@@ -309,12 +357,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             duration,
             warmup,
             client,
+            timeout,
         } => {
             if connections == 0 || !(1..=LOGICAL_PER_MS).contains(&count) || duration.is_zero() {
                 bail!(
                     "--connections and --duration must be positive, --count from 1 to {LOGICAL_PER_MS}"
                 );
             }
+            let within = warmup + duration + timeout;
+            let bench_url = url.clone();
             let report = bench::run(BenchConfig {
                 url,
                 client,
@@ -322,8 +373,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 count,
                 duration,
                 warmup,
-            })
-            .await?;
+                tls: tls::client(),
+            });
+            let report = tokio::time::timeout(within, report).await.map_err(|_| {
+                anyhow::anyhow!(
+                    "{bench_url} did not answer: the bench had not finished {within:?} after \
+                         it began (--warmup + --duration + --timeout); is the node stopped?"
+                )
+            })??;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

@@ -3,6 +3,7 @@
 use super::ClusterCmd;
 use super::parse::{driver_source, read_secret_file};
 use crate::node::Status;
+use crate::tools::migrate::Access;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use std::fmt::Write as _;
@@ -10,11 +11,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tsohost_client::admin::Admin;
 
-/// `tsohost cluster ...`: find the leader through `url`, then ask it.
+/// `tsohost cluster ...`: find the leader through `url`, then ask it (at its
+/// advertised URL, or at its address among `access.admin_urls`).
 pub(super) async fn cluster(
     action: ClusterCmd,
     url: &str,
     token_file: Option<PathBuf>,
+    access: &Access,
 ) -> anyhow::Result<()> {
     let token_file = token_file.context("--admin-token-file is required")?;
     let token = String::from_utf8(read_secret_file(&token_file, "--admin-token-file")?)
@@ -33,13 +36,13 @@ pub(super) async fn cluster(
             }
             None => None,
         };
-        return crate::tools::migrate::run(url, &token, target).await;
+        return crate::tools::migrate::run_with(url, &token, target, access).await;
     }
     // A node that just started or lost its leader learns the next within an
     // election; wait that long rather than fail.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
-        let status = node_status(url, Duration::from_secs(5)).await?;
+        let status = node_status(url, access.timeout).await?;
         if status.leadership.leader.is_some() || std::time::Instant::now() > deadline {
             break status;
         }
@@ -53,7 +56,9 @@ pub(super) async fn cluster(
         .leadership
         .leader
         .with_context(|| format!("{url} has known no leader for 10 s; is a majority up?"))?;
-    let leader_url = if leader == status.node_id {
+    let leader_url = if !access.admin_urls.is_empty() {
+        admin_url_of(leader, access).await?
+    } else if leader == status.node_id {
         url.to_string()
     } else {
         members
@@ -63,7 +68,9 @@ pub(super) async fn cluster(
             .with_context(|| format!("node {leader} leads, but its URL is not known yet"))?
     };
     let current: Vec<(u64, String)> = members.iter().map(|m| (m.id, m.address.clone())).collect();
-    let admin = Admin::new(leader_url, token)?;
+    let admin = Admin::new(leader_url, token)?
+        .with_timeout(access.timeout)
+        .with_tls(access.tls.clone());
     let answer = match action {
         ClusterCmd::Add { id, address } => {
             if current.iter().any(|(m, _)| *m == id) {
@@ -89,10 +96,29 @@ pub(super) async fn cluster(
     Ok(())
 }
 
+/// Which of `access.admin_urls` is node `id`'s (each answers `/v1/status`).
+async fn admin_url_of(id: u64, access: &Access) -> anyhow::Result<String> {
+    let mut seen = Vec::new();
+    for url in &access.admin_urls {
+        let status = node_status(url, access.timeout)
+            .await
+            .with_context(|| format!("--admin-url {url}"))?;
+        if status.node_id == id {
+            return Ok(url.clone());
+        }
+        seen.push(status.node_id);
+    }
+    bail!(
+        "node {id} leads, but no --admin-url leads to it (they are nodes {seen:?}): add the \
+         leader's admin address"
+    )
+}
+
 /// The status of the node at `url`, within `timeout`.
 pub(super) async fn node_status(url: &str, timeout: Duration) -> anyhow::Result<Status> {
     let config = tsohost_client::Config {
         deadline: timeout,
+        tls: super::tls::client(),
         ..Default::default()
     };
     Ok(tsohost_client::Client::with_config([url], config)?

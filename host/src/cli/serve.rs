@@ -38,6 +38,15 @@ pub(super) struct ServeArgs {
     /// A file holding the bearer token of the admin API (off without it).
     #[arg(long, env = "TSOHOST_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Serve the admin API (/v1/admin/*) on this address only (e.g.
+    /// 127.0.0.1:7375), and not on --listen. Needs --admin-token-file.
+    #[arg(long, env = "TSOHOST_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Turn on /v1/admin/faults (clock steps, failing storage, driver
+    /// crashes): for tests and `tsohost chaos` only, never in production.
+    /// Needs --admin-token-file.
+    #[arg(long, env = "TSOHOST_ENABLE_FAULT_INJECTION")]
+    enable_fault_injection: bool,
     /// Cluster members and their peer addresses, `ID=HOST:PORT,...`, this
     /// node included. Without it the node runs alone.
     #[arg(long, env = "TSOHOST_PEERS", value_delimiter = ',', value_parser = parse_member)]
@@ -53,7 +62,8 @@ pub(super) struct ServeArgs {
     /// same --peers).
     #[arg(long, env = "TSOHOST_BOOTSTRAP")]
     bootstrap: bool,
-    /// The URL other nodes redirect clients to (default: http:// + --listen).
+    /// The URL other nodes redirect clients to (default: http:// + --listen,
+    /// https:// with --tls-cert).
     #[arg(long, env = "TSOHOST_ADVERTISE_URL")]
     advertise_url: Option<String>,
     /// Most HTTP connections open at once; more are closed on accept.
@@ -63,6 +73,18 @@ pub(super) struct ServeArgs {
     /// keep-alive connection is closed after as long (e.g. 30s).
     #[arg(long, env = "TSOHOST_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     header_timeout: Duration,
+    /// Serve HTTPS on --listen with this PEM certificate chain (the node's
+    /// certificate first). Needs --tls-key. SIGHUP, or a change of the
+    /// file, reloads it.
+    #[arg(long, env = "TSOHOST_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (RSA, ECDSA or Ed25519).
+    #[arg(long, env = "TSOHOST_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by a CA of this PEM file (mutual
+    /// TLS). Needs --tls-cert.
+    #[arg(long, env = "TSOHOST_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 pub(super) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -98,6 +120,40 @@ pub(super) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             Some(token)
         }
     };
+    if admin_token.is_none() && (args.admin_listen.is_some() || args.enable_fault_injection) {
+        bail!(
+            "--admin-listen and --enable-fault-injection need the admin API: pass \
+             --admin-token-file FILE too"
+        );
+    }
+    if args.admin_listen == Some(args.listen) && args.listen.port() != 0 {
+        bail!(
+            "--admin-listen {} is also --listen: give the admin API an address of its own, \
+             or leave --admin-listen out to serve it on --listen",
+            args.listen
+        );
+    }
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = crate::tls::TlsFiles {
+                cert,
+                key,
+                client_ca: args.tls_client_ca,
+            };
+            // Checked now, before storage and the driver are touched.
+            files
+                .load()
+                .context("cannot serve HTTPS (--tls-cert, --tls-key, --tls-client-ca)")?;
+            Some(files)
+        }
+        _ => None,
+    };
+    if let Some(url) = &args.advertise_url {
+        let scheme = if tls.is_some() { "https://" } else { "http://" };
+        if !url.starts_with(scheme) {
+            bail!("--advertise-url {url} must start with {scheme} (the scheme this node serves)");
+        }
+    }
     let cluster = if args.peers.is_empty() {
         if args.peer_listen.is_some() || args.cluster_secret_file.is_some() {
             bail!("--peer-listen and --cluster-secret-file need --peers");
@@ -143,6 +199,9 @@ pub(super) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     Ok(ServeConfig {
         cluster,
         admin_token,
+        admin_listen: args.admin_listen,
+        fault_injection: args.enable_fault_injection,
+        tls,
         driver,
         driver_options: args.driver_options,
         data_dir: args.data_dir,

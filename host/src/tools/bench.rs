@@ -25,6 +25,8 @@ pub struct BenchConfig {
     pub count: u64,
     pub duration: Duration,
     pub warmup: Duration,
+    /// For an `https://` URL: the CA to trust and an optional client certificate.
+    pub tls: Option<tsohost_client::tls::TlsConfig>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,14 +80,18 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, ClientError> {
         Bytes::from(format!("{{\"count\":{}}}", cfg.count))
     };
     let mut sources = Vec::with_capacity(cfg.connections);
-    let client = tsohost_client::Client::new([cfg.url.as_str()])
+    let config = tsohost_client::Config {
+        tls: cfg.tls.clone(),
+        ..Default::default()
+    };
+    let client = tsohost_client::Client::with_config([cfg.url.as_str()], config)
         .map_err(|_| ClientError::BadUrl(cfg.url.clone()))?;
     for _ in 0..cfg.connections {
         sources.push(if cfg.client {
             Source::Client(client.clone())
         } else {
             Source::Raw {
-                conn: Connection::open(&cfg.url).await?,
+                conn: Connection::open_with(&cfg.url, cfg.tls.as_ref()).await?,
                 body: body.clone(),
             }
         });

@@ -247,7 +247,7 @@ impl Process {
         out.read_line(&mut line)?;
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .ok_or_else(|| io::Error::other(format!("tsohost did not start: stdout {line:?}")))?
             .to_string();
         std::thread::spawn(move || for _ in out.lines() {});
@@ -332,8 +332,11 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Start every node of `spec` with `flags` added to its own
-    /// (`--driver`, `--driver-option`, ...).
+    /// (`--driver`, `--driver-option`, ...), and with fault injection on:
+    /// a local cluster is for chaos, tests and benchmarks, and
+    /// [`LocalCluster::block`] needs it.
     pub fn start(spec: ClusterSpec, mut flags: Vec<String>) -> io::Result<LocalCluster> {
+        flags.insert(0, "--enable-fault-injection".into());
         if spec.nodes() > 1 {
             flags.insert(0, "--bootstrap".into());
         }

@@ -28,14 +28,41 @@ const DISCOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the old driver's leader is looked for, to read the high water.
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How the command reaches the nodes' admin API.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// Every node's admin URL, for nodes that serve their admin API on an
+    /// address of its own (`--admin-listen`); empty: the URLs the nodes
+    /// advertise, which serve it too.
+    pub admin_urls: Vec<String>,
+    /// How long one request to a node may take.
+    pub timeout: Duration,
+    /// For `https://` nodes: the CA to trust and an optional client certificate.
+    pub tls: Option<tsohost_client::tls::TlsConfig>,
+}
+
+impl Default for Access {
+    fn default() -> Access {
+        Access {
+            admin_urls: Vec::new(),
+            timeout: tsohost_client::admin::DEFAULT_TIMEOUT,
+            tls: None,
+        }
+    }
+}
+
 /// The admin clients of the nodes, by URL: every step goes to one node.
 struct Nodes<'a> {
     token: &'a str,
+    access: &'a Access,
 }
 
 impl Nodes<'_> {
     fn admin(&self, url: &str) -> anyhow::Result<Admin> {
-        Admin::new(url, self.token).with_context(|| format!("node URL {url}"))
+        let admin = Admin::new(url, self.token).with_context(|| format!("node URL {url}"))?;
+        Ok(admin
+            .with_timeout(self.access.timeout)
+            .with_tls(self.access.tls.clone()))
     }
 
     async fn status(&self, url: &str) -> anyhow::Result<Status> {
@@ -45,8 +72,12 @@ impl Nodes<'_> {
 }
 
 /// Every node of the cluster `url` belongs to (just `url` for a node
-/// without peers), as it reports itself.
+/// without peers), as it reports itself; with admin URLs, the nodes behind
+/// them, which must be every member.
 async fn discover(nodes: &Nodes<'_>, url: &str) -> anyhow::Result<Vec<NodeView>> {
+    if !nodes.access.admin_urls.is_empty() {
+        return discover_admin_urls(nodes).await;
+    }
     let status = nodes.status(url).await?;
     let mut urls = vec![url.trim_end_matches('/').to_string()];
     for m in status.members.iter().flatten() {
@@ -72,6 +103,35 @@ async fn discover(nodes: &Nodes<'_>, url: &str) -> anyhow::Result<Vec<NodeView>>
         views.push(view(&u, s));
     }
     views.sort_by_key(|n| n.id);
+    Ok(views)
+}
+
+/// The nodes behind `--admin-url`: their admin addresses are not
+/// advertised, so the operator names every one.
+async fn discover_admin_urls(nodes: &Nodes<'_>) -> anyhow::Result<Vec<NodeView>> {
+    let mut views = Vec::new();
+    let mut members = std::collections::BTreeSet::new();
+    for u in &nodes.access.admin_urls {
+        let s = nodes
+            .status(u)
+            .await
+            .context("every node must be up to migrate; nothing was changed by this step")?;
+        members.extend(s.members.iter().flatten().map(|m| m.id));
+        members.insert(s.node_id);
+        views.push(view(u.trim_end_matches('/'), s));
+    }
+    let missing: Vec<u64> = members
+        .into_iter()
+        .filter(|id| !views.iter().any(|v| v.id == *id))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "nodes {missing:?} are members, but no --admin-url leads to them: name every \
+             node's admin address (--admin-url URL1,URL2,...)"
+        );
+    }
+    views.sort_by_key(|n| n.id);
+    views.dedup_by_key(|n| n.id);
     Ok(views)
 }
 
@@ -112,7 +172,17 @@ fn table(nodes: &[NodeView]) -> String {
 /// Move every node of `url`'s cluster to `target`, or (`None`) unseal a
 /// migration that switched no node yet. Progress goes to stderr.
 pub async fn run(url: &str, token: &str, target: Option<Target>) -> anyhow::Result<()> {
-    let admin = Nodes { token };
+    run_with(url, token, target, &Access::default()).await
+}
+
+/// As [`run`], reaching the nodes as `access` says.
+pub async fn run_with(
+    url: &str,
+    token: &str,
+    target: Option<Target>,
+    access: &Access,
+) -> anyhow::Result<()> {
+    let admin = Nodes { token, access };
     // Right after a cluster starts, nodes may not have met yet: wait a
     // little for every node to be up and known.
     let started = Instant::now();
@@ -242,7 +312,7 @@ async fn migrate(
             n.id, target.label
         );
     }
-    let pause = wait_serving(nodes, started).await?;
+    let pause = wait_serving(nodes, started, !admin.access.admin_urls.is_empty()).await?;
     eprintln!(
         "migrated to {} in {:.1?}; the first timestamp came {:.1?} after the first seal",
         target.label,
@@ -294,13 +364,25 @@ async fn read_high_water(
     Ok(highest)
 }
 
-/// Wait until some node hands out a timestamp; how long since `since`.
-async fn wait_serving(nodes: &[NodeView], since: Instant) -> anyhow::Result<Duration> {
+/// Wait until some node hands out a timestamp (or, at admin URLs, which
+/// hand out none, says it serves); how long since `since`.
+async fn wait_serving(
+    nodes: &[NodeView],
+    since: Instant,
+    admin_urls: bool,
+) -> anyhow::Result<Duration> {
+    let (method, path) = match admin_urls {
+        false => (Method::POST, "/v1/timestamps"),
+        true => (Method::GET, "/readyz"),
+    };
     let started = Instant::now();
     while started.elapsed() < SERVE_TIMEOUT {
         for n in nodes {
-            if let Ok(a) =
-                crate::client::once(&n.url, Method::POST, "/v1/timestamps", Bytes::new()).await
+            if let Ok(Ok(a)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                crate::client::once(&n.url, method.clone(), path, Bytes::new()),
+            )
+            .await
                 && a.status.is_success()
             {
                 return Ok(since.elapsed());
