@@ -1,8 +1,10 @@
 //! HTTPS on the client API: `tsohost certs init`, a TLS node answering the
 //! Rust client, the CLI and curl (HTTP/1.1 and HTTP/2), mutual TLS, what a
-//! TLS port does with plaintext and garbage, bad certificate files at
-//! start, certificate rotation without a restart, and a cluster whose
-//! followers redirect to the leader's https:// URL.
+//! TLS port does with plaintext and garbage, the admin address of a TLS
+//! node, bad certificate files at start (garbage, expired, not yet valid;
+//! a certificate for other names only warns), certificate rotation without
+//! a restart, and a cluster whose followers redirect to the leader's
+//! https:// URL.
 
 mod support;
 
@@ -311,6 +313,112 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca_and_serves_t
     );
 }
 
+/// With TLS on, `--admin-listen` serves the admin API over TLS too, with
+/// the node's certificate and its `--tls-client-ca` requirement: the admin
+/// token never crosses the network in the clear. Plaintext and clients
+/// without a certificate are refused there; the CLI reaches it with
+/// `--admin-url https://... --ca-file`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_address_of_a_tls_node_speaks_tls_with_the_same_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = ca(tmp.path(), "a");
+    let token = tmp.path().join("admin-token");
+    std::fs::write(&token, support::ADMIN_TOKEN).unwrap();
+    let admin_addr = format!("127.0.0.1:{}", tsohost::tools::cluster::free_port());
+    let cacert = certs.join("ca.pem");
+    let server = start_tls(
+        tmp.path(),
+        &certs,
+        &[
+            "--admin-token-file",
+            p(&token),
+            "--admin-listen",
+            &admin_addr,
+            "--tls-client-ca",
+            p(&cacert),
+            "--enable-fault-injection",
+        ],
+    );
+    let with_cert = trust_with_cert(&certs, &certs);
+    wait_ready(&server, &with_cert).await;
+    let admin_url = format!("https://{admin_addr}");
+    assert!(
+        server
+            .stderr()
+            .contains(&format!("admin API on {admin_url} only")),
+        "{}",
+        server.stderr()
+    );
+
+    // Over https with the CA and a client certificate: the admin API.
+    let admin = |url: &str, tls: Option<TlsConfig>| {
+        tsohost_client::admin::Admin::new(url, support::ADMIN_TOKEN)
+            .unwrap()
+            .with_timeout(Duration::from_secs(5))
+            .with_tls(tls)
+    };
+    let node = admin(&admin_url, Some(with_cert.clone()));
+    assert_eq!(node.status().await.unwrap().node_id, 1);
+    assert_eq!(node.faults().await.unwrap().fail_storage_writes, Some(0));
+    let wrong = tsohost_client::admin::Admin::new(&admin_url, "wrong token, wrong token")
+        .unwrap()
+        .with_tls(Some(with_cert.clone()));
+    assert_eq!(
+        wrong.faults().await.unwrap_err().code(),
+        Some("unauthorized")
+    );
+
+    // Plaintext on the admin address: refused, counted, logged.
+    let plain = format!("http://{admin_addr}");
+    let err = admin(&plain, None).faults().await.unwrap_err();
+    assert!(err.code().is_none(), "plaintext was answered: {err}");
+    let mut raw = TcpStream::connect(&admin_addr).await.unwrap();
+    raw.write_all(b"GET /v1/status HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer)).await;
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"),
+        "plaintext served on the admin address: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    wait_for_log(&server, "plaintext HTTP spoken to the TLS port").await;
+    // The --tls-client-ca requirement holds there too.
+    match admin(&admin_url, Some(trust(&certs))).faults().await {
+        Err(e) => assert!(e.code().is_none(), "{e}"),
+        Ok(f) => panic!("a client without a certificate was answered {f:?}"),
+    }
+    assert!(
+        metric(
+            &server.url,
+            &with_cert,
+            "tsohost_tls_handshake_failures_total"
+        )
+        .await
+            >= 2
+    );
+
+    // The CLI: --admin-url https://... with --ca-file and the certificate.
+    let out = Command::new(BIN)
+        .args(["driver", "swap", "--url", &server.url, "--to"])
+        .arg(support::guest("tsohost_driver_file.wasm"))
+        .args(["--admin-token-file", p(&token), "--admin-url", &admin_url])
+        .args(["--ca-file", p(&cacert)])
+        .args(["--client-cert", p(&certs.join("client.pem"))])
+        .args(["--client-key", p(&certs.join("client.key"))])
+        .env_remove("TSOHOST_ADMIN_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(r#""swaps":1"#), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn plaintext_and_garbage_on_the_tls_port_are_refused_and_the_node_keeps_serving() {
     let tmp = tempfile::tempdir().unwrap();
@@ -418,6 +526,118 @@ fn bad_certificate_files_are_refused_at_start_naming_the_file_and_the_problem() 
     let (code, err) = serve_refused(&data, &["--tls-cert", p(&a_cert)]);
     assert_ne!(code, 0);
     assert!(err.contains("--tls-key"), "{err}");
+}
+
+/// A self-signed certificate for `names`, valid from `from` to `to` days
+/// from now, written to `dir/NAME.pem` and `dir/NAME.key`.
+fn certificate(dir: &Path, file: &str, names: &[&str], from: i64, to: i64) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now + time::Duration::days(from);
+    params.not_after = now + time::Duration::days(to);
+    let cert = params.self_signed(&key).unwrap();
+    let (pem, key_file) = (
+        dir.join(format!("{file}.pem")),
+        dir.join(format!("{file}.key")),
+    );
+    std::fs::write(&pem, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (pem, key_file)
+}
+
+/// An expired or not yet valid certificate stops the node at start, with
+/// an error naming the file, its validity dates and what to do.
+#[test]
+fn a_certificate_out_of_its_validity_is_refused_at_start_with_its_dates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let names = ["localhost", "127.0.0.1"];
+    let (expired, expired_key) = certificate(tmp.path(), "expired", &names, -30, -1);
+    let (code, err) = serve_refused(
+        &data,
+        &["--tls-cert", p(&expired), "--tls-key", p(&expired_key)],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains(p(&expired)), "the file is not named: {err}");
+    assert!(err.contains("expired: it was valid from"), "{err}");
+    let last_day = (time::OffsetDateTime::now_utc() - time::Duration::days(1)).date();
+    assert!(
+        err.contains(&last_day.to_string()),
+        "{last_day} not named: {err}"
+    );
+    assert!(
+        err.contains("Renew it") && err.contains("tsohost certs init"),
+        "{err}"
+    );
+
+    let (early, early_key) = certificate(tmp.path(), "early", &names, 2, 30);
+    let (code, err) = serve_refused(
+        &data,
+        &["--tls-cert", p(&early), "--tls-key", p(&early_key)],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains(p(&early)), "the file is not named: {err}");
+    assert!(err.contains("is not valid yet: it is valid from"), "{err}");
+    let first_day = (time::OffsetDateTime::now_utc() + time::Duration::days(2)).date();
+    assert!(
+        err.contains(&first_day.to_string()),
+        "{first_day} not named: {err}"
+    );
+    assert!(err.contains("clock"), "{err}");
+}
+
+/// A certificate that does not name the host the node is reached at
+/// (`--advertise-url`, else the `--listen` address) draws a warning naming
+/// what it does cover; the node starts and serves (a load balancer may
+/// present another certificate).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_for_other_names_is_served_with_a_warning_naming_its_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wrong, wrong_key) = certificate(tmp.path(), "wrong", &["other.example"], -1, 30);
+    let server = Server::start(
+        &tmp.path().join("a"),
+        &["--tls-cert", p(&wrong), "--tls-key", p(&wrong_key)],
+    );
+    wait_for_log(
+        &server,
+        &format!(
+            "the certificate {} (--tls-cert) does not cover 127.0.0.1 (--listen): it names \
+             other.example.",
+            p(&wrong)
+        ),
+    )
+    .await;
+    assert!(server.url.starts_with("https://"));
+
+    // --advertise-url: its host is the one checked; a wildcard covers one
+    // label.
+    let (wild, wild_key) = certificate(tmp.path(), "wild", &["*.example.com"], -1, 30);
+    let cert = ["--tls-cert", p(&wild), "--tls-key", p(&wild_key)];
+    let good = Server::start(
+        &tmp.path().join("b"),
+        &[
+            &cert[..],
+            &["--advertise-url", "https://tso.example.com:7373"],
+        ]
+        .concat(),
+    );
+    let bad = Server::start(
+        &tmp.path().join("c"),
+        &[&cert[..], &["--advertise-url", "https://tso.example.org"]].concat(),
+    );
+    wait_for_log(
+        &bad,
+        "does not cover tso.example.org (--advertise-url): it names *.example.com.",
+    )
+    .await;
+    assert!(
+        !good.stderr().contains("does not cover"),
+        "{}",
+        good.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -218,9 +218,15 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     if let Some(admin_listener) = &admin_listener {
         let admin_addr = admin_listener.local_addr()?;
         // Tests and scripts read this line to find the admin port.
-        println!("tsohost admin API on http://{admin_addr}");
+        println!("tsohost admin API on {scheme}://{admin_addr}");
         tracing::info!(
-            "admin API on http://{admin_addr} only (--admin-listen); not on http://{addr}"
+            "admin API on {scheme}://{admin_addr} only (--admin-listen); not on \
+             {scheme}://{addr}{}",
+            if tls.is_some() {
+                " (the same certificate and client-certificate requirement as --listen)"
+            } else {
+                ""
+            }
         );
     }
     if cfg.fault_injection {
@@ -241,13 +247,15 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     };
     let limits = crate::http::fit_to_open_file_limit(cfg.http);
     // With --admin-listen the admin API gets a listener of its own, which
-    // stops with the public one.
+    // stops with the public one. It speaks TLS when --listen does, with the
+    // same certificate (reloaded with it) and the same --tls-client-ca: the
+    // admin token never crosses the network in the clear.
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
     let (app, admin_server) = match admin_listener {
         None => (crate::api::router(node, admin), None),
         Some(admin_listener) => {
             let mut stopped = admin_stopped;
-            let admin_server = tokio::spawn(crate::http::serve(
+            let admin_server = tokio::spawn(crate::http::serve_tls(
                 admin_listener,
                 crate::api::admin_router(node.clone(), admin),
                 crate::http::Limits {
@@ -255,6 +263,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     ..limits
                 },
                 metrics.clone(),
+                tls.clone(),
                 async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 },

@@ -270,9 +270,10 @@ pub async fn admin(
 }
 
 /// Run `tsohost serve` with `args` expecting it to refuse to start; returns
-/// (exit code, stderr).
+/// (exit code, stderr). A node still running after 30 s started although it
+/// should not have: it is killed and the test fails (rather than hangs).
 pub fn serve_refused(data_dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")
@@ -280,8 +281,24 @@ pub fn serve_refused(data_dir: &Path, args: &[&str]) -> (i32, String) {
         .arg(data_dir)
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run tsohost");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait for tsohost").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect tsohost's output");
+            panic!(
+                "tsohost started although it should have refused: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("collect tsohost's output");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         !stdout.contains("listening"),

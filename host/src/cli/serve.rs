@@ -144,6 +144,12 @@ pub(super) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             files
                 .load()
                 .context("cannot serve HTTPS (--tls-cert, --tls-key, --tls-client-ca)")?;
+            let info = files
+                .check_at_start(time::OffsetDateTime::now_utc())
+                .context("cannot serve HTTPS (--tls-cert)")?;
+            if let Some(info) = info {
+                warn_unless_covered(&info, &files, args.advertise_url.as_deref(), args.listen);
+            }
             Some(files)
         }
         _ => None,
@@ -215,4 +221,31 @@ pub(super) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             header_timeout: args.header_timeout,
         },
     })
+}
+
+/// Warn when the node's certificate does not name the host clients reach
+/// it at (`--advertise-url`'s, else `--listen`'s unless that is 0.0.0.0 or
+/// ::): they would refuse it. Not an error: a load balancer in front may
+/// present a certificate of its own name.
+fn warn_unless_covered(
+    info: &crate::tls::CertInfo,
+    files: &crate::tls::TlsFiles,
+    advertise_url: Option<&str>,
+    listen: SocketAddr,
+) {
+    let (host, from) = match advertise_url.and_then(crate::tls::url_host) {
+        Some(host) => (host.to_string(), "--advertise-url"),
+        None if listen.ip().is_unspecified() => return,
+        None => (listen.ip().to_string(), "--listen"),
+    };
+    if !info.covers(&host) {
+        tracing::warn!(
+            "the certificate {} (--tls-cert) does not cover {host} ({from}): it names {}. \
+             Clients that reach this node at {host} will refuse it, unless a load balancer \
+             in front presents its own certificate; issue one that names {host} (`tsohost \
+             certs init DIR --name {host}` for a test setup)",
+            files.cert.display(),
+            info.names()
+        );
+    }
 }
