@@ -94,6 +94,11 @@ async fn wait_ready(server: &Server, tls: &TlsConfig) {
     }
 }
 
+/// The node's count of failed TLS handshakes.
+async fn handshake_failures(url: &str, tls: &TlsConfig) -> u64 {
+    metric(url, tls, "tsohost_tls_handshake_failures_total").await
+}
+
 async fn metric(url: &str, tls: &TlsConfig, name: &str) -> u64 {
     let answer = get(url, tls, "/metrics").await.expect("metrics");
     support::metric_in(&String::from_utf8_lossy(&answer.body), name)
@@ -272,15 +277,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca_and_serves_t
         }
     }
     wait_for_log(&server, "TLS handshake with 127.0.0.1:").await;
-    assert!(
-        metric(
-            &server.url,
-            &with_cert,
-            "tsohost_tls_handshake_failures_total"
-        )
-        .await
-            >= 2
-    );
+    assert!(handshake_failures(&server.url, &with_cert).await >= 2);
 
     // curl: refused without --cert, served with it.
     let cacert = certs.join("ca.pem");
@@ -389,15 +386,7 @@ async fn the_admin_address_of_a_tls_node_speaks_tls_with_the_same_certificate() 
         Err(e) => assert!(e.code().is_none(), "{e}"),
         Ok(f) => panic!("a client without a certificate was answered {f:?}"),
     }
-    assert!(
-        metric(
-            &server.url,
-            &with_cert,
-            "tsohost_tls_handshake_failures_total"
-        )
-        .await
-            >= 2
-    );
+    assert!(handshake_failures(&server.url, &with_cert).await >= 2);
 
     // The CLI: --admin-url https://... with --ca-file and the certificate.
     let out = Command::new(BIN)
@@ -430,7 +419,7 @@ async fn plaintext_and_garbage_on_the_tls_port_are_refused_and_the_node_keeps_se
     let mut kept = tsohost_client::connection::Connection::open_with(&server.url, Some(&tls))
         .await
         .unwrap();
-    let before = metric(&server.url, &tls, "tsohost_tls_handshake_failures_total").await;
+    let before = handshake_failures(&server.url, &tls).await;
 
     let addr = server.url.trim_start_matches("https://").to_string();
     for bytes in [
@@ -454,11 +443,11 @@ async fn plaintext_and_garbage_on_the_tls_port_are_refused_and_the_node_keeps_se
     assert!(log.contains("TLS handshake with 127.0.0.1:"), "{log}");
     // The server counts a failure after it closed the connection.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(&server.url, &tls, "tsohost_tls_handshake_failures_total").await - before < 3 {
+    while handshake_failures(&server.url, &tls).await - before < 3 {
         assert!(Instant::now() < deadline, "{}", server.stderr());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let after = metric(&server.url, &tls, "tsohost_tls_handshake_failures_total").await;
+    let after = handshake_failures(&server.url, &tls).await;
     assert_eq!(after - before, 3, "{}", server.stderr());
 
     // The open connection and new ones are served as before.

@@ -189,15 +189,7 @@ impl Coordinator {
         match effect {
             Effect::Send(request) => {
                 let id = self.request_id(Pending::Term(request));
-                self.slot.send(match request {
-                    Request::Load { .. } => Command::LoadHighWater { request: id },
-                    Request::Start { epoch, target, .. }
-                    | Request::Extend { epoch, target, .. } => Command::PersistHighWater {
-                        request: id,
-                        at_least: target,
-                        epoch,
-                    },
-                });
+                self.slot.send(request.command(id));
             }
             Effect::Serving { high_water } => {
                 Metrics::inc(&metrics.terms_started_total);

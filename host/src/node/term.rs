@@ -72,6 +72,22 @@ impl Request {
             Request::Start { target, .. } | Request::Extend { target, .. } => Some(target),
         }
     }
+
+    /// The driver call that carries out this request as request `id`: the
+    /// one mapping the coordinator and the simulator both send.
+    pub fn command(&self, id: u64) -> crate::driver::Command {
+        use crate::driver::Command;
+        match *self {
+            Request::Load { .. } => Command::LoadHighWater { request: id },
+            Request::Start { epoch, target, .. } | Request::Extend { epoch, target, .. } => {
+                Command::PersistHighWater {
+                    request: id,
+                    at_least: target,
+                    epoch,
+                }
+            }
+        }
+    }
 }
 
 /// What the caller must do after an event.

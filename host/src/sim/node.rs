@@ -553,16 +553,7 @@ impl SimNode {
                             synced: false,
                         },
                     );
-                    let command = match request {
-                        Request::Load { .. } => Command::LoadHighWater { request: id },
-                        Request::Start { epoch, target, .. }
-                        | Request::Extend { epoch, target, .. } => Command::PersistHighWater {
-                            request: id,
-                            at_least: target,
-                            epoch,
-                        },
-                    };
-                    self.send(w, command);
+                    self.send(w, request.command(id));
                 }
                 Effect::Serving { high_water } => {
                     self.serving = true;
