@@ -298,13 +298,8 @@ impl World {
             Ev::Resume(n) => self.resume(&mut nodes[node(n)]),
             Ev::Quiet => self.quiet_down(nodes),
             Ev::Isolate(node, for_us) if !self.quiet => {
-                let rest: Vec<u64> = nodes.iter().map(|n| n.id).filter(|&o| o != node).collect();
-                let cuts = self.net.partition(&[node], &rest);
-                self.note(
-                    NEMESIS,
-                    format!("then isolate n{node} for {}", secs(for_us)),
-                );
-                self.schedule(for_us, Ev::Heal(Heal::Links(cuts)));
+                let all: Vec<u64> = nodes.iter().map(|n| n.id).collect();
+                self.isolate(&all, node, for_us, "then isolate");
             }
             Ev::Isolate(..) => {}
         }
@@ -317,6 +312,15 @@ impl World {
             .filter_map(|n| n.leading().map(|e| (e, n.id)))
             .max()
             .map(|(_, id)| id)
+    }
+
+    /// Cut `node` off from every other of `all` for `for_us`, noted as
+    /// "`what` nN for …".
+    fn isolate(&mut self, all: &[u64], node: u64, for_us: u64, what: &str) {
+        let rest: Vec<u64> = all.iter().copied().filter(|&o| o != node).collect();
+        let cuts = self.net.partition(&[node], &rest);
+        self.note(NEMESIS, format!("{what} n{node} for {}", secs(for_us)));
+        self.schedule(for_us, Ev::Heal(Heal::Links(cuts)));
     }
 
     fn strike(&mut self, nodes: &mut [SimNode]) {
@@ -393,13 +397,7 @@ impl World {
             }
             Kind::IsolateLeader => {
                 let leader = leader.expect("possible");
-                let rest: Vec<u64> = all.iter().copied().filter(|&o| o != leader).collect();
-                let cuts = self.net.partition(&[leader], &rest);
-                self.note(
-                    NEMESIS,
-                    format!("isolate the leader n{leader} for {}", secs(lasts)),
-                );
-                self.schedule(lasts, Ev::Heal(Heal::Links(cuts)));
+                self.isolate(&all, leader, lasts, "isolate the leader");
             }
             Kind::Bridge => {
                 let leader = leader.expect("possible");
@@ -497,13 +495,7 @@ impl World {
                 // does not hear of its successor: it must have stopped
                 // serving on its own before the successor can serve.
                 if self.nemesis_rng.chance(50) {
-                    let rest: Vec<u64> = all.iter().copied().filter(|&o| o != leader).collect();
-                    let cuts = self.net.partition(&[leader], &rest);
-                    self.note(
-                        NEMESIS,
-                        format!("then isolate n{leader} for {}", secs(lasts)),
-                    );
-                    self.schedule(lasts, Ev::Heal(Heal::Links(cuts)));
+                    self.isolate(&all, leader, lasts, "then isolate");
                 }
             }
             Kind::Membership => {
