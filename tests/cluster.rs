@@ -2,8 +2,9 @@
 //! for each replicated driver (raft, paxos, and the JavaScript
 //! javascript-paxos of examples/drivers): kill -9 of the leader, a
 //! partitioned leader, a full restart, growing and shrinking the membership,
-//! leadership transfer and hand-off on SIGTERM. A checker over every answer
-//! of every client asserts uniqueness and real-time order.
+//! leadership transfer and hand-off on SIGTERM; and kill -9 of the leader
+//! of a raft cluster whose peers speak mutual TLS. A checker over every
+//! answer of every client asserts uniqueness and real-time order.
 
 mod support;
 
@@ -57,13 +58,28 @@ async fn leader_and_follower(urls: &[String]) -> (usize, usize) {
 }
 
 async fn kill9_of_the_leader_under_load(driver: &Replicated) {
-    let spec = ClusterSpec::new(3);
-    let mut nodes = start_all(&spec, driver);
+    kill9_of_the_leader_under_load_with(&ClusterSpec::new(3), driver, |_| Vec::new()).await;
+}
+
+/// As [`kill9_of_the_leader_under_load`], node `id` started with the
+/// driver's flags and `extra(id)`; returns the nodes, still running.
+async fn kill9_of_the_leader_under_load_with(
+    spec: &ClusterSpec,
+    driver: &Replicated,
+    extra: impl Fn(u64) -> Vec<String>,
+) -> Vec<Option<Server>> {
+    let start = |id: u64| {
+        let mut flags: Vec<String> = driver.founder().iter().map(|s| s.to_string()).collect();
+        flags.extend(extra(id));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        spec.start(id, &flags)
+    };
+    let mut nodes: Vec<Option<Server>> = (1..=3).map(|id| Some(start(id))).collect();
     let history = History::default();
     for round in 0..3 {
         let leader = serving_node(&spec.urls, Duration::from_secs(30)).await;
         let before = history.len();
-        load_for(&spec, &history, Duration::from_millis(300), async || {
+        load_for(spec, &history, Duration::from_millis(300), async || {
             tokio::time::sleep(Duration::from_millis(200)).await;
             nodes[leader].take().unwrap().kill9();
             let new = serving_node(&spec.urls, Duration::from_secs(30)).await;
@@ -71,9 +87,31 @@ async fn kill9_of_the_leader_under_load(driver: &Replicated) {
         })
         .await;
         assert!(history.len() > before, "round {round}: nothing served");
-        nodes[leader] = Some(spec.start(leader as u64 + 1, &driver.founder()));
+        nodes[leader] = Some(start(leader as u64 + 1));
     }
     history.check();
+    nodes
+}
+
+/// Peers over mutual TLS (`certs init`'s peer certificates): the cluster
+/// forms, fails over and stays correct exactly as over plaintext.
+#[tokio::test(flavor = "multi_thread")]
+async fn raft_over_peer_mutual_tls_survives_kill9_of_the_leader() {
+    let spec = ClusterSpec::new(3);
+    let certs = support::ca(spec.dir.path(), "certs");
+    let _nodes = kill9_of_the_leader_under_load_with(&spec, &support::RAFT, |id| {
+        support::peer_tls_flags(&certs, id)
+    })
+    .await;
+    for id in 1..=3 {
+        let metrics = support::get(&spec.urls[id - 1], "/metrics").await.unwrap();
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        assert_eq!(
+            support::metric_in(&text, "tsohost_peer_auth_failures_total"),
+            0,
+            "node {id}"
+        );
+    }
 }
 
 async fn a_partitioned_leader_stops_and_the_majority_serves(driver: &Replicated) {

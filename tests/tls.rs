@@ -1,6 +1,7 @@
 //! HTTPS on the client API: `tsohost certs init`, a TLS node answering the
 //! Rust client, the CLI and curl (HTTP/1.1 and HTTP/2), mutual TLS, what a
-//! TLS port does with plaintext and garbage, the admin address of a TLS
+//! TLS port does with plaintext and garbage (and a plaintext port with
+//! TLS), the admin address of a TLS
 //! node, bad certificate files at start (garbage, expired, not yet valid;
 //! a certificate for other names only warns), certificate rotation without
 //! a restart, and a cluster whose followers redirect to the leader's
@@ -14,35 +15,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{BIN, ClusterSpec, RAFT, Server, serve_refused, wait_for_log};
+use support::{BIN, ClusterSpec, RAFT, Server, ca, certs_init, serve_refused, wait_for_log};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tsohost_client::connection::{Answer, ClientError, once_with};
 use tsohost_client::tls::TlsConfig;
 use tsohost_client::{Client, Config, Error};
-
-/// `tsohost certs init DIR [args]`: (exit code, stdout, stderr).
-fn certs_init(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(["certs", "init"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run tsohost certs init");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A fresh CA with node and client certificates in `parent/name`.
-fn ca(parent: &Path, name: &str) -> PathBuf {
-    let dir = parent.join(name);
-    let (code, _, err) = certs_init(&dir, &[]);
-    assert_eq!(code, 0, "certs init failed: {err}");
-    dir
-}
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -140,6 +118,10 @@ fn certs_init_writes_a_ca_and_certificates_with_private_keys_and_never_overwrite
         "node.key",
         "client.pem",
         "client.key",
+        "peer-1.pem",
+        "peer-1.key",
+        "peer-3.pem",
+        "peer-3.key",
     ] {
         let mode = std::fs::metadata(dir.join(file))
             .unwrap()
@@ -151,6 +133,8 @@ fn certs_init_writes_a_ca_and_certificates_with_private_keys_and_never_overwrite
     }
     let node = std::fs::read_to_string(dir.join("node.pem")).unwrap();
     assert!(node.starts_with("-----BEGIN CERTIFICATE-----"), "{node}");
+    assert!(out.contains("--peer-tls-cert"), "{out}");
+    assert!(!dir.join("peer-4.pem").exists());
 
     // The CA is never replaced: a second init refuses, naming the file,
     // and leaves it as it was.
@@ -266,18 +250,27 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca_and_serves_t
             .is_ok()
     );
 
-    // No certificate, or one signed by another CA: refused, counted, logged.
+    // No certificate, one signed by another CA, or an expired one: refused,
+    // counted, logged.
+    let (expired, expired_key) = support::ca_signed(&certs, "client", -30, -1);
     for (who, tls) in [
         ("no certificate", trust(&certs)),
         ("another CA's", trust_with_cert(&certs, &stranger)),
+        (
+            "an expired",
+            trust(&certs)
+                .with_client_cert(&expired, &expired_key)
+                .unwrap(),
+        ),
     ] {
         match get(&server.url, &tls, "/v1/timestamp").await {
             Err(ClientError::Tls { .. } | ClientError::Http { .. }) => {}
             other => panic!("a client with {who} certificate got {other:?}"),
         }
     }
-    wait_for_log(&server, "TLS handshake with 127.0.0.1:").await;
-    assert!(handshake_failures(&server.url, &with_cert).await >= 2);
+    wait_for_log(&server, "refused a connection from 127.0.0.1:").await;
+    wait_for_log(&server, "certificate expired").await;
+    assert!(handshake_failures(&server.url, &with_cert).await >= 3);
 
     // curl: refused without --cert, served with it.
     let cacert = certs.join("ca.pem");
@@ -408,6 +401,29 @@ async fn the_admin_address_of_a_tls_node_speaks_tls_with_the_same_certificate() 
     assert!(stdout.contains(r#""swaps":1"#), "{stdout}");
 }
 
+/// A client speaking TLS to a plaintext node: the connection is closed,
+/// the node logs why and counts it, and keeps serving plain HTTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_spoken_to_a_plaintext_port_is_refused_and_the_node_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = ca(tmp.path(), "certs");
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    server.wait_ready().await;
+    let https = server.url.replace("http://", "https://");
+    assert!(get(&https, &trust(&certs), "/readyz").await.is_err());
+    wait_for_log(
+        &server,
+        "a TLS handshake spoken to the plaintext HTTP port (use http://, or start the node \
+         with --tls-cert and --tls-key)",
+    )
+    .await;
+    assert_eq!(
+        support::metric(&server.url, "tsohost_http_tls_on_plaintext_port_total").await,
+        1
+    );
+    support::timestamp(&server.url).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn plaintext_and_garbage_on_the_tls_port_are_refused_and_the_node_keeps_serving() {
     let tmp = tempfile::tempdir().unwrap();
@@ -440,7 +456,10 @@ async fn plaintext_and_garbage_on_the_tls_port_are_refused_and_the_node_keeps_se
     wait_for_log(&server, "plaintext HTTP spoken to the TLS port").await;
     wait_for_log(&server, "not a TLS handshake (first byte 0x00)").await;
     let log = server.stderr();
-    assert!(log.contains("TLS handshake with 127.0.0.1:"), "{log}");
+    assert!(
+        log.contains("refused a connection from 127.0.0.1:"),
+        "{log}"
+    );
     // The server counts a failure after it closed the connection.
     let deadline = Instant::now() + Duration::from_secs(5);
     while handshake_failures(&server.url, &tls).await - before < 3 {

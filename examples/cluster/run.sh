@@ -4,8 +4,9 @@
 # Nodes 1-3 serve HTTP on 127.0.0.1:7401-7403 and talk to each other on
 # 127.0.0.1:7501-7503. State, the cluster secret, the admin token and the
 # logs live in ./tsohost-cluster/. Ctrl-C stops all three; run it again to
-# restart the same cluster. TLS=1 serves the client API over HTTPS with
-# certificates of `tsohost certs init` (made once, in ./tsohost-cluster/certs).
+# restart the same cluster. TLS=1 serves the client API over HTTPS and the
+# peers speak mutual TLS, with certificates of `tsohost certs init` (made
+# once, in ./tsohost-cluster/certs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${TSOHOST_BIN:-target/release/tsohost}
@@ -20,8 +21,14 @@ TLS_FLAGS=()
 CA_FLAGS=()
 if [ -n "${TLS:-}" ]; then
     [ -s "$DIR/certs/ca.pem" ] || "$BIN" certs init "$DIR/certs" >/dev/null
+    if [ ! -s "$DIR/certs/peer-1.pem" ]; then
+        echo "$DIR/certs has no peer certificates (made by an older tsohost): remove it" \
+            "and run again" >&2
+        exit 1
+    fi
     SCHEME=https
-    TLS_FLAGS=(--tls-cert "$DIR/certs/node.pem" --tls-key "$DIR/certs/node.key")
+    TLS_FLAGS=(--tls-cert "$DIR/certs/node.pem" --tls-key "$DIR/certs/node.key"
+        --peer-ca "$DIR/certs/ca.pem")
     CA_FLAGS=(--cacert "$DIR/certs/ca.pem")
 fi
 pids=()
@@ -30,7 +37,9 @@ for id in 1 2 3; do
     "$BIN" serve --driver "$DRIVER" --node-id "$id" --peers "$PEERS" --bootstrap \
         --listen "127.0.0.1:740$id" --data-dir "$DIR/node$id" \
         --cluster-secret-file "$DIR/secret" --admin-token-file "$DIR/admin-token" \
-        "${TLS_FLAGS[@]}" >"$DIR/node$id.out" 2>"$DIR/node$id.log" &
+        "${TLS_FLAGS[@]}" ${TLS:+--peer-tls-cert "$DIR/certs/peer-$id.pem"} \
+        ${TLS:+--peer-tls-key "$DIR/certs/peer-$id.key"} \
+        >"$DIR/node$id.out" 2>"$DIR/node$id.log" &
     pids+=($!)
 done
 echo "starting a 3-node $DRIVER cluster (logs: $DIR/node*.log)"

@@ -18,6 +18,11 @@
 //!   closes that connection only (see [`crate::tls`]). HTTP/2 is served to
 //!   clients that chose `h2` in ALPN, HTTP/1.1 to the others; plaintext
 //!   stays HTTP/1.1 only.
+//! - Without TLS, a connection that opens with a TLS handshake (a client
+//!   using `https://` against a plaintext node) is closed with a log line
+//!   that says so and counted in `http_tls_on_plaintext_port_total`,
+//!   rather than answered with a 400 the client reports as a corrupt TLS
+//!   message.
 
 use crate::metrics::Metrics;
 use crate::tls::Tls;
@@ -136,6 +141,7 @@ pub async fn serve_tls(
         .keep_alive_timeout(limits.header_timeout);
     // Handshakes still under way when shutdown begins are abandoned.
     let (closing, closed) = tokio::sync::watch::channel(false);
+    let refusals = Arc::new(crate::tls::RateLimitedLog::default());
     let mut last_log: Option<Instant> = None;
     let mut should_log = move || {
         let now = Instant::now();
@@ -199,15 +205,33 @@ pub async fn serve_tls(
             });
             continue;
         }
-        let conn =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
-        let metrics = metrics.clone();
+        let (app, metrics, mut closed) = (app.clone(), metrics.clone(), closed.clone());
+        let (h1, watcher, refusals) = (http.clone(), graceful.watcher(), refusals.clone());
         metrics.http_connections_open.fetch_add(1, Relaxed);
         tokio::spawn(async move {
-            // Errors here are the client's (reset, timeout, bad head); hyper
-            // has already answered what it could.
-            let _ = conn.await;
+            let speaks_tls = tokio::select! {
+                tls = opens_with_tls(&stream, limits.header_timeout) => tls,
+                _ = closed.wait_for(|c| *c) => true,
+            };
+            if speaks_tls {
+                if !*closed.borrow() {
+                    metrics
+                        .http_tls_on_plaintext_port_total
+                        .fetch_add(1, Relaxed);
+                    refusals.log(
+                        remote,
+                        "a TLS handshake spoken to the plaintext HTTP port (use http://, or \
+                         start the node with --tls-cert and --tls-key)",
+                    );
+                }
+            } else {
+                // Errors here are the client's (reset, timeout, bad head);
+                // hyper has already answered what it could.
+                let io = TokioIo::new(stream);
+                let _ = watcher
+                    .watch(h1.serve_connection(io, TowerToHyperService::new(app)))
+                    .await;
+            }
             metrics.http_connections_open.fetch_sub(1, Relaxed);
             drop(slot);
         });
@@ -223,6 +247,16 @@ pub async fn serve_tls(
             DRAIN.as_secs()
         );
     }
+}
+
+/// Whether a plaintext connection opens with a TLS handshake record; a
+/// client silent for `timeout` is left to hyper's header timer.
+async fn opens_with_tls(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(timeout, stream.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == crate::tls::HANDSHAKE_RECORD
+    )
 }
 
 #[cfg(test)]

@@ -75,6 +75,8 @@ metrics! {
     counter http_accept_errors_total,
     /// TLS handshakes on the HTTP listener that failed (plaintext, garbage, a refused or missing client certificate, a timeout).
     counter tls_handshake_failures_total,
+    /// Connections to the plaintext HTTP port that opened with a TLS handshake (clients using https:// against a node without TLS).
+    counter http_tls_on_plaintext_port_total,
     /// Reloads of the TLS certificate files that took effect (SIGHUP or a changed file).
     counter tls_reloads_total,
     /// Reloads of the TLS certificate files refused (the previous certificate kept serving).

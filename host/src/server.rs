@@ -50,10 +50,29 @@ pub struct ClusterConfig {
     /// Every member's peer address, this node's included.
     pub members: BTreeMap<u64, String>,
     pub secret: Secret,
+    /// Mutual TLS between peers; `None`: plaintext (the CLI allows it on
+    /// loopback addresses only, or with `--insecure-peers`).
+    pub tls: Option<crate::tls::peer::PeerTlsFiles>,
     pub bootstrap: bool,
     /// Public URL told to peers; default `http://` (`https://` with TLS) +
     /// the HTTP listen address.
     pub advertise_url: Option<String>,
+}
+
+/// The peer network's TLS, loaded and watched for rotation; `None` when
+/// the cluster runs plaintext.
+fn peer_tls(
+    cluster: &ClusterConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<Arc<crate::tls::peer::PeerTls>>> {
+    let Some(files) = &cluster.tls else {
+        return Ok(None);
+    };
+    let tls = crate::tls::peer::PeerTls::new(files.clone(), metrics.clone())
+        .context("cannot start peer TLS (--peer-tls-cert, --peer-tls-key, --peer-ca)")?;
+    tls.watch()
+        .context("cannot install the SIGHUP handler that reloads the peer TLS files")?;
+    Ok(Some(tls))
 }
 
 /// Connections the `--admin-listen` listener takes at once: operators and
@@ -166,6 +185,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     listen: c.peer_listen,
                     members: c.members.clone(),
                     secret: c.secret.clone(),
+                    tls: peer_tls(c, &metrics)?,
                     advertise_url: c
                         .advertise_url
                         .clone()

@@ -228,6 +228,73 @@ impl ClusterSpec {
     }
 }
 
+/// `tsohost certs init DIR [args]`: (exit code, stdout, stderr).
+pub fn certs_init(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(["certs", "init"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run tsohost certs init");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A fresh CA with node, client and peer (nodes 1 to 3) certificates in
+/// `parent/name` (`tsohost certs init`).
+pub fn ca(parent: &Path, name: &str) -> PathBuf {
+    let dir = parent.join(name);
+    let (code, _, err) = certs_init(&dir, &[]);
+    assert_eq!(code, 0, "certs init failed: {err}");
+    dir
+}
+
+/// The peer TLS flags of node `id` with the certificates of [`ca`] in `certs`.
+pub fn peer_tls_flags(certs: &Path, id: u64) -> Vec<String> {
+    let file = |name: String| certs.join(name).to_str().unwrap().to_string();
+    vec![
+        "--peer-tls-cert".into(),
+        file(format!("peer-{id}.pem")),
+        "--peer-tls-key".into(),
+        file(format!("peer-{id}.key")),
+        "--peer-ca".into(),
+        file("ca.pem".into()),
+    ]
+}
+
+/// A certificate for the DNS name `name`, for servers and clients, signed
+/// by the CA of [`ca`] in `certs`, valid from `from` to `to` days from
+/// now: the certificates `certs init` does not make (expired ones).
+pub fn ca_signed(certs: &Path, name: &str, from: i64, to: i64) -> (PathBuf, PathBuf) {
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(certs.join("ca.key")).unwrap()).unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "tsohost CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now + time::Duration::days(from);
+    params.not_after = now + time::Duration::days(to);
+    params.use_authority_key_identifier_extension = true;
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let dir = certs.join(format!("made-{name}-{from}-{to}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pem, key_file) = (dir.join("cert.pem"), dir.join("cert.key"));
+    std::fs::write(&pem, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (pem, key_file)
+}
+
 /// Poll until `stderr` of `server` contains `text`.
 pub async fn wait_for_log(server: &Server, text: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -3,7 +3,9 @@
 //!
 //! Production deployments bring their own PKI; what this writes is
 //! complete but deliberately plain: one CA, one node certificate valid for
-//! the loopback names and the `--name`s given, one client certificate.
+//! the loopback names and the `--name`s given, one client certificate, and
+//! one peer certificate per `--peer-ids` node, naming that node as peer TLS
+//! requires (`node-N.peer.tsohost`, see `crate::tls::peer`).
 //! Nothing is ever overwritten: a CA that has signed certificates in use
 //! must not silently change.
 
@@ -23,9 +25,10 @@ const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 #[derive(clap::Subcommand, Debug)]
 pub(super) enum CertsCmd {
     /// Write ca.pem/ca.key, node.pem/node.key (a server certificate for
-    /// localhost, 127.0.0.1, ::1 and every --name) and client.pem/client.key
-    /// (for mutual TLS) into DIR. Keys are written with mode 0600; existing
-    /// files are never overwritten.
+    /// localhost, 127.0.0.1, ::1 and every --name), client.pem/client.key
+    /// (for mutual TLS) and peer-N.pem/peer-N.key for each of --peer-ids
+    /// (peer TLS) into DIR. Keys are written with mode 0600; existing files
+    /// are never overwritten.
     Init {
         /// The directory to write to (created if missing).
         dir: PathBuf,
@@ -36,10 +39,15 @@ pub(super) enum CertsCmd {
         /// (the CA: ten times as long).
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// The node ids to write peer certificates for (peer-N.pem,
+        /// peer-N.key).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        peer_ids: Vec<u64>,
     },
 }
 
-/// The files `init` writes, in order.
+/// The files `init` writes, in order, besides the peer certificates
+/// ([`peer_files`]).
 pub const FILES: [&str; 6] = [
     "ca.pem",
     "ca.key",
@@ -51,9 +59,19 @@ pub const FILES: [&str; 6] = [
 
 pub(super) fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
     match cmd {
-        CertsCmd::Init { dir, names, days } => {
-            init(&dir, &names, days)?;
+        CertsCmd::Init {
+            dir,
+            names,
+            days,
+            peer_ids,
+        } => {
+            init(&dir, &names, days, &peer_ids)?;
             let d = dir.display();
+            let files: Vec<String> = FILES
+                .iter()
+                .map(|f| f.to_string())
+                .chain(peer_ids.iter().flat_map(|&id| peer_files(id)))
+                .collect();
             println!(
                 "wrote {} in {d}\n\
                  serve:  tsohost serve --tls-cert {d}/node.pem --tls-key {d}/node.key \
@@ -61,22 +79,34 @@ pub(super) fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
                  client: tsohost status --url https://127.0.0.1:7373 --ca-file {d}/ca.pem \
                  [--client-cert {d}/client.pem --client-key {d}/client.key]\n\
                  curl:   curl --cacert {d}/ca.pem [--cert {d}/client.pem --key {d}/client.key] \
-                 https://127.0.0.1:7373/v1/timestamp",
-                FILES.join(", ")
+                 https://127.0.0.1:7373/v1/timestamp\n\
+                 peers:  tsohost serve --node-id N --peer-tls-cert {d}/peer-N.pem \
+                 --peer-tls-key {d}/peer-N.key --peer-ca {d}/ca.pem ...",
+                files.join(", ")
             );
             Ok(())
         }
     }
 }
 
-/// Write the CA, node and client certificates and keys into `dir`.
-pub fn init(dir: &Path, names: &[String], days: u32) -> anyhow::Result<()> {
+/// The certificate and key files of node `id`'s peer certificate.
+pub fn peer_files(id: u64) -> [String; 2] {
+    [format!("peer-{id}.pem"), format!("peer-{id}.key")]
+}
+
+/// Write the CA, node, client and peer certificates and keys into `dir`.
+pub fn init(dir: &Path, names: &[String], days: u32, peer_ids: &[u64]) -> anyhow::Result<()> {
     if days == 0 {
         bail!("--days must be at least 1");
     }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create {}; pass a writable DIR", dir.display()))?;
-    for file in FILES {
+    let files: Vec<String> = FILES
+        .iter()
+        .map(|f| f.to_string())
+        .chain(peer_ids.iter().flat_map(|&id| peer_files(id)))
+        .collect();
+    for file in &files {
         let path = dir.join(file);
         if path.exists() {
             bail!(
@@ -128,7 +158,7 @@ pub fn init(dir: &Path, names: &[String], days: u32) -> anyhow::Result<()> {
     let client_key = KeyPair::generate()?;
     let client = client.signed_by(&client_key, &*ca)?;
 
-    let contents = [
+    let mut contents = vec![
         ca.pem(),
         ca.key().serialize_pem(),
         node.pem(),
@@ -136,7 +166,19 @@ pub fn init(dir: &Path, names: &[String], days: u32) -> anyhow::Result<()> {
         client.pem(),
         client_key.serialize_pem(),
     ];
-    for (file, text) in FILES.iter().zip(contents) {
+    for &id in peer_ids {
+        // Both ends of a peer connection: served and presented as a client.
+        let mut peer = params("tsohost peer", vec![crate::tls::peer::node_name(id)], false)?;
+        peer.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        peer.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let peer_key = KeyPair::generate()?;
+        contents.push(peer.signed_by(&peer_key, &*ca)?.pem());
+        contents.push(peer_key.serialize_pem());
+    }
+    for (file, text) in files.iter().zip(contents) {
         let mode = if file.ends_with(".key") { 0o600 } else { 0o644 };
         write_new(&dir.join(file), text.as_bytes(), mode)?;
     }

@@ -4,6 +4,9 @@
 use super::DEFAULT_LISTEN;
 use super::parse::{driver_source, parse_duration, parse_member, parse_option, read_secret_file};
 use crate::server::{self, ServeConfig};
+use crate::tls::Source;
+use crate::tls::cert::check_validity;
+use crate::tls::peer::PeerTlsFiles;
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +61,23 @@ pub(super) struct ServeArgs {
     /// every node.
     #[arg(long, env = "TSOHOST_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
+    /// Speak mutual TLS to peers, presenting this PEM certificate chain.
+    /// The certificate must name this node, and only it, as the DNS name
+    /// node-ID.peer.tsohost. Needs --peer-tls-key and --peer-ca; SIGHUP,
+    /// or a change of a file, reloads them.
+    #[arg(long, env = "TSOHOST_PEER_TLS_CERT", requires_all = ["peer_tls_key", "peer_ca"])]
+    peer_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --peer-tls-cert.
+    #[arg(long, env = "TSOHOST_PEER_TLS_KEY", requires = "peer_tls_cert")]
+    peer_tls_key: Option<PathBuf>,
+    /// PEM certificates of the cluster CA, which signs every node's peer
+    /// certificate; peers presenting anything else are refused.
+    #[arg(long, env = "TSOHOST_PEER_CA", requires = "peer_tls_cert")]
+    peer_ca: Option<PathBuf>,
+    /// Allow plaintext peer connections on addresses other than loopback
+    /// (without peer TLS a node refuses them): only on a network you trust.
+    #[arg(long, env = "TSOHOST_INSECURE_PEERS", conflicts_with = "peer_tls_cert")]
+    insecure_peers: bool,
     /// Create the cluster on first start (on one node, or on all with the
     /// same --peers).
     #[arg(long, env = "TSOHOST_BOOTSTRAP")]
@@ -161,8 +181,15 @@ pub(super) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         }
     }
     let cluster = if args.peers.is_empty() {
-        if args.peer_listen.is_some() || args.cluster_secret_file.is_some() {
-            bail!("--peer-listen and --cluster-secret-file need --peers");
+        if args.peer_listen.is_some()
+            || args.cluster_secret_file.is_some()
+            || args.peer_tls_cert.is_some()
+            || args.insecure_peers
+        {
+            bail!(
+                "--peer-listen, --cluster-secret-file, --peer-tls-cert and --insecure-peers \
+                 need --peers"
+            );
         }
         None
     } else {
@@ -194,10 +221,45 @@ pub(super) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
                         path.display()
                     )
                 })?;
+        let tls = match (args.peer_tls_cert, args.peer_tls_key, args.peer_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                let files = PeerTlsFiles {
+                    node_id: args.node_id,
+                    cert,
+                    key,
+                    ca,
+                };
+                // Checked now, before storage and the driver are touched.
+                files.load().context(
+                    "cannot start peer TLS (--peer-tls-cert, --peer-tls-key, --peer-ca)",
+                )?;
+                check_validity(
+                    &files.cert,
+                    "--peer-tls-cert",
+                    time::OffsetDateTime::now_utc(),
+                )
+                .context("cannot start peer TLS (--peer-tls-cert)")?;
+                Some(files)
+            }
+            _ => {
+                if !args.insecure_peers
+                    && let Some(addr) = off_loopback(peer_listen, &members)
+                {
+                    bail!(
+                        "peer traffic would cross {addr} in plaintext, and that is not a \
+                         loopback address. Give every node --peer-tls-cert, --peer-tls-key and \
+                         --peer-ca (for a test setup: `tsohost certs init DIR --peer-ids \
+                         1,2,3`), or pass --insecure-peers on a network you trust"
+                    );
+                }
+                None
+            }
+        };
         Some(server::ClusterConfig {
             peer_listen,
             members,
             secret,
+            tls,
             bootstrap: args.bootstrap,
             advertise_url: args.advertise_url,
         })
@@ -221,6 +283,30 @@ pub(super) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             header_timeout: args.header_timeout,
         },
     })
+}
+
+/// The first peer address, listened on or dialed, that is not loopback:
+/// `localhost` or a loopback IP. A host name other than `localhost` counts
+/// as not loopback (it may resolve anywhere).
+fn off_loopback(
+    listen: SocketAddr,
+    members: &std::collections::BTreeMap<u64, String>,
+) -> Option<String> {
+    if !listen.ip().is_loopback() {
+        return Some(listen.to_string());
+    }
+    members
+        .values()
+        .find(|addr| {
+            let loopback = match addr.parse::<SocketAddr>() {
+                Ok(addr) => addr.ip().is_loopback(),
+                Err(_) => addr
+                    .rsplit_once(':')
+                    .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
+            };
+            !loopback
+        })
+        .cloned()
 }
 
 /// Warn when the node's certificate does not name the host clients reach

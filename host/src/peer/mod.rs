@@ -5,9 +5,13 @@
 //! - Every node dials every other member and sends on that connection only;
 //!   it receives on the connections others dial to it. Dialing reconnects
 //!   with exponential backoff.
-//! - Connections are authenticated with the cluster secret and every frame
-//!   is MACed ([`auth`]); a peer that fails the handshake or sends a bad
-//!   frame is disconnected and counted.
+//! - With peer TLS ([`crate::tls::peer`]) every connection is mutual TLS
+//!   with the node id bound to the certificate; without it, connections
+//!   are plaintext, which the CLI allows on loopback addresses only
+//!   (`--insecure-peers` otherwise).
+//! - Either way, connections are authenticated with the cluster secret and
+//!   every frame is MACed ([`auth`]); a peer that fails the TLS or secret
+//!   handshake or sends a bad frame is disconnected and counted.
 //! - Queues are bounded: a message that does not fit is dropped and counted,
 //!   never buffered without limit.
 //! - Fault injection ([`Faults`]) drops traffic to and from chosen peers, for
@@ -17,6 +21,8 @@ pub mod auth;
 
 use crate::driver::actor::Inbox;
 use crate::metrics::Metrics;
+use crate::tls::RateLimitedLog;
+use crate::tls::peer::PeerTls;
 use auth::{MAGIC, MAX_URL, NONCE, Nonce, Secret, TAG, Tag, Transcript};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -49,6 +55,8 @@ pub enum PeerError {
     },
     #[error("peer handshake: {0}")]
     Handshake(String),
+    #[error("peer TLS: {0}")]
+    Tls(String),
     #[error("peer I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -63,7 +71,14 @@ pub struct PeerConfig {
     pub secret: Secret,
     /// This node's public HTTP URL, told to peers for redirects.
     pub advertise_url: String,
+    /// Mutual TLS on every peer connection; `None`: plaintext.
+    pub tls: Option<Arc<PeerTls>>,
 }
+
+/// A peer connection: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+type BoxStream = Box<dyn Stream>;
 
 /// Peer traffic dropped for fault injection: `blocked` peers in both
 /// directions (a partition), `dropped_from` peers only on the way in (a
@@ -121,6 +136,7 @@ struct Shared {
     node_id: u64,
     secret: Secret,
     advertise_url: String,
+    tls: Option<Arc<PeerTls>>,
     /// Every member's peer address (this node's included): whom to dial,
     /// and whom to accept.
     members: Mutex<BTreeMap<u64, String>>,
@@ -132,6 +148,8 @@ struct Shared {
     urls: Mutex<HashMap<u64, String>>,
     faults: Arc<Faults>,
     metrics: Arc<Metrics>,
+    /// Refused inbound connections, logged within a budget.
+    refusals: RateLimitedLog,
 }
 
 impl Network {
@@ -152,12 +170,14 @@ impl Network {
             node_id: cfg.node_id,
             secret: cfg.secret,
             advertise_url: cfg.advertise_url,
+            tls: cfg.tls,
             members: Mutex::new(BTreeMap::new()),
             lingering: Mutex::new(BTreeMap::new()),
             queues: Mutex::new(HashMap::new()),
             urls: Mutex::new(HashMap::new()),
             faults: faults.clone(),
             metrics,
+            refusals: RateLimitedLog::default(),
         });
         tokio::spawn(accept_loop(listener, shared.clone(), inbox));
         let network = Arc::new(Network { shared, faults });
@@ -250,7 +270,12 @@ async fn dial_loop(shared: Arc<Shared>, peer: u64, addr: String, mut rx: mpsc::R
         let connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, dial(&shared, peer, &addr)).await;
         match connected {
             Ok(Ok((stream, mut session, url))) => {
-                tracing::info!("connected to peer {peer} at {addr}");
+                let over = if shared.tls.is_some() {
+                    "mutual TLS"
+                } else {
+                    "plaintext"
+                };
+                tracing::info!("connected to peer {peer} at {addr} ({over})");
                 last_error.clear();
                 backoff = MIN_BACKOFF;
                 shared.urls.lock().unwrap().insert(peer, url);
@@ -279,6 +304,9 @@ async fn dial_loop(shared: Arc<Shared>, peer: u64, addr: String, mut rx: mpsc::R
                 }
             }
             Ok(Err(e)) => {
+                if matches!(e, PeerError::Handshake(_) | PeerError::Tls(_)) {
+                    Metrics::inc(&metrics.peer_auth_failures_total);
+                }
                 let text = e.to_string();
                 if text != last_error {
                     tracing::warn!(
@@ -299,9 +327,17 @@ async fn dial(
     cfg: &Shared,
     peer: u64,
     addr: &str,
-) -> Result<(TcpStream, auth::Session, String), PeerError> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+) -> Result<(BoxStream, auth::Session, String), PeerError> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut stream: BoxStream = match &cfg.tls {
+        None => Box::new(tcp),
+        Some(tls) => Box::new(
+            tls.connect(tcp, peer)
+                .await
+                .map_err(|e| PeerError::Tls(format!("{addr} (node {peer} in --peers): {e}")))?,
+        ),
+    };
     let nonce_d = auth::nonce();
     let mut hello = Vec::new();
     hello.extend_from_slice(MAGIC);
@@ -355,12 +391,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, inbox: Inbox) {
                 Ok(Ok(ok)) => ok,
                 Ok(Err(e)) => {
                     Metrics::inc(&metrics.peer_auth_failures_total);
-                    tracing::warn!("refused a peer connection from {remote}: {e}");
+                    shared
+                        .refusals
+                        .log(remote, &format!("on the peer port, {e}"));
                     return;
                 }
                 Err(_) => {
                     Metrics::inc(&metrics.peer_auth_failures_total);
-                    tracing::warn!("refused a peer connection from {remote}: handshake timed out");
+                    shared
+                        .refusals
+                        .log(remote, "on the peer port, no handshake in time");
                     return;
                 }
             };
@@ -379,9 +419,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, inbox: Inbox) {
 
 async fn accept(
     cfg: &Shared,
-    mut stream: TcpStream,
-) -> Result<(TcpStream, u64, auth::Session, String), PeerError> {
-    stream.set_nodelay(true)?;
+    tcp: TcpStream,
+) -> Result<(BoxStream, u64, auth::Session, String), PeerError> {
+    tcp.set_nodelay(true)?;
+    let (mut stream, cert): (BoxStream, _) = match &cfg.tls {
+        None => (Box::new(tcp), None),
+        Some(tls) => {
+            let (stream, cert) = tls.accept(tcp).await.map_err(PeerError::Tls)?;
+            (Box::new(stream), Some(cert))
+        }
+    };
     let (dialer, nonce_d) = read_greeting(&mut stream).await?;
     let url = read_url(&mut stream).await?;
     let known = cfg.members.lock().unwrap().contains_key(&dialer)
@@ -390,6 +437,9 @@ async fn accept(
         return Err(PeerError::Handshake(format!(
             "node {dialer} is not a member of this cluster"
         )));
+    }
+    if let Some(cert) = &cert {
+        PeerTls::check_dialer(cert, dialer).map_err(PeerError::Tls)?;
     }
     let nonce_a = auth::nonce();
     let transcript = Transcript {
@@ -415,7 +465,7 @@ async fn accept(
 }
 
 async fn receive(
-    mut stream: TcpStream,
+    mut stream: BoxStream,
     peer: u64,
     mut session: auth::Session,
     inbox: &Inbox,
@@ -478,7 +528,13 @@ pub async fn read_greeting<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u64, Nonc
     r.read_exact(&mut magic).await?;
     if &magic != MAGIC {
         return Err(PeerError::Handshake(
-            "not a tsohost peer (wrong protocol magic)".into(),
+            if magic[0] == crate::tls::HANDSHAKE_RECORD {
+                "a TLS handshake spoken to a plaintext peer port: the dialing node runs with \
+                 --peer-tls-cert and this one without; give every node the same peer TLS settings"
+            } else {
+                "not a tsohost peer (wrong protocol magic)"
+            }
+            .into(),
         ));
     }
     let id = r.read_u64().await?;
