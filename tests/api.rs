@@ -118,7 +118,11 @@ async fn bad_input_gets_a_json_400_naming_the_field() {
             .status,
         200
     );
-    assert!(metric(&server.url, "tsohost_requests_bad_total").await >= 15);
+    // Counted by route: 10 bad bodies and one too large, 5 bad queries.
+    for (route, bad) in [("/v1/timestamps", 11), ("/v1/timestamp", 5)] {
+        let series = format!("tsohost_requests_total{{route=\"{route}\",result=\"bad\"}}");
+        assert_eq!(metric(&server.url, &series).await, bad, "{series}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -142,8 +146,22 @@ async fn status_health_readiness_and_metrics() {
     // The window is kept ahead in the background, without requests.
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     assert!(status(&server.url).await.high_water_ms > hw);
-    assert!(metric(&server.url, "tsohost_persists_total").await >= 2);
+    let persists = "tsohost_persist_duration_seconds_count{result=\"ok\"}";
+    assert!(metric(&server.url, persists).await >= 2);
     assert_eq!(metric(&server.url, "tsohost_serving").await, 1);
+    assert_eq!(metric(&server.url, "tsohost_leader").await, 1);
+    assert!(metric(&server.url, "tsohost_elections_total").await >= 1);
+    let text = support::metrics_text(&server.url).await;
+    let build = format!(
+        "tsohost_build_info{{version=\"{}\",wit_version=\"0.1.0\",driver=\"file\",\
+         driver_version=\"{}\",driver_digest=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        v.driver.version,
+        v.driver.digest
+    );
+    assert!(text.lines().any(|l| l == build), "no {build} in\n{text}");
+    let headroom = support::value_in(&text, "tsohost_window_headroom_seconds");
+    assert!(headroom > 0.0 && headroom <= 0.5, "{headroom}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -231,7 +249,7 @@ async fn admin_routes_need_the_token() {
         Some(longer.as_str()),
         Some(upper.as_str()),
     ];
-    let bad_before = metric(&server.url, "tsohost_requests_bad_total").await;
+    let bad_before = metric(&server.url, "tsohost_admin_refusals_total").await;
     for (method, path) in &routes {
         for token in tokens {
             let a = admin(&server.url, method.clone(), path, "{not json", token).await;
@@ -247,7 +265,7 @@ async fn admin_routes_need_the_token() {
         }
     }
     assert_eq!(
-        metric(&server.url, "tsohost_requests_bad_total").await,
+        metric(&server.url, "tsohost_admin_refusals_total").await,
         bad_before + (routes.len() * tokens.len()) as u64
     );
 

@@ -11,6 +11,9 @@ use support::checker::{Op, micros};
 use support::{ClusterSpec, RAFT, metric, serving_node};
 use tsohost_client::{Client, Config};
 
+/// Batch requests a node served.
+const BATCHES_SERVED: &str = "tsohost_requests_total{route=\"/v1/timestamps\",result=\"ok\"}";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn callers_share_requests_follow_the_leader_and_survive_its_crash() {
     let spec = ClusterSpec::new(3);
@@ -51,7 +54,7 @@ async fn callers_share_requests_follow_the_leader_and_survive_its_crash() {
     while ops.lock().unwrap().len() < 64 * calls_per_caller / 3 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut requests = metric(&spec.urls[leader], "tsohost_requests_ok_total").await;
+    let mut requests = metric(&spec.urls[leader], BATCHES_SERVED).await;
     nodes[leader].take().unwrap().kill9();
     for c in callers {
         c.await.unwrap();
@@ -62,7 +65,7 @@ async fn callers_share_requests_follow_the_leader_and_survive_its_crash() {
 
     for (i, url) in spec.urls.iter().enumerate() {
         if nodes[i].is_some() {
-            requests += metric(url, "tsohost_requests_ok_total").await;
+            requests += metric(url, BATCHES_SERVED).await;
         }
     }
     assert!(

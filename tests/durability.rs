@@ -15,6 +15,9 @@ use support::{
 };
 use tsohost_client::admin::Faults;
 
+/// Persists of the high water that failed.
+const PERSIST_FAILURES: &str = "tsohost_persist_duration_seconds_count{result=\"error\"}";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill9_under_load_never_goes_backwards() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,7 +81,7 @@ async fn clock_steps_and_failing_storage_never_send_time_backwards() {
     let stop = Arc::new(AtomicBool::new(false));
     let clients = spawn_clients(&server.url, 4, 7, history.clone(), stop.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let failures = metric(&server.url, "tsohost_persist_failures_total").await;
+    let failures = metric(&server.url, PERSIST_FAILURES).await;
     let writes = |n| Faults {
         fail_storage_writes: Some(n),
         ..Faults::default()
@@ -87,7 +90,7 @@ async fn clock_steps_and_failing_storage_never_send_time_backwards() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(set(writes(0)).await.fail_storage_writes, Some(0));
     assert!(
-        metric(&server.url, "tsohost_persist_failures_total").await > failures,
+        metric(&server.url, PERSIST_FAILURES).await > failures,
         "the injected write failures failed persists"
     );
     // A step forward moves the high water ahead (it stays there once the

@@ -53,7 +53,14 @@ async fn nodes_talk_and_followers_redirect_to_the_leader() {
     let status = status(&nodes[2].url).await;
     assert_eq!(status.leadership.leader, Some(1));
     assert!(!status.serving);
-    assert!(metric(&nodes[1].url, "tsohost_peer_frames_received_total").await > 0);
+    assert!(
+        metric(
+            &nodes[1].url,
+            "tsohost_peer_frames_total{direction=\"received\"}"
+        )
+        .await
+            > 0
+    );
     assert_eq!(
         metric(&nodes[0].url, "tsohost_peer_auth_failures_total").await,
         0

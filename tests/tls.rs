@@ -707,8 +707,24 @@ async fn a_rotated_certificate_is_served_without_a_restart_and_bad_files_keep_th
     let log = server.stderr();
     assert!(log.contains(p(&live.join("node.pem"))), "{log}");
     assert!(served_by(trust_c.clone()).await);
-    assert!(metric(&server.url, &trust_c, "tsohost_tls_reload_failures_total").await >= 1);
-    assert!(metric(&server.url, &trust_c, "tsohost_tls_reloads_total").await >= 2);
+    assert!(
+        metric(
+            &server.url,
+            &trust_c,
+            "tsohost_tls_reloads_total{result=\"error\"}"
+        )
+        .await
+            >= 1
+    );
+    assert!(
+        metric(
+            &server.url,
+            &trust_c,
+            "tsohost_tls_reloads_total{result=\"ok\"}"
+        )
+        .await
+            >= 2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

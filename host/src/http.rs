@@ -32,7 +32,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -160,7 +159,7 @@ pub async fn serve_tls(
                 Err(e) => {
                     // Out of descriptors or memory: wait rather than spin;
                     // the connections already open keep being served.
-                    metrics.http_accept_errors_total.fetch_add(1, Relaxed);
+                    metrics.http_accept_errors_total.inc();
                     if should_log() {
                         tracing::warn!("accepting an HTTP connection failed: {e}; retrying");
                     }
@@ -170,7 +169,7 @@ pub async fn serve_tls(
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.http_connections_refused_total.fetch_add(1, Relaxed);
+            metrics.http_connections_refused_total.inc();
             if should_log() {
                 tracing::warn!(
                     "refused an HTTP connection from {remote}: {} connections are open \
@@ -185,7 +184,7 @@ pub async fn serve_tls(
             let (tls, app, metrics, mut closed) =
                 (tls.clone(), app.clone(), metrics.clone(), closed.clone());
             let (h1, h2, watcher) = (http.clone(), h2.clone(), graceful.watcher());
-            metrics.http_connections_open.fetch_add(1, Relaxed);
+            metrics.http_connections_open.inc();
             tokio::spawn(async move {
                 let stream = tokio::select! {
                     s = tls.handshake(stream, remote, limits.header_timeout) => s,
@@ -200,14 +199,14 @@ pub async fn serve_tls(
                         watcher.watch(h1.serve_connection(io, app)).await
                     };
                 }
-                metrics.http_connections_open.fetch_sub(1, Relaxed);
+                metrics.http_connections_open.dec();
                 drop(slot);
             });
             continue;
         }
         let (app, metrics, mut closed) = (app.clone(), metrics.clone(), closed.clone());
         let (h1, watcher, refusals) = (http.clone(), graceful.watcher(), refusals.clone());
-        metrics.http_connections_open.fetch_add(1, Relaxed);
+        metrics.http_connections_open.inc();
         tokio::spawn(async move {
             let speaks_tls = tokio::select! {
                 tls = opens_with_tls(&stream, limits.header_timeout) => tls,
@@ -215,9 +214,7 @@ pub async fn serve_tls(
             };
             if speaks_tls {
                 if !*closed.borrow() {
-                    metrics
-                        .http_tls_on_plaintext_port_total
-                        .fetch_add(1, Relaxed);
+                    metrics.http_tls_on_plaintext_port_total.inc();
                     refusals.log(
                         remote,
                         "a TLS handshake spoken to the plaintext HTTP port (use http://, or \
@@ -232,7 +229,7 @@ pub async fn serve_tls(
                     .watch(h1.serve_connection(io, TowerToHyperService::new(app)))
                     .await;
             }
-            metrics.http_connections_open.fetch_sub(1, Relaxed);
+            metrics.http_connections_open.dec();
             drop(slot);
         });
     }

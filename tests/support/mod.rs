@@ -401,18 +401,31 @@ pub fn json(answer: &Answer) -> serde_json::Value {
 
 /// The value of metric `name` at `url`'s `/metrics`.
 pub async fn metric(url: &str, name: &str) -> u64 {
+    metric_in(&metrics_text(url).await, name)
+}
+
+/// The node's `/metrics` text.
+pub async fn metrics_text(url: &str) -> String {
     let answer = get(url, "/metrics").await.expect("metrics");
-    metric_in(&String::from_utf8_lossy(&answer.body), name)
+    String::from_utf8_lossy(&answer.body).into_owned()
+}
+
+/// The value of the series `name` (with its labels, as rendered) in
+/// `text`, a fractional one.
+pub fn value_in(text: &str, name: &str) -> f64 {
+    sample(text, name).parse().unwrap()
+}
+
+fn sample<'t>(text: &'t str, name: &str) -> &'t str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+        .trim()
 }
 
 /// The value of metric `name` in a Prometheus text body.
 pub fn metric_in(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    sample(text, name).parse().unwrap()
 }
 
 /// Clients that hammer `url` until `stop`, recording every answer in

@@ -174,7 +174,7 @@ pub(super) async fn put_faults(State(admin): State<Admin>, body: Body) -> Respon
         }
         Ok(axum::Json(admin.faults()).into_response())
     };
-    respond(&admin.node, result.await)
+    respond(result.await)
 }
 
 /// `PUT /v1/admin/driver` with the component's bytes: hot-swap the running
@@ -192,7 +192,7 @@ pub(super) async fn put_driver(State(admin): State<Admin>, body: Body) -> Respon
         .await?;
         Ok(axum::Json(serde_json::json!({ "driver": status })).into_response())
     };
-    respond(&admin.node, result.await)
+    respond(result.await)
 }
 
 /// Send `control` (built around a reply channel) and wait for its answer.
@@ -326,7 +326,7 @@ pub(super) async fn put_members(State(admin): State<Admin>, body: Body) -> Respo
         ask_driver(&admin, |reply| Control::ChangeMembership { members, reply }).await?;
         Ok(axum::Json(admin.node.status()).into_response())
     };
-    respond(&admin.node, result.await)
+    respond(result.await)
 }
 
 /// `POST /v1/admin/leader` `{"to": 2}` (or `{}`): hand leadership over.
@@ -344,5 +344,5 @@ pub(super) async fn post_leader(State(admin): State<Admin>, body: Body) -> Respo
         let leader = ask_driver(&admin, |reply| Control::TransferLeadership { to, reply }).await?;
         Ok(axum::Json(serde_json::json!({ "leader": leader })).into_response())
     };
-    respond(&admin.node, result.await)
+    respond(result.await)
 }

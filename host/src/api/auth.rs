@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 pub(super) struct Guard {
     /// SHA-256 of the configured token; `None` turns the admin API off.
     digest: Option<[u8; 32]>,
-    /// Counts refusals among the client errors, as the handlers count theirs.
+    /// Counts refusals (`tsohost_admin_refusals_total`).
     node: Arc<Node>,
 }
 
@@ -86,7 +86,10 @@ pub(super) async fn require_token(
 ) -> Response {
     match guard.check(request.headers()) {
         Ok(()) => next.run(request).await,
-        Err(refusal) => respond(&guard.node, Err(refusal)),
+        Err(refusal) => {
+            guard.node.metrics.admin_refusals_total.inc();
+            respond(Err(refusal))
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub async fn prepare(State(admin): State<Admin>, body: Body) -> Response {
                 .into_response(),
         )
     };
-    respond(&admin.node, result.await)
+    respond(result.await)
 }
 
 /// `POST /v1/admin/migration/seal`: stop serving under the running driver,
@@ -44,7 +44,7 @@ pub async fn seal(State(admin): State<Admin>) -> Response {
         }))
         .into_response())
     };
-    respond(&admin.node, result.await)
+    respond(result.await)
 }
 
 /// `DELETE /v1/admin/migration/seal`: serve again under the sealed driver.
@@ -54,7 +54,7 @@ pub async fn unseal(State(admin): State<Admin>) -> Response {
         ask(&admin, |reply| Control::Unseal { reply }).await?;
         Ok(axum::Json(admin.node.status()).into_response())
     };
-    respond(&admin.node, result.await)
+    respond(result.await)
 }
 
 /// `POST /v1/admin/migration/read`: on the sealed driver's leader, its high
@@ -64,7 +64,7 @@ pub async fn read(State(admin): State<Admin>) -> Response {
         let high_water = ask_driver(&admin, |reply| Control::ReadHighWater { reply }).await?;
         Ok(axum::Json(serde_json::json!({ "high_water_ms": high_water })).into_response())
     };
-    respond(&admin.node, result.await)
+    respond(result.await)
 }
 
 #[derive(serde::Deserialize)]
@@ -97,5 +97,5 @@ pub async fn switch(
         .await?;
         Ok(axum::Json(serde_json::json!({ "driver": status })).into_response())
     };
-    respond(&admin.node, result.await)
+    respond(result.await)
 }

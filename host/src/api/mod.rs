@@ -170,13 +170,7 @@ impl From<ServeError> for ApiError {
     }
 }
 
-/// Count a client's mistake (the node counts the requests it serves or
-/// refuses for being unavailable).
-fn respond(node: &Node, result: Result<Response, ApiError>) -> Response {
-    result.unwrap_or_else(|e| {
-        if e.status.is_client_error() {
-            crate::metrics::Metrics::inc(&node.metrics.requests_bad_total);
-        }
-        e.into_response()
-    })
+/// The answer to a handler's result: the response, or the error as JSON.
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
 }

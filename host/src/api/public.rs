@@ -2,6 +2,7 @@
 //! and the JSON answers to unknown routes and methods.
 
 use super::{ApiError, MAX_BODY, respond};
+use crate::metrics::Route;
 use crate::node::{Node, ServeError};
 use crate::timestamp::{LOGICAL_PER_MS, RangeJson};
 use axum::body::Body;
@@ -11,6 +12,7 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// `count` from JSON: a whole number in 1..=2^18, or a 400 naming it.
 fn parse_count(value: Option<&serde_json::Value>) -> Result<u64, ApiError> {
@@ -29,6 +31,7 @@ pub(super) async fn post_timestamps(
     uri: Uri,
     body: Body,
 ) -> Response {
+    let started = Instant::now();
     let result = async {
         let bytes = axum::body::to_bytes(body, MAX_BODY)
             .await
@@ -60,7 +63,7 @@ pub(super) async fn post_timestamps(
         };
         grant(&node, count, &uri).await
     };
-    respond(&node, result.await)
+    counted(&node, Route::PostTimestamps, started, respond(result.await))
 }
 
 pub(super) async fn get_timestamp(
@@ -68,6 +71,7 @@ pub(super) async fn get_timestamp(
     uri: Uri,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    let started = Instant::now();
     let result = async {
         let Query(query) =
             query.map_err(|e| ApiError::bad_request("query", format!("malformed query: {e}")))?;
@@ -89,7 +93,15 @@ pub(super) async fn get_timestamp(
         };
         grant(&node, count, &uri).await
     };
-    respond(&node, result.await)
+    counted(&node, Route::GetTimestamp, started, respond(result.await))
+}
+
+/// Count and time the answer of a timestamp request begun at `started`.
+fn counted(node: &Node, route: Route, started: Instant, response: Response) -> Response {
+    node.metrics
+        .route(route)
+        .done(response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn grant(node: &Node, count: u64, uri: &Uri) -> Result<Response, ApiError> {
@@ -159,10 +171,11 @@ pub(super) async fn readyz(State(node): State<Arc<Node>>) -> Response {
 }
 
 pub(super) async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    node.refresh_metrics();
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         )],
         node.metrics.render(),
     )

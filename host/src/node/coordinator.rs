@@ -14,11 +14,10 @@ use super::{DriverStatus, LeadershipStatus, Node};
 use crate::allocator::{Allocator, Now};
 use crate::driver::bindings::{DriverInfo, Peer, describe};
 use crate::driver::{Command, DriverError, DriverHandle, Event, LoadedDriver, Spawner};
-use crate::metrics::Metrics;
 use crate::storage::Db;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// How long a graceful shutdown waits for leadership to be handed off.
@@ -73,7 +72,9 @@ pub enum Control {
 
 /// Who asked for a driver request.
 enum Pending {
-    Term(Request),
+    /// A request of the term machine, and when it was sent (for the load
+    /// and persist durations).
+    Term(Request, Instant),
     /// An operator's request; the outcome goes back to the admin API.
     Admin(oneshot::Sender<Result<u64, DriverError>>),
     /// Handing leadership off before a graceful shutdown.
@@ -188,35 +189,28 @@ impl Coordinator {
         let metrics = &self.node.metrics;
         match effect {
             Effect::Send(request) => {
-                let id = self.request_id(Pending::Term(request));
+                let id = self.request_id(Pending::Term(request, Instant::now()));
                 self.slot.send(request.command(id));
             }
             Effect::Serving { high_water } => {
-                Metrics::inc(&metrics.terms_started_total);
-                Metrics::set(&metrics.serving, 1);
-                Metrics::set(&metrics.high_water_ms, high_water);
+                metrics.terms_started_total.inc();
+                metrics.high_water_seconds.set(high_water as f64 / 1e3);
                 self.node.progressed.notify_waiters();
             }
             Effect::Extended { high_water } => {
-                Metrics::set(&metrics.high_water_ms, high_water);
+                metrics.high_water_seconds.set(high_water as f64 / 1e3);
                 self.node.progressed.notify_waiters();
             }
-            Effect::Stopped => {
-                Metrics::set(&metrics.serving, 0);
-                Metrics::set(&metrics.high_water_ms, 0);
-            }
+            // The gauges of serving and headroom are read off the
+            // allocator at scrape; the high water keeps its last value.
+            Effect::Stopped => {}
             Effect::Settled => self.slot.settle_refused_swap(),
         }
     }
 
     /// Time passed, or a request found the window due for extension.
     fn tick(&mut self) {
-        let metrics = self.node.metrics.clone();
-        self.with_term(|term, alloc, now| {
-            // A lease runs out without an event: the gauge follows on ticks.
-            Metrics::set(&metrics.serving, u64::from(alloc.is_serving(now)));
-            term.on_tick(alloc, now)
-        });
+        self.with_term(|term, alloc, now| term.on_tick(alloc, now));
     }
 
     fn request_id(&mut self, pending: Pending) -> u64 {
@@ -229,24 +223,34 @@ impl Coordinator {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Started(info) => {
-                Metrics::inc(&self.node.metrics.driver_starts_total);
+                self.node.metrics.driver_starts_total.inc();
                 let mut d = self.node.driver.lock().unwrap();
                 d.healthy = true;
                 d.name = info.name;
                 d.version = info.version;
             }
             Event::Leadership(report) => {
-                *self.node.leadership.lock().unwrap() = LeadershipStatus::from(&report);
+                let status = LeadershipStatus::from(&report);
+                let mut leadership = self.node.leadership.lock().unwrap();
+                if leadership.epoch != status.epoch {
+                    self.node.metrics.elections_total.inc();
+                    self.node
+                        .metrics
+                        .epoch
+                        .set(i64::try_from(report.epoch.hi).unwrap_or(i64::MAX));
+                }
+                *leadership = status;
+                drop(leadership);
                 self.with_term(|term, alloc, _| term.on_leadership(alloc, report));
             }
             Event::Completed { request, outcome } => match self.pending.remove(&request) {
-                Some(Pending::Term(request)) => {
+                Some(Pending::Term(request, sent)) => {
                     let metrics = &self.node.metrics;
-                    match (&outcome, request) {
-                        (Err(_), _) => Metrics::inc(&metrics.persist_failures_total),
-                        (Ok(_), Request::Load { .. }) => {}
-                        (Ok(_), _) => Metrics::inc(&metrics.persists_total),
-                    }
+                    let op = match request {
+                        Request::Load { .. } => &metrics.load,
+                        _ => &metrics.persist,
+                    };
+                    op.observe(outcome.is_ok(), sent.elapsed());
                     self.with_term(|term, alloc, now| {
                         term.on_completed(alloc, request, outcome, now)
                     });
@@ -266,12 +270,14 @@ impl Coordinator {
             Event::Send { to, payload } => match &self.node.network {
                 Some(network) => network.send(to, payload),
                 None => {
-                    Metrics::inc(&self.node.metrics.peer_messages_dropped_total);
+                    self.node.metrics.peer_messages_dropped_total.inc();
                     tracing::debug!("dropped a driver message to node {to}: no peer network");
                 }
             },
             Event::Wrote { .. } => {}
-            Event::SendDropped => Metrics::inc(&self.node.metrics.peer_messages_dropped_total),
+            Event::SendDropped => {
+                self.node.metrics.peer_messages_dropped_total.inc();
+            }
             Event::Membership(members) => {
                 if let Some(network) = &self.node.network {
                     tracing::info!(
@@ -287,7 +293,7 @@ impl Coordinator {
             }
             Event::Crashed { reason } => {
                 self.with_term(|term, alloc, _| term.lose(alloc));
-                Metrics::inc(&self.node.metrics.driver_crashes_total);
+                self.node.metrics.driver_crashes_total.inc();
                 let mut d = self.node.driver.lock().unwrap();
                 d.healthy = false;
                 d.crashes += 1;

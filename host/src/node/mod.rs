@@ -21,8 +21,9 @@ pub use coordinator::{Control, Coordinator};
 
 use crate::allocator::{Allocator, Grant, GrantError};
 use crate::clock::Clock;
+use crate::driver::bindings::WIT_VERSION;
 use crate::driver::{Leadership, LoadedDriver, Role};
-use crate::metrics::Metrics;
+use crate::metrics::{BuildInfo, Metrics};
 use crate::migration::DriverRecord;
 use crate::peer::Network;
 use crate::timestamp::Timestamp;
@@ -162,13 +163,12 @@ impl Node {
             }
             match result {
                 Ok(grant) => {
-                    Metrics::inc(&self.metrics.requests_ok_total);
-                    Metrics::add(&self.metrics.timestamps_issued_total, count);
+                    self.metrics.timestamps_issued_total.inc_by(count);
                     return Ok(grant);
                 }
                 Err(e @ GrantError::BadCount(_)) => return Err(ServeError::BadRequest(e)),
                 Err(GrantError::WindowExhausted) => {
-                    Metrics::inc(&self.metrics.window_exhausted_total);
+                    self.metrics.window_exhausted_total.inc();
                     if tokio::time::timeout_at(deadline, progressed).await.is_err() {
                         return Err(self.unavailable(
                             "the timestamp window is exhausted and the driver has not extended \
@@ -181,8 +181,35 @@ impl Node {
         }
     }
 
+    /// Set the metrics that are a view of this node's state: serving,
+    /// window headroom, leader, build information (see [`crate::metrics`]).
+    pub fn refresh_metrics(&self) {
+        let m = &self.metrics;
+        let now = self.clock.now();
+        let (serving, headroom_ms) = {
+            let allocator = self.allocator.lock().unwrap();
+            let serving = allocator.is_serving(now);
+            let headroom = match serving {
+                true => allocator.high_water().saturating_sub(now.wall_ms),
+                false => 0,
+            };
+            (serving, headroom)
+        };
+        m.serving.set(i64::from(serving));
+        m.window_headroom_seconds.set(headroom_ms as f64 / 1e3);
+        let leads = self.leadership.lock().unwrap().role == StatusRole::Leader;
+        m.leader.set(i64::from(leads));
+        let driver = self.driver.lock().unwrap();
+        m.set_build_info(BuildInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            wit_version: WIT_VERSION.to_string(),
+            driver: driver.name.clone(),
+            driver_version: driver.version.clone(),
+            driver_digest: driver.digest.clone(),
+        });
+    }
+
     fn unavailable(&self, reason: &str) -> ServeError {
-        Metrics::inc(&self.metrics.requests_unavailable_total);
         let leader = self
             .leadership
             .lock()

@@ -24,7 +24,6 @@ use super::{DriverStatus, Node};
 use crate::driver::actor::ActorConfig;
 use crate::driver::bindings::{DriverInfo, Peer};
 use crate::driver::{Command, DriverHandle, LoadedDriver, Spawner};
-use crate::metrics::Metrics;
 use crate::migration::DriverRecord;
 use crate::storage::Db;
 use std::sync::Arc;
@@ -232,7 +231,7 @@ impl DriverSlot {
         }
         let started = std::time::Instant::now();
         let status = self.replace(driver, None)?;
-        Metrics::inc(&self.node.metrics.driver_swaps_total);
+        self.node.metrics.driver_swaps_total.inc();
         tracing::info!(
             "swapped driver {} {} for {} ({}) in {:.1?}",
             self.loaded.info.name,
@@ -303,7 +302,7 @@ impl DriverSlot {
         let started = std::time::Instant::now();
         match self.replace(driver, Some(old_config)) {
             Ok(status) => {
-                Metrics::inc(&self.node.metrics.driver_migrations_total);
+                self.node.metrics.driver_migrations_total.inc();
                 tracing::info!(
                     "migrated from driver {} to {} {} ({}, generation {}, floor {} ms) in {:.1?}",
                     before.driver,

@@ -251,7 +251,7 @@ impl Network {
                 .get(&to)
                 .is_some_and(|(_, q)| q.try_send(payload).is_ok());
         if !queued {
-            Metrics::inc(&self.shared.metrics.peer_messages_dropped_total);
+            self.shared.metrics.peer_messages_dropped_total.inc();
         }
     }
 
@@ -286,10 +286,10 @@ async fn dial_loop(shared: Arc<Shared>, peer: u64, addr: String, mut rx: mpsc::R
                         // Write everything queued, then flush once.
                         while let Some(payload) = next {
                             if shared.faults.is_blocked(peer) {
-                                Metrics::inc(&metrics.peer_messages_dropped_total);
+                                metrics.peer_messages_dropped_total.inc();
                             } else {
                                 write_frame(&mut out, &mut session, &payload).await?;
-                                Metrics::inc(&metrics.peer_frames_sent_total);
+                                metrics.peer_frames_sent_total.inc();
                             }
                             next = rx.try_recv().ok();
                         }
@@ -305,7 +305,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: u64, addr: String, mut rx: mpsc::R
             }
             Ok(Err(e)) => {
                 if matches!(e, PeerError::Handshake(_) | PeerError::Tls(_)) {
-                    Metrics::inc(&metrics.peer_auth_failures_total);
+                    metrics.peer_auth_failures_total.inc();
                 }
                 let text = e.to_string();
                 if text != last_error {
@@ -378,7 +378,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, inbox: Inbox) {
             continue;
         };
         let Ok(handshaking) = pending.clone().try_acquire_owned() else {
-            Metrics::inc(&shared.metrics.peer_auth_failures_total);
+            shared.metrics.peer_auth_failures_total.inc();
             tracing::debug!("closed a peer connection from {remote}: too many handshakes");
             continue;
         };
@@ -390,14 +390,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, inbox: Inbox) {
             let (stream, peer, session, url) = match accepted {
                 Ok(Ok(ok)) => ok,
                 Ok(Err(e)) => {
-                    Metrics::inc(&metrics.peer_auth_failures_total);
+                    metrics.peer_auth_failures_total.inc();
                     shared
                         .refusals
                         .log(remote, &format!("on the peer port, {e}"));
                     return;
                 }
                 Err(_) => {
-                    Metrics::inc(&metrics.peer_auth_failures_total);
+                    metrics.peer_auth_failures_total.inc();
                     shared
                         .refusals
                         .log(remote, "on the peer port, no handshake in time");
@@ -475,7 +475,7 @@ async fn receive(
     loop {
         let payload = read_frame(&mut stream, peer, &mut session, metrics).await?;
         if faults.drops_from(peer) || !inbox.deliver(peer, payload) {
-            Metrics::inc(&metrics.peer_messages_dropped_total);
+            metrics.peer_messages_dropped_total.inc();
         }
     }
 }
@@ -493,7 +493,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 ) -> Result<Vec<u8>, PeerError> {
     let len = r.read_u32().await? as usize;
     if len > MAX_FRAME {
-        Metrics::inc(&metrics.peer_auth_failures_total);
+        metrics.peer_auth_failures_total.inc();
         return Err(PeerError::Handshake(format!(
             "peer {peer} sent a {len}-byte frame (limit {MAX_FRAME}); disconnected"
         )));
@@ -502,12 +502,12 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r.read_exact(&mut payload).await?;
     let tag = read_tag(r).await?;
     if !session.open(&payload, &tag) {
-        Metrics::inc(&metrics.peer_auth_failures_total);
+        metrics.peer_auth_failures_total.inc();
         return Err(PeerError::Handshake(format!(
             "a frame from peer {peer} failed authentication; disconnected"
         )));
     }
-    Metrics::inc(&metrics.peer_frames_received_total);
+    metrics.peer_frames_received_total.inc();
     Ok(payload)
 }
 

@@ -223,11 +223,11 @@ impl<S: Source> Reloading<S> {
         match self.files.load() {
             Ok(config) => {
                 *self.current.write().unwrap() = config;
-                Metrics::inc(&self.metrics.tls_reloads_total);
+                self.metrics.tls_reloads_total.inc();
                 Ok(())
             }
             Err(e) => {
-                Metrics::inc(&self.metrics.tls_reload_failures_total);
+                self.metrics.tls_reload_failures_total.inc();
                 Err(e)
             }
         }
@@ -291,7 +291,7 @@ impl Tls {
             Ok(Err(why)) => why,
             Err(_) => format!("no TLS handshake within {timeout:?}"),
         };
-        Metrics::inc(&self.metrics.tls_handshake_failures_total);
+        self.metrics.tls_handshake_failures_total.inc();
         self.log
             .log(remote, &format!("TLS handshake failed: {why}"));
         None
