@@ -127,6 +127,7 @@ pub struct ApiError {
 /// `Some` of an empty list or 0 heals it; the answer (and `GET`) has every
 /// field the node supports, `None` where it does not apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Faults {
     /// Drop all peer traffic to and from these nodes (`None` in answers of
     /// a single node, which has no peers).
@@ -156,6 +157,7 @@ pub struct Faults {
 /// A fault injected into the running driver, fired inside the guest so that
 /// the real failure path runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum GuestFault {
     /// The driver's next call into the host traps.

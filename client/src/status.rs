@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 /// cluster, ask the node you care about (followers know who leads, but their
 /// high water and window are their own).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// The peers this node drops all traffic with (fault injection through
     /// `PUT /v1/admin/faults`); `None` (JSON `null`) on a single node, which
@@ -35,6 +36,7 @@ pub struct Status {
     /// The last timestamp this node handed out (0 if none). A decimal string
     /// in JSON: numbers lose precision above 2^53.
     #[serde(with = "decimal")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9]+$"))]
     pub last_issued: Timestamp,
     /// The node's view of leadership.
     pub leadership: LeadershipStatus,
@@ -66,6 +68,7 @@ impl Status {
 /// What operators see of the driver (also the answer of a driver swap or
 /// migration, under `"driver"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DriverStatus {
     /// Crashes (traps, exhausted limits) since the node started; each is
     /// followed by a restart of the driver.
@@ -94,6 +97,7 @@ pub struct DriverStatus {
 
 /// The node's view of leadership: the driver's latest report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeadershipStatus {
     /// The driver's epoch, `hi.lo`, as it reported it; `None` before its
     /// first report. Epochs only grow; a new one means a new term.
@@ -107,6 +111,7 @@ pub struct LeadershipStatus {
 /// A node's role in the driver's consensus. Only a leader may serve, and
 /// only once [`Status::serving`] says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Leads (`"leader"`).
@@ -137,6 +142,7 @@ impl std::fmt::Display for Role {
 
 /// A voting member of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     /// Its peer address, `HOST:PORT` (`--peers`).
     pub address: String,
@@ -150,6 +156,7 @@ pub struct Member {
 /// Which driver a node's data belongs to (the host's record `h/driver`),
 /// under `"migration"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MigrationStatus {
     /// The driver's name the data belongs to.
     pub driver: String,

@@ -45,10 +45,16 @@ impl std::fmt::Display for Timestamp {
 ///
 /// 64-bit values are decimal strings: JSON numbers lose precision above 2^53.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RangeJson {
     /// The first timestamp of the range.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[0-9]+$", example = "470863464773976064")
+    )]
     pub timestamp: String,
     /// How many consecutive values, starting at `timestamp`, are the caller's.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 262144))]
     pub count: u64,
     /// `timestamp`'s physical part (Unix ms).
     pub physical_ms: u64,

@@ -3,6 +3,7 @@
 //! passed [`super::auth`]; the handlers do not check the token again.
 
 use super::{ApiError, MAX_BODY, respond};
+use crate::api::openapi::{AdminRefusals, ErrorAnswer, UploadRefusals};
 use crate::driver::Runtime;
 use crate::node::{Control, Node};
 use axum::body::Body;
@@ -11,6 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tsohost_client::admin::Faults;
+use tsohost_client::status::Status;
 
 /// What the admin endpoints need.
 pub struct AdminConfig {
@@ -95,6 +98,11 @@ pub(super) async fn faults_off() -> ApiError {
     }
 }
 
+#[utoipa::path(get, path = "/v1/admin/faults", tag = "admin", security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The faults in force", body = Faults),
+        AdminRefusals,
+    ))]
 pub(super) async fn get_faults(State(admin): State<Admin>) -> Response {
     axum::Json(admin.faults()).into_response()
 }
@@ -122,6 +130,13 @@ struct FaultsBody {
 
 /// `PUT /v1/admin/faults`: fault injection for tests and `tsohost chaos`
 /// (see [`FaultsBody`]); answers the faults now in force.
+#[utoipa::path(put, path = "/v1/admin/faults", tag = "admin", security(("admin_token" = [])),
+    request_body(content = Faults, description = "Each field optional: it sets that fault; `[]` or 0 heals"),
+    responses(
+        (status = 200, description = "The faults in force", body = Faults),
+        (status = 400, description = "A bad body", body = ErrorAnswer),
+        AdminRefusals,
+    ))]
 pub(super) async fn put_faults(State(admin): State<Admin>, body: Body) -> Response {
     let result = async {
         let bytes = axum::body::to_bytes(body, MAX_BODY)
@@ -182,6 +197,14 @@ pub(super) async fn put_faults(State(admin): State<Admin>, body: Body) -> Respon
 /// while the old driver keeps serving; a component that fails either, or
 /// whose `init` fails, leaves the old driver serving and the error is
 /// returned (once the old build, started again, serves or follows a leader).
+#[utoipa::path(put, path = "/v1/admin/driver", tag = "admin", security(("admin_token" = [])),
+    request_body(content = inline(crate::api::openapi::WasmComponent), content_type = "application/wasm",
+        description = "A new build of the running driver"),
+    responses(
+        (status = 200, description = "Swapped: the new driver", body = crate::api::openapi::DriverAnswer),
+        UploadRefusals,
+        AdminRefusals,
+    ))]
 pub(super) async fn put_driver(State(admin): State<Admin>, body: Body) -> Response {
     let result = async {
         let loaded = upload(&admin, body).await?;
@@ -300,6 +323,13 @@ pub(super) async fn ask_driver(
 
 /// `PUT /v1/admin/members` `{"members": [{"id": 1, "address": "HOST:PORT"}, ...]}`:
 /// make these nodes the cluster's voters (on the leader).
+#[utoipa::path(put, path = "/v1/admin/members", tag = "admin", security(("admin_token" = [])),
+    request_body(content = crate::api::openapi::MembersBody),
+    responses(
+        (status = 200, description = "The new membership took effect", body = Status),
+        (status = 400, description = "A bad body", body = ErrorAnswer),
+        AdminRefusals,
+    ))]
 pub(super) async fn put_members(State(admin): State<Admin>, body: Body) -> Response {
     let result = async {
         let value = admin_json(body).await?;
@@ -310,7 +340,7 @@ pub(super) async fn put_members(State(admin): State<Admin>, body: Body) -> Respo
                 m.iter()
                     .map(|p| {
                         Some(crate::driver::bindings::Peer {
-                            id: p.get("id")?.as_u64()?,
+                            id: super::whole_number(p.get("id")?)?,
                             address: p.get("address")?.as_str()?.to_string(),
                         })
                     })
@@ -330,13 +360,20 @@ pub(super) async fn put_members(State(admin): State<Admin>, body: Body) -> Respo
 }
 
 /// `POST /v1/admin/leader` `{"to": 2}` (or `{}`): hand leadership over.
+#[utoipa::path(post, path = "/v1/admin/leader", tag = "admin", security(("admin_token" = [])),
+    request_body(content = crate::api::openapi::LeaderBody),
+    responses(
+        (status = 200, description = "Handed over", body = crate::api::openapi::LeaderAnswer),
+        (status = 400, description = "A bad body", body = ErrorAnswer),
+        AdminRefusals,
+    ))]
 pub(super) async fn post_leader(State(admin): State<Admin>, body: Body) -> Response {
     let result = async {
         let value = admin_json(body).await?;
         let to = match value.get("to") {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => Some(
-                v.as_u64()
+                super::whole_number(v)
                     .ok_or_else(|| ApiError::bad_request("to", "`to` must be a node id"))?,
             ),
         };

@@ -19,6 +19,9 @@ use std::sync::Arc;
 mod admin;
 mod auth;
 mod migration;
+pub mod openapi;
+
+use openapi::Scope;
 mod public;
 
 pub use admin::{AdminConfig, MAX_COMPONENT};
@@ -29,7 +32,15 @@ pub const MAX_BODY: usize = 16 * 1024;
 /// Every endpoint of a node, on one address. Unknown paths answer 404 and
 /// known paths with another method 405, both without asking for a token.
 pub fn router(node: Arc<Node>, config: AdminConfig) -> Router {
-    finish(public_routes(node.clone()).merge(admin_routes(node, config)))
+    let scope = Scope {
+        timestamps: true,
+        admin: config.token.is_some(),
+        faults: config.fault_injection,
+    };
+    finish(
+        public_routes(node.clone()).merge(admin_routes(node, config)),
+        scope,
+    )
 }
 
 /// What `--listen` serves when the admin API has an address of its own
@@ -37,7 +48,15 @@ pub fn router(node: Arc<Node>, config: AdminConfig) -> Router {
 /// `admin_elsewhere` here whatever the token, so that a public address
 /// exposes no admin surface at all.
 pub fn public_router(node: Arc<Node>) -> Router {
-    finish(public_routes(node).route("/v1/admin/{*path}", any(public::admin_elsewhere)))
+    let scope = Scope {
+        timestamps: true,
+        admin: false,
+        faults: false,
+    };
+    finish(
+        public_routes(node).route("/v1/admin/{*path}", any(public::admin_elsewhere)),
+        scope,
+    )
 }
 
 /// What `--admin-listen` serves: the admin API, and the monitoring
@@ -45,7 +64,15 @@ pub fn public_router(node: Arc<Node>) -> Router {
 /// admin tool can see what its calls did on the address it was given. No
 /// timestamps: clients use `--listen`.
 pub fn admin_router(node: Arc<Node>, config: AdminConfig) -> Router {
-    finish(monitoring_routes(node.clone()).merge(admin_routes(node, config)))
+    let scope = Scope {
+        timestamps: false,
+        admin: config.token.is_some(),
+        faults: config.fault_injection,
+    };
+    finish(
+        monitoring_routes(node.clone()).merge(admin_routes(node, config)),
+        scope,
+    )
 }
 
 /// The timestamp and monitoring endpoints (no token).
@@ -103,9 +130,10 @@ fn admin_routes(node: Arc<Node>, config: AdminConfig) -> Router {
     admin.with_state(admin::Admin::new(node, config))
 }
 
-/// The answers of unknown paths and methods, the same on every listener.
-fn finish(router: Router) -> Router {
-    router
+/// The answers of unknown paths and methods, the same on every listener,
+/// and the OpenAPI document of what `router` serves (`scope`).
+fn finish(router: Router, scope: Scope) -> Router {
+    openapi::with_document(router, scope)
         .fallback(public::not_found)
         .method_not_allowed_fallback(public::method_not_allowed)
 }
@@ -168,6 +196,18 @@ impl From<ServeError> for ApiError {
             },
         }
     }
+}
+
+/// A JSON value as a `u64`, if it is a whole number from 0 to 2^64 - 1,
+/// written as an integer or with a zero fraction (`5.0` is an integer in
+/// JSON Schema, so the OpenAPI document's integers include it).
+fn whole_number(value: &serde_json::Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(f))
+            .map(|f| f as u64)
+    })
 }
 
 /// The answer to a handler's result: the response, or the error as JSON.

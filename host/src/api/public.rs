@@ -2,6 +2,7 @@
 //! and the JSON answers to unknown routes and methods.
 
 use super::{ApiError, MAX_BODY, respond};
+use crate::api::openapi::ErrorAnswer;
 use crate::metrics::Route;
 use crate::node::{Node, ServeError};
 use crate::timestamp::{LOGICAL_PER_MS, RangeJson};
@@ -13,11 +14,12 @@ use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+use tsohost_client::status::Status;
 
 /// `count` from JSON: a whole number in 1..=2^18, or a 400 naming it.
 fn parse_count(value: Option<&serde_json::Value>) -> Result<u64, ApiError> {
     let Some(value) = value else { return Ok(1) };
-    match value.as_u64() {
+    match super::whole_number(value) {
         Some(n) if (1..=LOGICAL_PER_MS).contains(&n) => Ok(n),
         _ => Err(ApiError::bad_request(
             "count",
@@ -26,6 +28,18 @@ fn parse_count(value: Option<&serde_json::Value>) -> Result<u64, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/timestamps", tag = "timestamps",
+    request_body(content = crate::api::openapi::CountBody, content_type = "application/json",
+        description = "Empty, or `{\"count\": N}`"),
+    responses(
+        (status = 200, description = "The range `[timestamp, timestamp + count)`", body = RangeJson),
+        (status = 307, description = "Not the leader; the leader is in `Location`",
+            body = crate::api::openapi::RedirectAnswer, headers(("Location" = String))),
+        (status = 400, description = "A bad body or count", body = ErrorAnswer),
+        (status = 413, description = "A body over 16 KiB", body = ErrorAnswer),
+        (status = 503, description = "Not serving now; retry", body = ErrorAnswer,
+            headers(("Retry-After" = u32))),
+    ))]
 pub(super) async fn post_timestamps(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -66,6 +80,17 @@ pub(super) async fn post_timestamps(
     counted(&node, Route::PostTimestamps, started, respond(result.await))
 }
 
+#[utoipa::path(get, path = "/v1/timestamp", tag = "timestamps",
+    params(("count" = Option<u64>, Query, description = "How many consecutive timestamps (default 1)",
+        minimum = 1, maximum = 262144)),
+    responses(
+        (status = 200, description = "The range `[timestamp, timestamp + count)`", body = RangeJson),
+        (status = 307, description = "Not the leader; the leader is in `Location`",
+            body = crate::api::openapi::RedirectAnswer, headers(("Location" = String))),
+        (status = 400, description = "A bad query", body = ErrorAnswer),
+        (status = 503, description = "Not serving now; retry", body = ErrorAnswer,
+            headers(("Retry-After" = u32))),
+    ))]
 pub(super) async fn get_timestamp(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -143,6 +168,8 @@ fn redirect(node: &Node, leader: u64, reason: &str, uri: &Uri) -> Response {
     response
 }
 
+#[utoipa::path(get, path = "/v1/status", tag = "monitoring",
+    responses((status = 200, description = "This node's view of itself", body = Status)))]
 pub(super) async fn status(State(node): State<Arc<Node>>) -> Response {
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
@@ -151,10 +178,17 @@ pub(super) async fn status(State(node): State<Arc<Node>>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "monitoring",
+    responses((status = 200, description = "The process runs", body = crate::api::openapi::Health)))]
 pub(super) async fn healthz() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "monitoring",
+    responses(
+        (status = 200, description = "This node serves timestamps", body = crate::api::openapi::Health),
+        (status = 503, description = "It does not", body = ErrorAnswer, headers(("Retry-After" = u32))),
+    ))]
 pub(super) async fn readyz(State(node): State<Arc<Node>>) -> Response {
     if node.is_serving() {
         axum::Json(serde_json::json!({"status": "serving"})).into_response()
@@ -170,6 +204,9 @@ pub(super) async fn readyz(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "monitoring",
+    responses((status = 200, description = "Prometheus text format 0.0.4",
+        content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
 pub(super) async fn metrics(State(node): State<Arc<Node>>) -> Response {
     node.refresh_metrics();
     (
