@@ -499,7 +499,7 @@ fn cli_commands_give_up_on_a_node_that_never_answers() {
 }
 
 /// The routes a node answers without a token, besides the admin ones.
-const PUBLIC_ROUTES: [(Method, &str); 7] = [
+const PUBLIC_ROUTES: [(Method, &str); 8] = [
     (Method::POST, "/v1/timestamps"),
     (Method::GET, "/v1/timestamp"),
     (Method::GET, "/v1/status"),
@@ -507,6 +507,7 @@ const PUBLIC_ROUTES: [(Method, &str); 7] = [
     (Method::GET, "/readyz"),
     (Method::GET, "/metrics"),
     (Method::GET, "/v1/openapi.json"),
+    (Method::GET, "/ui"),
 ];
 
 /// `GET /v1/openapi.json` documents exactly the routes a node answers,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 mod admin;
 mod auth;
+mod dashboard;
 mod migration;
 pub mod openapi;
 
@@ -91,6 +92,8 @@ fn monitoring_routes(node: Arc<Node>) -> Router {
         .route("/healthz", get(public::healthz))
         .route("/readyz", get(public::readyz))
         .route("/metrics", get(public::metrics))
+        .layer(middleware::map_response(dashboard::allow_any_origin))
+        .route("/ui", get(dashboard::dashboard))
         .with_state(node)
 }
 

@@ -203,6 +203,7 @@ impl Modify for AdminToken {
         super::public::healthz,
         super::public::readyz,
         super::public::metrics,
+        super::dashboard::dashboard,
         openapi,
         super::admin::get_faults,
         super::admin::put_faults,
