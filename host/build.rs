@@ -51,4 +51,48 @@ fn main() {
     }
     let out = guests.join("target/wasm32-wasip2/release");
     println!("cargo:rustc-env=TSOHOST_GUEST_DIR={}", out.display());
+    git_commit(&root);
+}
+
+/// `TSOHOST_GIT_COMMIT` for `--version`: the commit checked out (with
+/// `-dirty` if the work tree differs), or `unknown` outside a git checkout
+/// (a source tarball). Rebuilt when HEAD moves.
+fn git_commit(root: &std::path::Path) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{commit}-dirty")
+            } else {
+                commit
+            }
+        }
+        None => "unknown".to_string(),
+    };
+    println!("cargo:rustc-env=TSOHOST_GIT_COMMIT={commit}");
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        let dir = root.join(dir);
+        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+        // The branch's ref, loose or packed (a path that does not exist
+        // would rerun this script on every build).
+        let branch = git(&["symbolic-ref", "-q", "HEAD"]).map(|head| dir.join(head));
+        for path in [branch, Some(dir.join("packed-refs"))]
+            .into_iter()
+            .flatten()
+        {
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
 }

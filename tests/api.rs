@@ -194,7 +194,14 @@ async fn compiled_drivers_are_cached_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     server.wait_ready().await;
-    assert!(server.stderr().contains("compiled built-in driver"));
+    // The first start says it compiles (before it does) and how long it took.
+    let log = server.stderr();
+    let compiling = log.find("compiling built-in driver").expect(&log);
+    let compiled = log.find("compiled built-in driver").expect(&log);
+    assert!(
+        compiling < compiled && log.contains("the result is cached in"),
+        "{log}"
+    );
     let cached: Vec<_> = std::fs::read_dir(dir.path().join("component-cache"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -208,6 +215,13 @@ async fn compiled_drivers_are_cached_across_restarts() {
     assert!(
         !server.stderr().contains("compiled built-in driver"),
         "the restart compiled again:\n{}",
+        server.stderr()
+    );
+    assert!(
+        server
+            .stderr()
+            .contains("loaded built-in driver \"file\" compiled earlier, from the cache"),
+        "{}",
         server.stderr()
     );
 }
@@ -631,4 +645,87 @@ checks.positive_data_acceptance.enabled = false
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "Schemathesis found problems:\n{said}");
     assert!(said.contains("passed"), "{said}");
+}
+
+/// The command line as people type it: durations like `1m30s`, a host
+/// name in a listen address, a wildcard listen address refused in a
+/// cluster without `--advertise-url` (with the fix), `--version` naming
+/// the commit and the WIT version, shell completions.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_line_takes_what_people_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("a"),
+        &[
+            "--listen",
+            "localhost:0",
+            "--header-timeout",
+            "1m30s",
+            "--window",
+            "1500ms",
+        ],
+    );
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    server.wait_ready().await;
+    assert_eq!(status(&server.url).await.window_ms, 1500);
+
+    let (code, err) = support::serve_refused(&dir.path().join("b"), &["--window", "3 parsecs"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("`3 parsecs` is not a duration like 250ms"),
+        "{err}"
+    );
+    let (code, err) =
+        support::serve_refused(&dir.path().join("b"), &["--listen", "nowhere.invalid:7373"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("`nowhere.invalid:7373` is not HOST:PORT"),
+        "{err}"
+    );
+
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123").unwrap();
+    let cluster = [
+        "--listen",
+        "0.0.0.0:0",
+        "--node-id",
+        "1",
+        "--peers",
+        "1=127.0.0.1:1,2=127.0.0.1:2",
+        "--cluster-secret-file",
+        secret.to_str().unwrap(),
+    ];
+    let (code, err) = support::serve_refused(&dir.path().join("c"), &cluster);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("accepts connections on every address") && err.contains("--advertise-url"),
+        "{err}"
+    );
+
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(support::BIN)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let version = run(&["--version"]);
+    assert!(
+        version.starts_with(&format!("tsohost {} (commit ", env!("CARGO_PKG_VERSION")))
+            && version.contains(", WIT tsohost:driver@0.1.0)"),
+        "{version}"
+    );
+    assert!(!version.contains("commit unknown"), "{version}");
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        assert!(
+            script.contains("tsohost") && script.contains("--peer-tls-cert"),
+            "{shell}"
+        );
+    }
 }

@@ -340,10 +340,12 @@ pub async fn admin(
 /// (exit code, stderr). A node still running after 30 s started although it
 /// should not have: it is killed and the test fails (rather than hangs).
 pub fn serve_refused(data_dir: &Path, args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
+    let mut serve = Command::new(BIN);
+    serve.arg("serve");
+    if !args.contains(&"--listen") {
+        serve.args(["--listen", "127.0.0.1:0"]);
+    }
+    let mut child = serve
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)

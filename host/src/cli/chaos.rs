@@ -12,6 +12,7 @@ pub(super) struct ChaosArgs {
     /// heartbeat-ms).
     #[arg(long, default_value = "raft")]
     driver: String,
+    /// How many nodes the cluster has.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
     /// Concurrent clients.

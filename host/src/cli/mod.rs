@@ -34,12 +34,27 @@ use tsohost_client::admin::Admin;
 
 /// The address `serve` listens on and the other commands talk to by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7373";
+
+/// `--version`: the host's version, the commit it was built from and the
+/// WIT package its drivers implement, e.g. `0.1.0 (commit 49c85f1a2b3c,
+/// WIT tsohost:driver@0.1.0)`.
+fn version_line() -> &'static str {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| {
+        format!(
+            "{} (commit {}, WIT tsohost:driver@{})",
+            env!("CARGO_PKG_VERSION"),
+            env!("TSOHOST_GIT_COMMIT"),
+            crate::driver::bindings::WIT_VERSION
+        )
+    })
+}
 const DEFAULT_URL: &str = "http://127.0.0.1:7373";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "tsohost",
-    version,
+    version = version_line(),
     about = "A timestamp oracle with WebAssembly consensus drivers"
 )]
 pub struct Cli {
@@ -58,6 +73,7 @@ enum Cmd {
         /// How many consecutive timestamps (1 to 262144).
         #[arg(long, default_value_t = 1)]
         count: u64,
+        /// The node to ask (any node of a cluster: followers redirect).
         #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
         url: String,
         /// Print the JSON answer instead of the bare timestamp.
@@ -69,6 +85,7 @@ enum Cmd {
     },
     /// Show a running node's status: a short summary, or its JSON.
     Status {
+        /// The node to ask (any node of a cluster: followers redirect).
         #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
         url: String,
         /// Print the node's `/v1/status` JSON instead of a summary.
@@ -87,6 +104,7 @@ enum Cmd {
     Cluster {
         #[command(subcommand)]
         action: ClusterCmd,
+        /// A node of the cluster; the command finds the leader through it.
         #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL, global = true)]
         url: String,
         /// The file holding the admin token.
@@ -117,6 +135,12 @@ enum Cmd {
     /// network, disks with power loss, faults) and check every promise.
     /// Exit 0 only if no seed broke one.
     Sim(sim::SimArgs),
+    /// Print a shell completion script: `tsohost completions bash >
+    /// /etc/bash_completion.d/tsohost` (zsh, fish, elvish, powershell too).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Make certificates for HTTPS: a CA, a node and a client certificate.
     Certs {
         #[command(subcommand)]
@@ -128,6 +152,7 @@ enum Cmd {
     Chaos(ChaosArgs),
     /// Load-test a running node; prints a JSON report.
     Bench {
+        /// The node to ask (any node of a cluster: followers redirect).
         #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
         url: String,
         /// Concurrent keep-alive connections.
@@ -161,6 +186,7 @@ enum DriverCmd {
         /// The new component.
         #[arg(long)]
         to: PathBuf,
+        /// The node to ask (any node of a cluster: followers redirect).
         #[arg(long, env = "TSOHOST_URL", default_value = DEFAULT_URL)]
         url: String,
         /// The file holding the node's admin token.
@@ -182,6 +208,7 @@ enum ClusterCmd {
     /// Add a node (started with --peers naming the cluster and itself, and
     /// without --bootstrap) as a voter.
     Add {
+        /// The new node's id (its --node-id).
         #[arg(long)]
         id: u64,
         /// Its peer address, HOST:PORT.
@@ -190,11 +217,13 @@ enum ClusterCmd {
     },
     /// Remove a node from the voters.
     Remove {
+        /// The id of the node to remove.
         #[arg(long)]
         id: u64,
     },
     /// Hand leadership to another node (any, without --to).
     TransferLeader {
+        /// The node to hand leadership to (default: the driver picks one).
         #[arg(long)]
         to: Option<u64>,
     },
@@ -247,10 +276,23 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if !matches!(cli.command, Cmd::Serve(_) | Cmd::Certs { .. }) {
+    if !matches!(
+        cli.command,
+        Cmd::Serve(_) | Cmd::Certs { .. } | Cmd::Completions { .. }
+    ) {
         cli.client_tls.install()?;
     }
     match cli.command {
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "tsohost",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Cmd::Certs { action } => certs::certs(action),
         Cmd::Serve(args) => server::serve(serve_config(*args)?).await,
         Cmd::Ts {
@@ -384,5 +426,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand and every flag says what it is for in `--help`.
+    #[test]
+    fn every_subcommand_and_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && path != "tsohost" {
+                missing.push(path.clone());
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

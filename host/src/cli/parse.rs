@@ -2,21 +2,30 @@
 
 use crate::driver::{DriverSource, builtin};
 use anyhow::{Context, bail};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// `500ms`, `3s`, `2m`.
+/// `250ms`, `3s`, `2m`, `1m30s`, `1h` (humantime's forms).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 500ms, 3s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{s}` is not a duration like 500ms, 3s or 2m")),
-    }
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration like 250ms, 3s, 1m30s or 1h ({e})"))
+}
+
+/// A listen address, `HOST:PORT`, where HOST is an IP address or a name
+/// (`localhost:7373`), resolved now; an IPv4 address is preferred when the
+/// name has several, as clients given `localhost` usually try it first.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("`{s}` is not HOST:PORT with a host that resolves ({e})"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{s}` resolves to no address"))
 }
 
 pub(super) fn parse_member(s: &str) -> Result<(u64, String), String> {

@@ -2,7 +2,9 @@
 //! [`ServeConfig`] before anything starts.
 
 use super::DEFAULT_LISTEN;
-use super::parse::{driver_source, parse_duration, parse_member, parse_option, read_secret_file};
+use super::parse::{
+    driver_source, parse_duration, parse_listen, parse_member, parse_option, read_secret_file,
+};
 use crate::server::{self, ServeConfig};
 use crate::tls::Source;
 use crate::tls::cert::check_validity;
@@ -24,7 +26,7 @@ pub(super) struct ServeArgs {
     #[arg(long, env = "TSOHOST_DATA_DIR", default_value = "./tsohost-data")]
     data_dir: PathBuf,
     /// HTTP listen address (port 0: any free port, printed at start).
-    #[arg(long, env = "TSOHOST_LISTEN", default_value = DEFAULT_LISTEN)]
+    #[arg(long, env = "TSOHOST_LISTEN", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     listen: SocketAddr,
     /// How far ahead of the clock the durable high water is kept (10ms..60s).
     #[arg(long, env = "TSOHOST_WINDOW", default_value = "3s", value_parser = parse_duration)]
@@ -43,7 +45,7 @@ pub(super) struct ServeArgs {
     admin_token_file: Option<PathBuf>,
     /// Serve the admin API (/v1/admin/*) on this address only (e.g.
     /// 127.0.0.1:7375), and not on --listen. Needs --admin-token-file.
-    #[arg(long, env = "TSOHOST_ADMIN_LISTEN")]
+    #[arg(long, env = "TSOHOST_ADMIN_LISTEN", value_parser = parse_listen)]
     admin_listen: Option<SocketAddr>,
     /// Turn on /v1/admin/faults (clock steps, failing storage, driver
     /// crashes): for tests and `tsohost chaos` only, never in production.
@@ -55,7 +57,7 @@ pub(super) struct ServeArgs {
     #[arg(long, env = "TSOHOST_PEERS", value_delimiter = ',', value_parser = parse_member)]
     peers: Vec<(u64, String)>,
     /// Peer listen address (default: this node's address in --peers).
-    #[arg(long, env = "TSOHOST_PEER_LISTEN")]
+    #[arg(long, env = "TSOHOST_PEER_LISTEN", value_parser = parse_listen)]
     peer_listen: Option<SocketAddr>,
     /// A file holding the cluster secret (at least 16 bytes), the same on
     /// every node.
@@ -180,90 +182,101 @@ pub(super) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             bail!("--advertise-url {url} must start with {scheme} (the scheme this node serves)");
         }
     }
-    let cluster = if args.peers.is_empty() {
-        if args.peer_listen.is_some()
-            || args.cluster_secret_file.is_some()
-            || args.peer_tls_cert.is_some()
-            || args.insecure_peers
-        {
-            bail!(
-                "--peer-listen, --cluster-secret-file, --peer-tls-cert and --insecure-peers \
+    let cluster =
+        if args.peers.is_empty() {
+            if args.peer_listen.is_some()
+                || args.cluster_secret_file.is_some()
+                || args.peer_tls_cert.is_some()
+                || args.insecure_peers
+            {
+                bail!(
+                    "--peer-listen, --cluster-secret-file, --peer-tls-cert and --insecure-peers \
                  need --peers"
-            );
-        }
-        None
-    } else {
-        let members: std::collections::BTreeMap<u64, String> = args.peers.iter().cloned().collect();
-        if members.len() != args.peers.len() {
-            bail!("--peers names a node id twice");
-        }
-        let Some(own) = members.get(&args.node_id) else {
-            bail!(
-                "--peers must include this node (--node-id {}) with its peer address",
-                args.node_id
-            );
-        };
-        let peer_listen = match args.peer_listen {
+                );
+            }
+            None
+        } else {
+            let members: std::collections::BTreeMap<u64, String> =
+                args.peers.iter().cloned().collect();
+            if members.len() != args.peers.len() {
+                bail!("--peers names a node id twice");
+            }
+            if args.listen.ip().is_unspecified() && args.advertise_url.is_none() {
+                bail!(
+                    "--listen {} accepts connections on every address, so other nodes cannot tell \
+                 clients where to find this one: pass --advertise-url with the URL clients \
+                 reach it at (e.g. --advertise-url http://tso-1.example.com:{})",
+                    args.listen,
+                    args.listen.port()
+                );
+            }
+            let Some(own) = members.get(&args.node_id) else {
+                bail!(
+                    "--peers must include this node (--node-id {}) with its peer address",
+                    args.node_id
+                );
+            };
+            let peer_listen = match args.peer_listen {
             Some(addr) => addr,
-            None => own.parse().with_context(|| {
+            None => parse_listen(own).map_err(anyhow::Error::msg).with_context(|| {
                 format!("--peers gives this node the address {own}; pass --peer-listen HOST:PORT")
             })?,
         };
-        let path = args
-            .cluster_secret_file
-            .as_ref()
-            .context("a cluster needs --cluster-secret-file (the same secret on every node)")?;
-        let secret =
-            crate::peer::auth::Secret::new(&read_secret_file(path, "--cluster-secret-file")?)
-                .with_context(|| {
+            let path = args
+                .cluster_secret_file
+                .as_ref()
+                .context("a cluster needs --cluster-secret-file (the same secret on every node)")?;
+            let secret =
+                crate::peer::auth::Secret::new(&read_secret_file(path, "--cluster-secret-file")?)
+                    .with_context(|| {
                     format!(
                         "--cluster-secret-file {}: the secret must be at least 16 bytes",
                         path.display()
                     )
                 })?;
-        let tls = match (args.peer_tls_cert, args.peer_tls_key, args.peer_ca) {
-            (Some(cert), Some(key), Some(ca)) => {
-                let files = PeerTlsFiles {
-                    node_id: args.node_id,
-                    cert,
-                    key,
-                    ca,
-                };
-                // Checked now, before storage and the driver are touched.
-                files.load().context(
-                    "cannot start peer TLS (--peer-tls-cert, --peer-tls-key, --peer-ca)",
-                )?;
-                check_validity(
-                    &files.cert,
-                    "--peer-tls-cert",
-                    time::OffsetDateTime::now_utc(),
-                )
-                .context("cannot start peer TLS (--peer-tls-cert)")?;
-                Some(files)
-            }
-            _ => {
-                if !args.insecure_peers
-                    && let Some(addr) = off_loopback(peer_listen, &members)
-                {
-                    bail!(
-                        "peer traffic would cross {addr} in plaintext, and that is not a \
+            let tls = match (args.peer_tls_cert, args.peer_tls_key, args.peer_ca) {
+                (Some(cert), Some(key), Some(ca)) => {
+                    let files = PeerTlsFiles {
+                        node_id: args.node_id,
+                        cert,
+                        key,
+                        ca,
+                    };
+                    // Checked now, before storage and the driver are touched.
+                    files.load().context(
+                        "cannot start peer TLS (--peer-tls-cert, --peer-tls-key, --peer-ca)",
+                    )?;
+                    check_validity(
+                        &files.cert,
+                        "--peer-tls-cert",
+                        time::OffsetDateTime::now_utc(),
+                    )
+                    .context("cannot start peer TLS (--peer-tls-cert)")?;
+                    Some(files)
+                }
+                _ => {
+                    if !args.insecure_peers
+                        && let Some(addr) = off_loopback(peer_listen, &members)
+                    {
+                        bail!(
+                            "peer traffic would cross {addr} in plaintext, and that is not a \
                          loopback address. Give every node --peer-tls-cert, --peer-tls-key and \
                          --peer-ca (for a test setup: `tsohost certs init DIR --peer-ids \
                          1,2,3`), or pass --insecure-peers on a network you trust"
-                    );
+                        );
+                    }
+                    None
                 }
-                None
-            }
+            };
+            Some(server::ClusterConfig {
+                peer_listen,
+                members,
+                secret,
+                tls,
+                bootstrap: args.bootstrap,
+                advertise_url: args.advertise_url,
+            })
         };
-        Some(server::ClusterConfig {
-            peer_listen,
-            members,
-            secret,
-            tls,
-            bootstrap: args.bootstrap,
-            advertise_url: args.advertise_url,
-        })
-    };
     Ok(ServeConfig {
         cluster,
         admin_token,

@@ -301,13 +301,25 @@ impl Runtime {
             // written whole (rename) by this function from our own compiler;
             // the file name binds them to these exact bytes and this engine.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => {
+                    tracing::info!(
+                        "loaded {label} compiled earlier, from the cache {}",
+                        path.display()
+                    );
+                    return Ok(component);
+                }
                 Err(e) => tracing::warn!(
                     "discarding unusable cached compilation {}: {e:#}",
                     path.display()
                 ),
             }
         }
+        tracing::info!(
+            "compiling {label} ({} KiB) for this machine: a first start takes a while (up to \
+             tens of seconds for a large component); the result is cached in {}",
+            bytes.len() / 1024,
+            dir.display()
+        );
         let started = std::time::Instant::now();
         let component = Component::new(&self.engine, bytes).map_err(invalid)?;
         tracing::info!(
