@@ -729,3 +729,37 @@ async fn the_command_line_takes_what_people_type() {
         );
     }
 }
+
+/// `--log-format json`: every log line is a JSON object, and the events an
+/// operator alerts on carry their fields.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_fields_of_structured_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--log-format", "json"]);
+    server.wait_ready().await;
+    let digest = status(&server.url).await.driver.digest;
+    let log = server.stderr();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["event"] == "term_started")
+        .unwrap_or_else(|| panic!("no term_started event in\n{log}"));
+    assert_eq!(started["node"], 1, "{started}");
+    assert_eq!(started["driver"], "file", "{started}");
+    assert_eq!(started["digest"], digest.as_str(), "{started}");
+    assert_eq!(started["epoch"], "1.0", "{started}");
+    assert!(started["high_water_ms"].as_u64().unwrap() > 0, "{started}");
+    assert_eq!(started["level"], "INFO");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "election" && l["leader"] == 1),
+        "{log}"
+    );
+    let (code, err) = support::serve_refused(&dir.path().join("x"), &["--log-format", "xml"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("xml") && err.contains("json"), "{err}");
+}

@@ -62,6 +62,18 @@ pub struct Cli {
     command: Cmd,
     #[command(flatten)]
     client_tls: tls::ClientTlsArgs,
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object per line, with the fields of structured events: event, node,
+    /// epoch, driver, digest, ...) for log collectors. `RUST_LOG` sets the
+    /// levels (e.g. `RUST_LOG=info,tsohost::peer=debug`).
+    #[arg(long, env = "TSOHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -251,14 +263,18 @@ pub fn main() -> ExitCode {
         Cmd::Sim(_) | Cmd::CheckDriver { .. } => "off",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

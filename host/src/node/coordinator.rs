@@ -81,6 +81,23 @@ enum Pending {
     HandOff,
 }
 
+/// A structured log event `$event` of the coordinator's node, with the
+/// fields every such event carries (node, epoch, driver, digest) and
+/// `$rest` (more fields, then the message).
+macro_rules! node_event {
+    ($coordinator:expr, $level:ident, $event:literal, $($rest:tt)*) => {{
+        let (epoch, driver) = $coordinator.identity();
+        tracing::$level!(
+            event = $event,
+            node = $coordinator.node.node_id,
+            epoch,
+            driver = driver.name,
+            digest = driver.digest,
+            $($rest)*
+        );
+    }};
+}
+
 /// Drives a node from its driver's events until the event channel closes.
 pub struct Coordinator {
     node: Arc<Node>,
@@ -193,6 +210,13 @@ impl Coordinator {
                 self.slot.send(request.command(id));
             }
             Effect::Serving { high_water } => {
+                node_event!(
+                    self,
+                    info,
+                    "term_started",
+                    high_water_ms = high_water,
+                    "serving timestamps; high water {high_water} ms"
+                );
                 metrics.terms_started_total.inc();
                 metrics.high_water_seconds.set(high_water as f64 / 1e3);
                 self.node.progressed.notify_waiters();
@@ -203,9 +227,24 @@ impl Coordinator {
             }
             // The gauges of serving and headroom are read off the
             // allocator at scrape; the high water keeps its last value.
-            Effect::Stopped => {}
+            Effect::Stopped => {
+                node_event!(
+                    self,
+                    info,
+                    "term_stopped",
+                    "no longer leading: stopped serving"
+                );
+            }
             Effect::Settled => self.slot.settle_refused_swap(),
         }
+    }
+
+    /// The epoch last reported and the running driver, for the fields of
+    /// structured log events.
+    fn identity(&self) -> (String, DriverStatus) {
+        let epoch = self.node.leadership.lock().unwrap().epoch.clone();
+        let driver = self.node.driver.lock().unwrap().clone();
+        (epoch.unwrap_or_default(), driver)
     }
 
     /// Time passed, or a request found the window due for extension.
@@ -234,6 +273,22 @@ impl Coordinator {
                 let mut leadership = self.node.leadership.lock().unwrap();
                 if leadership.epoch != status.epoch {
                     self.node.metrics.elections_total.inc();
+                    let driver = self.node.driver.lock().unwrap().clone();
+                    tracing::info!(
+                        event = "election",
+                        node = self.node.node_id,
+                        epoch = report.epoch.to_string(),
+                        leader = report.leader,
+                        role = status.role.as_str(),
+                        driver = driver.name,
+                        digest = driver.digest,
+                        "new epoch {}: {}",
+                        report.epoch,
+                        match report.leader {
+                            Some(leader) => format!("node {leader} leads"),
+                            None => "no leader known".to_string(),
+                        }
+                    );
                     self.node
                         .metrics
                         .epoch
@@ -292,6 +347,13 @@ impl Coordinator {
                 }
             }
             Event::Crashed { reason } => {
+                node_event!(
+                    self,
+                    error,
+                    "driver_crash",
+                    reason,
+                    "the driver crashed: {reason}"
+                );
                 self.with_term(|term, alloc, _| term.lose(alloc));
                 self.node.metrics.driver_crashes_total.inc();
                 let mut d = self.node.driver.lock().unwrap();

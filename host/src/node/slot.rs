@@ -233,6 +233,10 @@ impl DriverSlot {
         let status = self.replace(driver, None)?;
         self.node.metrics.driver_swaps_total.inc();
         tracing::info!(
+            event = "swap",
+            node = self.node.node_id,
+            driver = self.loaded.info.name,
+            digest = self.loaded.digest,
             "swapped driver {} {} for {} ({}) in {:.1?}",
             self.loaded.info.name,
             self.loaded.info.version,
@@ -304,6 +308,10 @@ impl DriverSlot {
             Ok(status) => {
                 self.node.metrics.driver_migrations_total.inc();
                 tracing::info!(
+                    event = "migration",
+                    node = self.node.node_id,
+                    driver = info.name,
+                    digest = self.loaded.digest,
                     "migrated from driver {} to {} {} ({}, generation {}, floor {} ms) in {:.1?}",
                     before.driver,
                     info.name,

@@ -247,7 +247,6 @@ impl TermMachine {
                     return Vec::new();
                 }
                 self.set_stage(Stage::Serving(term));
-                tracing::info!("serving timestamps; high water {persisted} ms");
                 vec![
                     Effect::Serving {
                         high_water: alloc.high_water(),
@@ -350,9 +349,7 @@ impl TermMachine {
     /// Stop serving and forget the term (the driver crashed, the node hands
     /// leadership off, or leadership is lost).
     pub fn lose(&mut self, alloc: &mut Allocator) -> Vec<Effect> {
-        if self.leading.take().is_some() {
-            tracing::info!("no longer leading: stopped serving");
-        }
+        self.leading.take();
         self.retry_at_ms = None;
         alloc.stop();
         vec![Effect::Stopped]
