@@ -47,6 +47,17 @@ fn console(log: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The DOM of `page` after its scripts ran, which logged nothing to the
+/// console (no error, no uncaught exception).
+async fn load(page: String) -> String {
+    let (dom, log) = tokio::task::spawn_blocking(move || browse(&page))
+        .await
+        .unwrap();
+    let console = console(&log);
+    assert!(console.is_empty(), "console: {console:?}\n{log}");
+    dom
+}
+
 /// The DOM shows `node` as the leader and each of `rows` (node, role).
 fn shows(dom: &str, leader: usize, rows: &[(usize, &str)]) -> bool {
     dom.contains(&format!(r#"<b id="leader">node {leader}</b>"#))
@@ -82,17 +93,7 @@ async fn the_dashboard_shows_the_leader_and_the_new_one_after_a_kill() {
     }
 
     let page = format!("{}/ui", spec.urls[follower]);
-    let (dom, log) = tokio::task::spawn_blocking({
-        let page = page.clone();
-        move || browse(&page)
-    })
-    .await
-    .unwrap();
-    assert!(
-        console(&log).is_empty(),
-        "console: {:?}\n{log}",
-        console(&log)
-    );
+    let dom = load(page).await;
     assert!(
         shows(
             &dom,
@@ -110,15 +111,7 @@ async fn the_dashboard_shows_the_leader_and_the_new_one_after_a_kill() {
     let new = serving_node(&spec.urls, Duration::from_secs(30)).await;
     assert_ne!(new, leader);
     let survivor = if new == follower { other } else { follower };
-    let page = format!("{}/ui", spec.urls[survivor]);
-    let (dom, log) = tokio::task::spawn_blocking(move || browse(&page))
-        .await
-        .unwrap();
-    assert!(
-        console(&log).is_empty(),
-        "console: {:?}\n{log}",
-        console(&log)
-    );
+    let dom = load(format!("{}/ui", spec.urls[survivor])).await;
     assert!(
         shows(&dom, new + 1, &[(new + 1, "leader"), (leader + 1, "down")]),
         "{dom}"
