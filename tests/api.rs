@@ -447,12 +447,7 @@ async fn the_admin_api_on_its_own_address() {
     assert!(!out.status.success());
     assert!(stderr.contains("admin_elsewhere"), "{stderr}");
     let out = swap(Some(&admin_url));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::succeeded(&out);
     assert!(stdout.contains(r#""swaps":1"#), "{stdout}");
     assert_eq!(status(&server.url).await.driver.swaps, 1);
 
@@ -711,8 +706,7 @@ async fn the_command_line_takes_what_people_type() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        support::succeeded(&out)
     };
     let version = run(&["--version"]);
     assert!(

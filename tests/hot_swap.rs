@@ -117,11 +117,7 @@ async fn refused_components_leave_the_old_driver_serving() {
         .arg(dir.path().join("admin-token"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::succeeded(&out);
     assert_eq!(metric(&server.url, "tsohost_driver_swaps_total").await, 1);
 }
 

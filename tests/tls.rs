@@ -204,24 +204,14 @@ async fn a_tls_node_answers_the_rust_client_the_cli_and_curl_over_http1_and_http
         .args(["ts", "--url", &server.url, "--ca-file", p(&cacert)])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ts: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let ts: u64 = support::succeeded(&out).trim().parse().unwrap();
     assert!(ts > b.0);
     let out = Command::new(BIN)
         .args(["status", "--url", &server.url])
         .env("TSOHOST_CA_FILE", &cacert)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("node 1: serving"));
+    assert!(support::succeeded(&out).starts_with("node 1: serving"));
     let out = Command::new(BIN)
         .args(["status", "--url", &server.url, "--timeout", "1s"])
         .output()
@@ -296,11 +286,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca_and_serves_t
         .args(["--client-key", p(&certs.join("client.key"))])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::succeeded(&out);
 }
 
 /// With TLS on, `--admin-listen` serves the admin API over TLS too, with
@@ -392,12 +378,7 @@ async fn the_admin_address_of_a_tls_node_speaks_tls_with_the_same_certificate() 
         .env_remove("TSOHOST_ADMIN_URL")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::succeeded(&out);
     assert!(stdout.contains(r#""swaps":1"#), "{stdout}");
 }
 
@@ -563,38 +544,37 @@ fn a_certificate_out_of_its_validity_is_refused_at_start_with_its_dates() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let names = ["localhost", "127.0.0.1"];
-    let (expired, expired_key) = certificate(tmp.path(), "expired", &names, -30, -1);
-    let (code, err) = serve_refused(
-        &data,
-        &["--tls-cert", p(&expired), "--tls-key", p(&expired_key)],
-    );
-    assert_ne!(code, 0);
-    assert!(err.contains(p(&expired)), "the file is not named: {err}");
-    assert!(err.contains("expired: it was valid from"), "{err}");
-    let last_day = (time::OffsetDateTime::now_utc() - time::Duration::days(1)).date();
-    assert!(
-        err.contains(&last_day.to_string()),
-        "{last_day} not named: {err}"
-    );
-    assert!(
-        err.contains("Renew it") && err.contains("tsohost certs init"),
-        "{err}"
-    );
-
-    let (early, early_key) = certificate(tmp.path(), "early", &names, 2, 30);
-    let (code, err) = serve_refused(
-        &data,
-        &["--tls-cert", p(&early), "--tls-key", p(&early_key)],
-    );
-    assert_ne!(code, 0);
-    assert!(err.contains(p(&early)), "the file is not named: {err}");
-    assert!(err.contains("is not valid yet: it is valid from"), "{err}");
-    let first_day = (time::OffsetDateTime::now_utc() + time::Duration::days(2)).date();
-    assert!(
-        err.contains(&first_day.to_string()),
-        "{first_day} not named: {err}"
-    );
-    assert!(err.contains("clock"), "{err}");
+    // (file, valid from and to in days from now, what the error says, the
+    // date it names, the advice it gives)
+    for (file, from, to, says, date_in_days, advice) in [
+        (
+            "expired",
+            -30,
+            -1,
+            "expired: it was valid from",
+            -1,
+            &["Renew it", "tsohost certs init"][..],
+        ),
+        (
+            "early",
+            2,
+            30,
+            "is not valid yet: it is valid from",
+            2,
+            &["clock"][..],
+        ),
+    ] {
+        let (cert, key) = certificate(tmp.path(), file, &names, from, to);
+        let (code, err) = serve_refused(&data, &["--tls-cert", p(&cert), "--tls-key", p(&key)]);
+        assert_ne!(code, 0, "{file}");
+        assert!(err.contains(p(&cert)), "the file is not named: {err}");
+        assert!(err.contains(says), "{err}");
+        let day = (time::OffsetDateTime::now_utc() + time::Duration::days(date_in_days)).date();
+        assert!(err.contains(&day.to_string()), "{day} not named: {err}");
+        for advice in advice {
+            assert!(err.contains(advice), "{advice} not said: {err}");
+        }
+    }
 }
 
 /// A certificate that does not name the host the node is reached at

@@ -249,11 +249,8 @@ pub async fn serve_tls(
 /// Whether a plaintext connection opens with a TLS handshake record; a
 /// client silent for `timeout` is left to hyper's header timer.
 async fn opens_with_tls(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
-    let mut first = [0u8; 1];
-    matches!(
-        tokio::time::timeout(timeout, stream.peek(&mut first)).await,
-        Ok(Ok(1)) if first[0] == crate::tls::HANDSHAKE_RECORD
-    )
+    let first = tokio::time::timeout(timeout, crate::tls::first_byte(stream)).await;
+    first == Ok(Some(crate::tls::HANDSHAKE_RECORD))
 }
 
 #[cfg(test)]

@@ -295,6 +295,19 @@ pub fn ca_signed(certs: &Path, name: &str, from: i64, to: i64) -> (PathBuf, Path
     (pem, key_file)
 }
 
+/// The stdout of a command that must have succeeded; its stdout and
+/// stderr are the failure's message.
+pub fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Poll until `stderr` of `server` contains `text`.
 pub async fn wait_for_log(server: &Server, text: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);

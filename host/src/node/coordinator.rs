@@ -270,32 +270,29 @@ impl Coordinator {
             }
             Event::Leadership(report) => {
                 let status = LeadershipStatus::from(&report);
-                let mut leadership = self.node.leadership.lock().unwrap();
-                if leadership.epoch != status.epoch {
+                let role = status.role;
+                let previous =
+                    std::mem::replace(&mut *self.node.leadership.lock().unwrap(), status);
+                if previous.epoch != Some(report.epoch.to_string()) {
                     self.node.metrics.elections_total.inc();
-                    let driver = self.node.driver.lock().unwrap().clone();
-                    tracing::info!(
-                        event = "election",
-                        node = self.node.node_id,
-                        epoch = report.epoch.to_string(),
-                        leader = report.leader,
-                        role = status.role.as_str(),
-                        driver = driver.name,
-                        digest = driver.digest,
-                        "new epoch {}: {}",
-                        report.epoch,
-                        match report.leader {
-                            Some(leader) => format!("node {leader} leads"),
-                            None => "no leader known".to_string(),
-                        }
-                    );
                     self.node
                         .metrics
                         .epoch
                         .set(i64::try_from(report.epoch.hi).unwrap_or(i64::MAX));
+                    let leads = match report.leader {
+                        Some(leader) => format!("node {leader} leads"),
+                        None => "no leader known".to_string(),
+                    };
+                    node_event!(
+                        self,
+                        info,
+                        "election",
+                        leader = report.leader,
+                        role = role.as_str(),
+                        "new epoch {}: {leads}",
+                        report.epoch
+                    );
                 }
-                *leadership = status;
-                drop(leadership);
                 self.with_term(|term, alloc, _| term.on_leadership(alloc, report));
             }
             Event::Completed { request, outcome } => match self.pending.remove(&request) {

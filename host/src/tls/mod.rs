@@ -305,18 +305,24 @@ pub const HANDSHAKE_RECORD: u8 = 0x16;
 /// if not, why, plainly: `plaintext {protocol} spoken to the TLS port
 /// ({fix})` rather than rustls's "corrupt message".
 pub async fn expect_handshake(stream: &TcpStream, protocol: &str, fix: &str) -> Result<(), String> {
-    let mut first = [0u8; 1];
-    match stream.peek(&mut first).await {
-        Ok(1) if first[0] == HANDSHAKE_RECORD => Ok(()),
-        Ok(1) if first[0].is_ascii_graphic() => Err(format!(
+    match first_byte(stream).await {
+        Some(HANDSHAKE_RECORD) => Ok(()),
+        Some(b) if b.is_ascii_graphic() => Err(format!(
             "plaintext {protocol} spoken to the TLS port ({fix})"
         )),
-        Ok(1) => Err(format!(
-            "not a TLS handshake (first byte {:#04x})",
-            first[0]
-        )),
+        Some(b) => Err(format!("not a TLS handshake (first byte {b:#04x})")),
         // Closed or failed: the handshake reports it.
-        _ => Ok(()),
+        None => Ok(()),
+    }
+}
+
+/// The first byte the peer of `stream` sent, left in the stream (`None`:
+/// closed or failed before one came).
+pub async fn first_byte(stream: &TcpStream) -> Option<u8> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) => Some(first[0]),
+        _ => None,
     }
 }
 
