@@ -81,6 +81,7 @@ fn peer_tls(
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let stop = StopSignals::install()?;
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}; pass --data-dir with a writable path",
@@ -292,7 +293,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         }
     };
     crate::http::serve_tls(listener, app, limits, metrics, tls, async move {
-        signal().await;
+        stop.wait().await;
         let _ = stop_admin.send(true);
     })
     .await;
@@ -305,12 +306,29 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+/// SIGTERM and SIGINT, caught from the moment the node starts: a signal
+/// that arrives before the listener first waits for one must still stop
+/// the node cleanly, not kill it.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind| signal(kind).context("cannot install the SIGTERM/SIGINT handlers");
+        Ok(StopSignals {
+            term: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+        })
     }
-    tracing::info!("shutting down");
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.term.recv() => {},
+        }
+        tracing::info!("shutting down");
+    }
 }

@@ -107,6 +107,10 @@ pub struct Coordinator {
     next_request: u64,
     /// Set once a graceful shutdown may proceed (hand-off done or failed).
     stop_now: bool,
+    /// Between a `term_started` log event and its `term_stopped`: the term
+    /// machine reports `Stopped` whenever it forgets a term, even when none
+    /// had started serving, and only a started term is said to stop.
+    in_term: bool,
 }
 
 impl Coordinator {
@@ -130,6 +134,7 @@ impl Coordinator {
             pending: HashMap::new(),
             next_request: 1,
             stop_now: false,
+            in_term: false,
         }
     }
 
@@ -217,6 +222,7 @@ impl Coordinator {
                     high_water_ms = high_water,
                     "serving timestamps; high water {high_water} ms"
                 );
+                self.in_term = true;
                 metrics.terms_started_total.inc();
                 metrics.high_water_seconds.set(high_water as f64 / 1e3);
                 self.node.progressed.notify_waiters();
@@ -228,12 +234,14 @@ impl Coordinator {
             // The gauges of serving and headroom are read off the
             // allocator at scrape; the high water keeps its last value.
             Effect::Stopped => {
-                node_event!(
-                    self,
-                    info,
-                    "term_stopped",
-                    "no longer leading: stopped serving"
-                );
+                if std::mem::take(&mut self.in_term) {
+                    node_event!(
+                        self,
+                        info,
+                        "term_stopped",
+                        "no longer leading: stopped serving"
+                    );
+                }
             }
             Effect::Settled => self.slot.settle_refused_swap(),
         }
