@@ -139,7 +139,7 @@ async fn status_health_readiness_and_metrics() {
     assert_eq!(v.leadership.role, Role::Leader);
     assert_eq!(v.driver.name, "file");
     assert!(v.driver.healthy);
-    assert_eq!(v.driver.wit_version, "0.1.0");
+    assert_eq!(v.driver.wit_version, "0.2.0");
     assert_eq!(v.driver.digest.len(), 64);
     assert_eq!(v.window_ms, 500);
     let hw = v.high_water_ms;
@@ -153,7 +153,7 @@ async fn status_health_readiness_and_metrics() {
     assert!(metric(&server.url, "tsohost_elections_total").await >= 1);
     let text = support::metrics_text(&server.url).await;
     let build = format!(
-        "tsohost_build_info{{version=\"{}\",wit_version=\"0.1.0\",driver=\"file\",\
+        "tsohost_build_info{{version=\"{}\",wit_version=\"0.2.0\",driver=\"file\",\
          driver_version=\"{}\",driver_digest=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION"),
         v.driver.version,
@@ -711,7 +711,7 @@ async fn the_command_line_takes_what_people_type() {
     let version = run(&["--version"]);
     assert!(
         version.starts_with(&format!("tsohost {} (commit ", env!("CARGO_PKG_VERSION")))
-            && version.contains(", WIT tsohost:driver@0.1.0)"),
+            && version.contains(", WIT tsohost:driver@0.2.0, loads 0.1.0 0.2.0)"),
         "{version}"
     );
     assert!(!version.contains("commit unknown"), "{version}");

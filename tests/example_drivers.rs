@@ -9,7 +9,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{BIN, Server, build_example, timestamp};
+use support::{BIN, Server, build_example, metrics_text, status, timestamp};
 
 /// The last line of the report on a driver that keeps every rule: the one
 /// the built-in file driver gets (`all N rules hold`, N being however many
@@ -40,6 +40,17 @@ async fn keeps_the_contract(lang: &str, wasm: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--driver", wasm]);
     server.wait_ready().await;
+    // Built against the frozen WIT 0.1.0: loaded as such, with no
+    // statistics of its own (0.2's `stats` does not exist for it).
+    assert_eq!(status(&server.url).await.driver.wit_version, "0.1.0");
+    let metrics = metrics_text(&server.url).await;
+    let driver_stats = metrics
+        .lines()
+        .filter(|l| l.starts_with("tsohost_driver_") && l.contains("{driver="));
+    assert!(
+        metrics.contains("wit_version=\"0.1.0\"") && driver_stats.count() == 0,
+        "{lang}: {metrics}"
+    );
     let mut last = 0;
     for _ in 0..5 {
         let ts = timestamp(&server.url).await;

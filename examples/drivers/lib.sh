@@ -33,7 +33,9 @@ componentize_js() {
     local pkg="$prefix/node_modules/@bytecodealliance/componentize-js"
     local cjs="$prefix/node_modules/.bin/componentize-js"
     local out="$here/out/$name.wasm" installed
-    wit="$(cd "$here/../../../wit" && pwd)"
+    # Built against the frozen WIT 0.1.0 (wit/0.1.0/README.md): the examples
+    # are the tests' proof that a 0.1 driver still loads.
+    wit="$(cd "$here/../../../wit/0.1.0" && pwd)"
     installed="$(node -p "require('$pkg/package.json').version" 2>/dev/null || true)"
     if [ "$installed" != "$version" ] || [ ! -x "$cjs" ]; then
         echo "installing @bytecodealliance/componentize-js $version into $prefix" >&2

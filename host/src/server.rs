@@ -207,6 +207,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         metrics.clone(),
         network,
     );
+    node.attach_stats_probe(spawner.stats_probe());
     let shutdown = Arc::new(Notify::new());
     let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
     let coordinator = tokio::spawn(

@@ -6,7 +6,9 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-wit="$(cd "$here/../../../wit" && pwd)"
+# Built against the frozen WIT 0.1.0 (wit/0.1.0/README.md): the examples are
+# the tests' proof that a 0.1 driver still loads.
+wit="$(cd "$here/../../../wit/0.1.0" && pwd)"
 world="consensus-driver"
 zig_version="0.17.1"
 wasm_tools_version="1.262.0.0"   # wasm-tools 1.262.0

@@ -15,7 +15,9 @@ use std::rc::Rc;
 
 use tsohost_guest_sdk::port::Host;
 use tsohost_guest_sdk::register::SingleNode;
-use tsohost_guest_sdk::{Config, Driver, DriverError, Epoch, LogLevel, NodeId, Peer, rules};
+use tsohost_guest_sdk::{
+    Config, Driver, DriverError, Epoch, LogLevel, Metric, NodeId, Peer, rules,
+};
 
 /// One instance of the file driver.
 #[derive(Debug)]
@@ -66,6 +68,10 @@ impl Driver for FileDriver {
 
     fn transfer_leadership(&mut self, request: u64, to: Option<NodeId>) {
         self.0.transfer_leadership(request, to);
+    }
+
+    fn stats(&self) -> Vec<Metric> {
+        self.0.stats()
     }
 }
 

@@ -139,8 +139,9 @@ use omnipaxos::{ClusterConfig, OmniPaxos, OmniPaxosConfig, ProposeErr, ServerCon
 use tsohost_guest_sdk::frame::Frame;
 use tsohost_guest_sdk::port::Host;
 use tsohost_guest_sdk::rules::{ZERO_EPOCH, check_epoch, check_range};
+use tsohost_guest_sdk::stats::{Epochs, counter, gauge};
 use tsohost_guest_sdk::{
-    Config, Driver, DriverError, Epoch, Leadership, LogLevel, NodeId, Peer, Role,
+    Config, Driver, DriverError, Epoch, Leadership, LogLevel, Metric, NodeId, Peer, Role,
 };
 
 use crate::ballot::{check_node_id, epoch_of, pair};
@@ -220,6 +221,10 @@ pub struct PaxosDriver {
     next_heartbeat: u64,
     next_join: u64,
     reported: Option<Leadership>,
+    /// The ballots this instance saw (`stats`).
+    epochs: Epochs,
+    /// Snapshots this instance took.
+    snapshots: u64,
     /// The mutant this instance runs, if any (test-only copy, see
     /// [`mutant`]).
     #[cfg(tsohost_mutants)]
@@ -299,6 +304,8 @@ impl Driver for PaxosDriver {
             next_heartbeat: now,
             next_join: now,
             reported: None,
+            epochs: Epochs::default(),
+            snapshots: 0,
             #[cfg(tsohost_mutants)]
             mutant,
         };
@@ -447,6 +454,36 @@ impl Driver for PaxosDriver {
         // Report the step-down before completing.
         self.settle();
         self.host.completed(request, outcome);
+    }
+
+    /// Ballots and elections, omnipaxos's log indexes, and snapshots.
+    fn stats(&self) -> Vec<Metric> {
+        let (decided, compacted) = self.log_indexes().unwrap_or((self.applied, self.applied));
+        let mut stats = self.epochs.metrics().to_vec();
+        stats.extend([
+            gauge(
+                "commit_index",
+                "The last log index this node knows to be decided",
+                decided as u64,
+            ),
+            gauge(
+                "applied_index",
+                "The log index up to which this node applied the decided entries",
+                self.applied as u64,
+            ),
+            gauge(
+                "log_entries",
+                "Decided entries held in this node's log (not yet compacted into a snapshot)",
+                decided.saturating_sub(compacted) as u64,
+            ),
+            gauge(
+                "snapshot_index",
+                "The log index the last snapshot (compaction) covers",
+                compacted as u64,
+            ),
+            counter("snapshots", "Snapshots this instance took", self.snapshots),
+        ]);
+        stats
     }
 }
 
@@ -1118,11 +1155,13 @@ impl PaxosDriver {
         }
         // Only corrupt storage has more compacted than decided: skip
         // compaction then rather than panic (found by fuzzing).
-        if (decided.saturating_sub(op.get_compacted_idx())) as u64 >= every
-            && let Err(e) = op.snapshot(None, true)
-        {
-            self.host
-                .log(LogLevel::Warn, &format!("snapshot failed: {e}"));
+        if (decided.saturating_sub(op.get_compacted_idx())) as u64 >= every {
+            match op.snapshot(None, true) {
+                Ok(()) => self.snapshots += 1,
+                Err(e) => self
+                    .host
+                    .log(LogLevel::Warn, &format!("snapshot failed: {e}")),
+            }
         }
     }
 
@@ -1211,6 +1250,7 @@ impl PaxosDriver {
     /// lease grows.
     fn report(&mut self) {
         let now = self.leadership();
+        self.epochs.observe(now.epoch);
         let changed = match self.reported {
             None => true,
             Some(r) => {

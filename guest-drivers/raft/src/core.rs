@@ -150,8 +150,9 @@ use tsohost_guest_sdk::port::Host;
 use tsohost_guest_sdk::rules::{check_epoch, check_range};
 use tsohost_guest_sdk::runtime::rpc::{Incoming, Rpc};
 use tsohost_guest_sdk::runtime::{Executor, GuestInstant, GuestRuntime};
+use tsohost_guest_sdk::stats::{Epochs, counter, gauge};
 use tsohost_guest_sdk::{
-    Config, Driver, DriverError, Epoch, Leadership, LogLevel, NodeId, Peer, Role,
+    Config, Driver, DriverError, Epoch, Leadership, LogLevel, Metric, NodeId, Peer, Role,
 };
 
 use crate::network::{Kind, Network, encode};
@@ -185,6 +186,13 @@ pub struct RaftDriver {
     peerless: bool,
     reported: Option<Leadership>,
     reported_members: Vec<Peer>,
+    /// The terms this instance saw (`stats`).
+    epochs: Epochs,
+    /// The snapshot's last index when last looked at (`None`: not yet
+    /// looked at; the snapshot found in storage is not counted).
+    seen_snapshot: Option<Option<u64>>,
+    /// Snapshots this instance built or installed.
+    snapshots: u64,
     /// The mutant this instance runs, if any (test-only copy, see
     /// [`mutant`]).
     #[cfg(tsohost_mutants)]
@@ -302,6 +310,9 @@ impl Driver for RaftDriver {
             peerless: cfg.peers.is_empty(),
             reported: None,
             reported_members: Vec::new(),
+            epochs: Epochs::default(),
+            seen_snapshot: None,
+            snapshots: 0,
             #[cfg(tsohost_mutants)]
             mutant,
         };
@@ -449,6 +460,51 @@ impl Driver for RaftDriver {
             }
         }
         self.settle();
+    }
+
+    /// Terms and elections, openraft's log indexes, and snapshots.
+    fn stats(&self) -> Vec<Metric> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let index = |log_id: &Option<LogId>| log_id.as_ref().map_or(0, |l| l.index());
+        let first = m.purged.as_ref().map_or(0, |p| p.index() + 1);
+        let entries = m
+            .last_log_index
+            .map_or(0, |l| (l + 1).saturating_sub(first));
+        let mut stats = self.epochs.metrics().to_vec();
+        stats.extend([
+            gauge(
+                "commit_index",
+                "The last log index this node knows to be committed (safe to apply here)",
+                index(&m.local_committed),
+            ),
+            gauge(
+                "applied_index",
+                "The last log index applied to this node's state machine",
+                index(&m.last_applied),
+            ),
+            gauge(
+                "last_log_index",
+                "The last index in this node's log",
+                m.last_log_index.unwrap_or(0),
+            ),
+            gauge(
+                "log_entries",
+                "Entries stored in this node's log (those not yet purged into a snapshot)",
+                entries,
+            ),
+            gauge(
+                "snapshot_index",
+                "The last log index the current snapshot covers",
+                index(&m.snapshot),
+            ),
+            counter(
+                "snapshots",
+                "Snapshots this instance built or installed",
+                self.snapshots,
+            ),
+        ]);
+        stats
     }
 }
 
@@ -708,6 +764,16 @@ impl RaftDriver {
     /// the membership when it changes, once there is one.
     fn report(&mut self) {
         let now = self.leadership();
+        self.epochs.observe(now.epoch);
+        let snapshot = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            m.snapshot.as_ref().map(|l| l.index())
+        };
+        if self.seen_snapshot.is_some_and(|seen| seen != snapshot) {
+            self.snapshots += 1;
+        }
+        self.seen_snapshot = Some(snapshot);
         if self.reported != Some(now) {
             self.host.report_leadership(now);
             self.reported = Some(now);

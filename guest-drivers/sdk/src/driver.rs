@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::port::Host;
-use crate::{Config, DriverError, DriverInfo, Epoch, NodeId, Peer};
+use crate::{Config, DriverError, DriverInfo, Epoch, Metric, NodeId, Peer};
 
 /// A consensus driver: the `driver` interface of `wit/driver.wit`, one
 /// method per export, on one instance.
@@ -69,6 +69,13 @@ pub trait Driver: Sized + 'static {
     /// `transfer-leadership` to `to` (any other node with `None`);
     /// single-node drivers refuse it with `invalid-config`.
     fn transfer_leadership(&mut self, request: u64, to: Option<NodeId>);
+
+    /// `stats`: the driver's own statistics, answered from memory without
+    /// calling the host (see [`crate::stats`]). The messages sent and
+    /// received are counted and added by [`export_driver!`](crate::export_driver).
+    fn stats(&self) -> Vec<Metric> {
+        Vec::new()
+    }
 }
 
 /// What `info` answers for `D`, given the version of the crate exporting it
@@ -181,6 +188,7 @@ macro_rules! export_driver {
                 }
 
                 fn on_message(from: $crate::NodeId, payload: Vec<u8>) {
+                    $crate::stats::count_received(payload.len());
                     let _ = INSTANCE
                         .with(|i| i.with(|d| $crate::Driver::on_message(d, from, &payload)));
                 }
@@ -221,6 +229,16 @@ macro_rules! export_driver {
                             $crate::Driver::transfer_leadership(d, request, to)
                         })
                     });
+                }
+
+                fn stats() -> Vec<$crate::Metric> {
+                    let mut stats = $crate::stats::transport();
+                    stats.extend(
+                        INSTANCE
+                            .with(|i| i.with(|d| $crate::Driver::stats(d)))
+                            .unwrap_or_default(),
+                    );
+                    stats
                 }
             }
 

@@ -47,6 +47,7 @@ pub struct WitHost;
 
 impl Host for WitHost {
     fn send(&self, to: NodeId, payload: &[u8]) {
+        crate::stats::count_sent(payload.len());
         host::send(to, payload);
     }
 

@@ -15,8 +15,9 @@ use std::rc::Rc;
 
 use crate::port::Host;
 use crate::rules::{check_epoch, check_range};
+use crate::stats::{Epochs, counter};
 use crate::storage::{get_u64, put_u64s_synced};
-use crate::{Config, DriverError, Epoch, Leadership, NodeId, Peer, Role};
+use crate::{Config, DriverError, Epoch, Leadership, Metric, NodeId, Peer, Role};
 
 const HIGH_WATER: &[u8] = b"high-water";
 const GENERATION: &[u8] = b"generation";
@@ -31,6 +32,8 @@ pub struct SingleNode {
     node: NodeId,
     epoch: Epoch,
     floor: u64,
+    /// Synced writes of a higher high water by this instance.
+    persists: u64,
 }
 
 impl std::fmt::Debug for SingleNode {
@@ -73,6 +76,7 @@ impl SingleNode {
                 lo: 0,
             },
             floor,
+            persists: 0,
         };
         register.host.report_leadership(Leadership {
             role: Role::Leader,
@@ -123,7 +127,23 @@ impl SingleNode {
             return Ok(current);
         }
         put_u64s_synced(&*self.host, &[(HIGH_WATER, at_least)])?;
+        self.persists += 1;
         Ok(at_least)
+    }
+
+    /// `stats`: the epoch (this instance's generation; each start is an
+    /// election) and the high-water writes (the host publishes the high
+    /// water itself).
+    pub fn stats(&self) -> Vec<Metric> {
+        let mut epochs = Epochs::default();
+        epochs.observe(self.epoch);
+        let mut stats = epochs.metrics().to_vec();
+        stats.push(counter(
+            "high_water_writes",
+            "Synced writes of a higher high water by this instance",
+            self.persists,
+        ));
+        stats
     }
 
     /// `on-tick`: a register has nothing to do over time.

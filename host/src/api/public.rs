@@ -209,6 +209,7 @@ pub(super) async fn readyz(State(node): State<Arc<Node>>) -> Response {
         content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
 pub(super) async fn metrics(State(node): State<Arc<Node>>) -> Response {
     node.refresh_metrics();
+    node.refresh_driver_stats().await;
     (
         [(
             header::CONTENT_TYPE,

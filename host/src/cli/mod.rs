@@ -35,17 +35,18 @@ use tsohost_client::admin::Admin;
 /// The address `serve` listens on and the other commands talk to by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7373";
 
-/// `--version`: the host's version, the commit it was built from and the
-/// WIT package its drivers implement, e.g. `0.1.0 (commit 49c85f1a2b3c,
-/// WIT tsohost:driver@0.1.0)`.
+/// `--version`: the host's version, the commit it was built from, the WIT
+/// package its own drivers implement and every version it loads, e.g.
+/// `0.1.0 (commit 49c85f1a2b3c, WIT tsohost:driver@0.2.0, loads 0.1.0 0.2.0)`.
 fn version_line() -> &'static str {
     static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     LINE.get_or_init(|| {
         format!(
-            "{} (commit {}, WIT tsohost:driver@{})",
+            "{} (commit {}, WIT tsohost:driver@{}, loads {})",
             env!("CARGO_PKG_VERSION"),
             env!("TSOHOST_GIT_COMMIT"),
-            crate::driver::bindings::WIT_VERSION
+            crate::driver::bindings::WIT_VERSION,
+            crate::driver::bindings::WIT_VERSIONS.join(" ")
         )
     })
 }

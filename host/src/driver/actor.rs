@@ -11,7 +11,7 @@
 //! - every request given to the guest is completed exactly once, by the guest
 //!   or, when the instance is lost, by the actor.
 
-use super::bindings::{Config, DriverError, Peer};
+use super::bindings::{Config, DriverError, Metric, Peer};
 use super::component::LoadedDriver;
 use super::fault::GuestFaults;
 use super::instance::{BuildError, Instance, Setup};
@@ -132,6 +132,11 @@ impl Spawner {
         Inbox(self.mailbox.clone())
     }
 
+    /// How `/metrics` asks whichever driver runs for its statistics.
+    pub fn stats_probe(&self) -> StatsProbe {
+        StatsProbe(self.mailbox.clone())
+    }
+
     /// Start the actor and its first instance. Fails if the driver refuses
     /// its config or reports an unusable name; a first instance that traps
     /// or overruns is reported through `events` and retried, like any later
@@ -229,6 +234,22 @@ impl Inbox {
     /// False (dropped) when the driver's queue is full.
     pub fn deliver(&self, from: u64, payload: Vec<u8>) -> bool {
         self.0.push_message(from, payload)
+    }
+}
+
+/// Asks whichever driver runs for its statistics (WIT 0.2 `stats`),
+/// between two of its events.
+#[derive(Clone)]
+pub struct StatsProbe(Arc<Mailbox>);
+
+impl StatsProbe {
+    /// The running driver's statistics (none for a 0.1 driver), or `None`
+    /// when no instance answers within `timeout`: none is up, or its
+    /// `stats` trapped (which rebuilds it, like any trap).
+    pub async fn ask(&self, timeout: Duration) -> Option<Vec<Metric>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.0.push_stats(Command::Stats { reply });
+        tokio::time::timeout(timeout, answer).await.ok()?.ok()
     }
 }
 
@@ -386,7 +407,7 @@ impl Actor {
                     )),
                 });
             }
-            Item::Control(Command::Shutdown) | Item::Messages(_) => {}
+            Item::Control(Command::Shutdown | Command::Stats { .. }) | Item::Messages(_) => {}
         }
     }
 }

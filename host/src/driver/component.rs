@@ -7,7 +7,8 @@
 //! code is cached on disk keyed by the component's SHA-256 and the engine's
 //! compatibility hash, so restarts and swaps skip compilation.
 
-use super::bindings::{ConsensusDriverPre, DRIVER_INTERFACE, DriverInfo, WIT_VERSION};
+use super::bindings::on_driver;
+use super::bindings::{BindingsPre, DRIVER_INTERFACE, DriverInfo, WIT_VERSIONS, version_index};
 use super::sandbox::{self, EPOCH_TICK, GuestState};
 use crate::clock::SystemClock;
 use sha2::{Digest, Sha256};
@@ -84,16 +85,17 @@ pub enum LoadError {
     },
     #[error(
         "{source_label} does not implement the world tsohost:driver/consensus-driver: it exports \
-         [{exports}] but not {DRIVER_INTERFACE}@{WIT_VERSION}; build it against wit/ of this host"
+         [{exports}] but not {DRIVER_INTERFACE}; build it against wit/ of this host"
     )]
     WrongWorld {
         source_label: String,
         exports: String,
     },
     #[error(
-        "{source_label} was built against {DRIVER_INTERFACE}@{found}, but this host speaks \
-         @{WIT_VERSION} (compatible: the same major version, and the same minor while major is \
-         0); rebuild the driver against wit/ of this host"
+        "{source_label} was built against {DRIVER_INTERFACE}@{found}, but this host loads \
+         only {} (compatible: the same major version, and the same minor while major is 0); \
+         rebuild the driver against wit/ of this host",
+        WIT_VERSIONS.join(", ")
     )]
     IncompatibleVersion { source_label: String, found: String },
     #[error(
@@ -147,7 +149,7 @@ impl Default for GuestLimits {
 /// name, which is [`Self::info`]. Nothing else asks a component its name.
 #[derive(Clone)]
 pub struct LoadedDriver {
-    pub pre: ConsensusDriverPre<GuestState>,
+    pub pre: BindingsPre<GuestState>,
     /// What the component says it is: its name names its storage.
     pub info: DriverInfo,
     /// Where it came from.
@@ -225,7 +227,7 @@ impl Runtime {
                     source_label: label.to_string(),
                     reason: format!("{e:#}"),
                 })?;
-        let pre = ConsensusDriverPre::new(instance_pre).map_err(|e| LoadError::Link {
+        let pre = BindingsPre::new(&wit_version, instance_pre).map_err(|e| LoadError::Link {
             source_label: label.to_string(),
             reason: format!("{e:#}"),
         })?;
@@ -243,11 +245,7 @@ impl Runtime {
 
     /// Instantiate the component in a scratch store (no storage; its events
     /// go nowhere) under the guest limits and ask its `info`.
-    fn probe(
-        &self,
-        label: &str,
-        pre: &ConsensusDriverPre<GuestState>,
-    ) -> Result<DriverInfo, LoadError> {
+    fn probe(&self, label: &str, pre: &BindingsPre<GuestState>) -> Result<DriverInfo, LoadError> {
         let failed = |reason: String| LoadError::Info {
             source_label: label.to_string(),
             reason,
@@ -265,9 +263,7 @@ impl Runtime {
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| failed(format!("it cannot be instantiated: {e:#}")))?;
-        let info = bindings
-            .tsohost_driver_driver()
-            .call_info(&mut store)
+        let info = on_driver!(&bindings, driver => driver.call_info(&mut store))
             .map_err(|e| failed(format!("`info` failed: {e:#}")))?;
         if !valid_name(&info.name) {
             return Err(LoadError::BadName {
@@ -376,27 +372,13 @@ fn check_exports(engine: &Engine, label: &str, component: &Component) -> Result<
             exports: exports.join(", "),
         });
     };
-    if !compatible(found, WIT_VERSION) {
+    if version_index(found).is_none() {
         return Err(LoadError::IncompatibleVersion {
             source_label: label.to_string(),
             found: found.to_string(),
         });
     }
     Ok(found.to_string())
-}
-
-/// Semver compatibility as the component model applies it: the same major,
-/// and for 0.x the same minor.
-fn compatible(found: &str, ours: &str) -> bool {
-    let parse = |v: &str| -> Option<(u64, u64)> {
-        let mut parts = v.split(['.', '-', '+']);
-        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-    };
-    match (parse(found), parse(ours)) {
-        (Some((0, a)), Some((0, b))) => a == b,
-        (Some((a, _)), Some((b, _))) => a == b,
-        _ => false,
-    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -413,16 +395,6 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn semver_rules() {
-        assert!(compatible("0.1.0", "0.1.0"));
-        assert!(compatible("0.1.7", "0.1.0"));
-        assert!(!compatible("0.2.0", "0.1.0"));
-        assert!(!compatible("9.0.0", "0.1.0"));
-        assert!(compatible("1.4.0", "1.0.0"));
-        assert!(!compatible("garbage", "0.1.0"));
-    }
 
     #[test]
     fn header_tells_module_from_component() {

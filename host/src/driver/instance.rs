@@ -14,7 +14,7 @@
 //! - the guest's imports only queue [`Event`]s, so the guest is never
 //!   re-entered.
 
-use super::bindings::{Config, ConsensusDriver, DriverError};
+use super::bindings::{Bindings, Config, DriverError, on_driver};
 use super::component::LoadedDriver;
 use super::fault::{GuestFault, GuestFaults};
 use super::protocol::{Command, Event};
@@ -63,7 +63,7 @@ pub enum BuildError {
 /// A guest that finished `init`.
 pub struct Instance {
     store: Store<GuestState>,
-    bindings: ConsensusDriver,
+    bindings: Bindings,
     call_timeout: Duration,
     memory_limit: usize,
 }
@@ -85,11 +85,7 @@ impl Instance {
         // was loaded (see `Runtime::load`).
         state.name = driver.info.name.clone();
         state.storage = Some(setup.storage);
-        let mut store = sandbox::store(
-            driver.pre.instance_pre().engine(),
-            state,
-            setup.call_timeout,
-        );
+        let mut store = sandbox::store(driver.pre.engine(), state, setup.call_timeout);
         let describe = |store: &Store<GuestState>, call: &str, e: wasmtime::Error| {
             describe(store, setup.call_timeout, setup.memory_limit, call, e)
         };
@@ -101,10 +97,7 @@ impl Instance {
         store.set_epoch_deadline(sandbox::deadline_ticks(
             setup.call_timeout * INIT_TIME_FACTOR,
         ));
-        match bindings
-            .tsohost_driver_driver()
-            .call_init(&mut store, &setup.config)
-        {
+        match on_driver!(&bindings, driver => driver.call_init(&mut store, &setup.config)) {
             Err(e) => Err(BuildError::Crashed(describe(&store, "init", e))),
             Ok(Err(error)) => Err(BuildError::Refused(error)),
             Ok(Ok(())) => Ok(Instance {
@@ -130,9 +123,8 @@ impl Instance {
     /// Hand the guest a request (or a shutdown, which is not the guest's).
     pub fn command(&mut self, command: Command) -> Result<(), String> {
         self.begin();
-        let driver = self.bindings.tsohost_driver_driver();
         let store = &mut self.store;
-        let (call, result) = match command {
+        let (call, result) = on_driver!(&self.bindings, driver => match command {
             Command::LoadHighWater { request } => {
                 store.data_mut().pending.insert(request);
                 (
@@ -165,8 +157,15 @@ impl Instance {
                     driver.call_transfer_leadership(store, request, to),
                 )
             }
+            Command::Stats { reply } => {
+                let stats = self.bindings.stats(&mut *store);
+                let stats = stats.map_err(|e| self.failed("stats", e))?;
+                // The asker may have given up waiting: nothing is lost.
+                let _ = reply.send(stats);
+                return Ok(());
+            }
             Command::Shutdown => return Ok(()),
-        };
+        });
         result.map_err(|e| self.failed(call, e))
     }
 
@@ -182,11 +181,9 @@ impl Instance {
         }
         for (from, payload) in messages {
             self.begin();
-            let result = self.bindings.tsohost_driver_driver().call_on_message(
-                &mut self.store,
-                from,
-                &payload,
-            );
+            let store = &mut self.store;
+            let result =
+                on_driver!(&self.bindings, driver => driver.call_on_message(store, from, &payload));
             result.map_err(|e| self.failed("on-message", e))?;
         }
         Ok(())
@@ -195,10 +192,8 @@ impl Instance {
     /// Time passes; the monotonic ms at which the guest wants its next tick.
     pub fn tick(&mut self, now_ms: u64) -> Result<u64, String> {
         self.begin();
-        let result = self
-            .bindings
-            .tsohost_driver_driver()
-            .call_on_tick(&mut self.store, now_ms);
+        let store = &mut self.store;
+        let result = on_driver!(&self.bindings, driver => driver.call_on_tick(store, now_ms));
         result.map_err(|e| self.failed("on-tick", e))
     }
 

@@ -55,6 +55,16 @@ impl Mailbox {
             .retain(|c| !matches!(c, Command::Shutdown));
     }
 
+    /// Queue a [`Command::Stats`] in place of one still queued (whose asker
+    /// gets no answer): scrapes while no actor runs leave one, not a pile.
+    pub fn push_stats(&self, command: Command) {
+        let mut q = self.queues.lock().unwrap();
+        q.control.retain(|c| !matches!(c, Command::Stats { .. }));
+        q.control.push_back(command);
+        drop(q);
+        self.ready.notify_one();
+    }
+
     /// Queue a peer message; false (and dropped) when the queue is full.
     pub fn push_message(&self, from: u64, payload: Vec<u8>) -> bool {
         let mut q = self.queues.lock().unwrap();
@@ -111,5 +121,31 @@ mod tests {
             m.recv_until(Instant::now() + Duration::from_millis(5))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn one_stats_question_waits_at_a_time() {
+        let m = Mailbox::new(2);
+        let (first, mut first_answer) = tokio::sync::oneshot::channel();
+        let (second, _second_answer) = tokio::sync::oneshot::channel();
+        m.push_stats(Command::Stats { reply: first });
+        m.push_control(Command::Shutdown);
+        m.push_stats(Command::Stats { reply: second });
+        assert!(
+            first_answer
+                .try_recv()
+                .is_err_and(|e| e == tokio::sync::oneshot::error::TryRecvError::Closed),
+            "the replaced question is dropped"
+        );
+        let soon = Instant::now() + Duration::from_millis(10);
+        assert!(matches!(
+            m.recv_until(soon),
+            Some(Item::Control(Command::Shutdown))
+        ));
+        assert!(matches!(
+            m.recv_until(soon),
+            Some(Item::Control(Command::Stats { .. }))
+        ));
+        assert!(m.recv_until(soon).is_none());
     }
 }

@@ -24,7 +24,7 @@ pub mod sandbox;
 #[cfg(test)]
 mod tests;
 
-pub use actor::{ActorConfig, DriverHandle, Spawner};
+pub use actor::{ActorConfig, DriverHandle, Spawner, StatsProbe};
 pub use bindings::{DriverError, Epoch, Leadership, Role};
 pub use component::{DriverSource, GuestLimits, LoadError, LoadedDriver, Runtime};
 pub use protocol::{Command, Event};

@@ -7,7 +7,7 @@
 //! order they happened; every request id given in a command is answered by
 //! exactly one [`Event::Completed`].
 
-use super::bindings::{DriverError, DriverInfo, Epoch, Leadership, Peer};
+use super::bindings::{DriverError, DriverInfo, Epoch, Leadership, Metric, Peer};
 
 /// Into the actor.
 #[derive(Debug)]
@@ -27,6 +27,11 @@ pub enum Command {
     TransferLeadership {
         request: u64,
         to: Option<u64>,
+    },
+    /// Ask the guest its statistics (`stats`, empty for a 0.1 driver). No
+    /// answer (the reply dropped) when no instance is up.
+    Stats {
+        reply: tokio::sync::oneshot::Sender<Vec<Metric>>,
     },
     Shutdown,
 }

@@ -8,7 +8,8 @@
 //! [`MeteredLimits`] wraps to count what it grants); time per call is bounded
 //! by epoch interruption, set by the actor.
 
-use super::bindings::{ConsensusDriver, DriverError, Leadership, LogLevel, Peer, tsohost};
+use super::bindings::v0_2::tsohost;
+use super::bindings::{DriverError, Leadership, LogLevel, Peer, v0_1, v0_2};
 use super::fault::{GuestFault, GuestFaults};
 use super::protocol::Event;
 use crate::clock::Clock;
@@ -254,11 +255,16 @@ impl GuestState {
     }
 }
 
-/// A linker with the `host` interface and the sandboxed WASI.
+/// A linker with the `host` interface of every supported WIT version and
+/// the sandboxed WASI.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    ConsensusDriver::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)?;
+    v0_2::ConsensusDriver::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)?;
+    v0_1::tsohost::driver::host::add_to_linker::<GuestState, HasSelf<GuestState>>(
+        &mut linker,
+        |s| s,
+    )?;
     Ok(linker)
 }
 
@@ -414,5 +420,58 @@ impl tsohost::driver::host::Host for GuestState {
             LogLevel::Trace => tracing::trace!(driver = %name, "{message}"),
         }
         Ok(())
+    }
+}
+
+/// WIT 0.1's `host` is 0.2's, function for function.
+impl v0_1::tsohost::driver::host::Host for GuestState {
+    fn send(&mut self, to: u64, payload: Vec<u8>) -> wasmtime::Result<()> {
+        tsohost::driver::host::Host::send(self, to, payload)
+    }
+
+    fn storage_get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        tsohost::driver::host::Host::storage_get(self, key)
+    }
+
+    fn storage_write(
+        &mut self,
+        puts: Vec<(Vec<u8>, Vec<u8>)>,
+        deletes: Vec<Vec<u8>>,
+        sync: bool,
+    ) -> wasmtime::Result<Result<(), DriverError>> {
+        tsohost::driver::host::Host::storage_write(self, puts, deletes, sync)
+    }
+
+    fn storage_scan(
+        &mut self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        tsohost::driver::host::Host::storage_scan(self, start, end, limit)
+    }
+
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        tsohost::driver::host::Host::now_ms(self)
+    }
+
+    fn report_leadership(&mut self, report: Leadership) -> wasmtime::Result<()> {
+        tsohost::driver::host::Host::report_leadership(self, report)
+    }
+
+    fn completed(
+        &mut self,
+        request: u64,
+        outcome: Result<u64, DriverError>,
+    ) -> wasmtime::Result<()> {
+        tsohost::driver::host::Host::completed(self, request, outcome)
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        tsohost::driver::host::Host::log(self, level, message)
+    }
+
+    fn report_membership(&mut self, members: Vec<Peer>) -> wasmtime::Result<()> {
+        tsohost::driver::host::Host::report_membership(self, members)
     }
 }

@@ -14,8 +14,10 @@
 //!   that state just before it encodes ([`crate::node::Node::refresh_metrics`]),
 //!   so they are never stale and cost the request path nothing.
 
+pub mod driver;
 pub mod histogram;
 
+pub use driver::DriverStats;
 pub use histogram::Histogram;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -131,7 +133,7 @@ struct DirectionLabel {
 pub struct BuildInfo {
     /// The host's version.
     pub version: String,
-    /// The WIT version the host speaks.
+    /// The WIT version the running driver was built against.
     pub wit_version: String,
     pub driver: String,
     pub driver_version: String,
@@ -225,6 +227,8 @@ pub struct Metrics {
     pub tls_reloads_total: Counter,
     pub tls_reload_failures_total: Counter,
     pub admin_refusals_total: Counter,
+    /// The running driver's own statistics (set at scrape).
+    pub driver_stats: std::sync::Arc<DriverStats>,
     build_info: Family<BuildInfo, Gauge>,
     /// The labels `build_info` carries now; scrapes replace them under
     /// this lock, so a scrape never sees none or two.
@@ -305,6 +309,8 @@ impl Metrics {
             })
         };
         let build_info = Family::<BuildInfo, Gauge>::default();
+        let driver_stats = std::sync::Arc::new(DriverStats::default());
+        r.register_collector(Box::new(driver_stats.clone()));
         r.register(
             "build_info",
             "Always 1; the labels say which host and driver this node runs",
@@ -426,6 +432,7 @@ impl Metrics {
             ),
             tls_reloads_total: reloads("ok"),
             tls_reload_failures_total: reloads("error"),
+            driver_stats,
             build_info,
             build: Mutex::new(None),
             registry: r,

@@ -21,13 +21,12 @@ pub use coordinator::{Control, Coordinator};
 
 use crate::allocator::{Allocator, Grant, GrantError};
 use crate::clock::Clock;
-use crate::driver::bindings::WIT_VERSION;
-use crate::driver::{Leadership, LoadedDriver, Role};
+use crate::driver::{Leadership, LoadedDriver, Role, StatsProbe};
 use crate::metrics::{BuildInfo, Metrics};
 use crate::migration::DriverRecord;
 use crate::peer::Network;
 use crate::timestamp::Timestamp;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
@@ -113,7 +112,12 @@ pub struct Node {
     migration: Mutex<DriverRecord>,
     /// How long a request waits for an exhausted window to be extended.
     exhausted_wait: Duration,
+    /// Asks the running driver its statistics; set once, when serving starts.
+    stats_probe: OnceLock<StatsProbe>,
 }
+
+/// How long a scrape waits for the driver's statistics.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Node {
     pub fn new(
@@ -141,7 +145,27 @@ impl Node {
             driver: Mutex::new(driver),
             migration: Mutex::new(record),
             exhausted_wait: window.clamp(Duration::from_millis(100), Duration::from_secs(2)),
+            stats_probe: OnceLock::new(),
         })
+    }
+
+    /// Let scrapes ask the running driver its statistics through `probe`.
+    pub fn attach_stats_probe(&self, probe: StatsProbe) {
+        let _ = self.stats_probe.set(probe);
+    }
+
+    /// Ask the running driver its statistics and publish them (see
+    /// [`crate::metrics::driver`]); one that does not answer within
+    /// [`STATS_TIMEOUT`] publishes none rather than stale values.
+    pub async fn refresh_driver_stats(&self) {
+        let Some(probe) = self.stats_probe.get() else {
+            return;
+        };
+        let name = self.driver.lock().unwrap().name.clone();
+        match probe.ask(STATS_TIMEOUT).await {
+            Some(stats) => self.metrics.driver_stats.set(&name, stats),
+            None => self.metrics.driver_stats.clear(),
+        }
     }
 
     /// Hand out `count` consecutive timestamps. Waits only when the window is
@@ -202,7 +226,7 @@ impl Node {
         let driver = self.driver.lock().unwrap();
         m.set_build_info(BuildInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            wit_version: WIT_VERSION.to_string(),
+            wit_version: driver.wit_version.clone(),
             driver: driver.name.clone(),
             driver_version: driver.version.clone(),
             driver_digest: driver.digest.clone(),

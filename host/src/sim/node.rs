@@ -408,7 +408,7 @@ impl SimNode {
                 | Command::PersistHighWater { request, .. }
                 | Command::ChangeMembership { request, .. }
                 | Command::TransferLeadership { request, .. } => request,
-                Command::Shutdown => return,
+                Command::Shutdown | Command::Stats { .. } => return,
             };
             let _ = self.events_tx.send(Event::Completed {
                 request,
