@@ -77,3 +77,55 @@ async fn callers_share_requests_follow_the_leader_and_survive_its_crash() {
     assert!(range.first.0 > ops.iter().map(|o| o.first).max().unwrap());
     assert_eq!(range.iter().count(), 1000);
 }
+
+/// Batch calls coalesce too: 16 callers asking 1000 timestamps at a time,
+/// mixed with callers of single timestamps and of ranges so large that two
+/// never fit in one request (262144 at most), share requests; every caller
+/// gets exactly its count, no two ranges overlap, and real-time order holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_calls_share_requests_and_keep_their_counts_and_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::Server::start(dir.path(), &[]);
+    server.wait_ready().await;
+    let client = Client::new([server.url.as_str()]).unwrap();
+    let ops = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let counts = |caller: u32| match caller {
+        0..16 => 1000,
+        16..20 => 1,
+        _ => 200_000,
+    };
+    let calls_per_caller = 100;
+    let callers: Vec<_> = (0..22u32)
+        .map(|caller| {
+            let (client, ops) = (client.clone(), ops.clone());
+            tokio::spawn(async move {
+                for _ in 0..calls_per_caller {
+                    let sent = Instant::now();
+                    let range = client
+                        .get_range(counts(caller))
+                        .await
+                        .expect("every call succeeds");
+                    assert_eq!(range.count, counts(caller));
+                    ops.lock().unwrap().push(Op {
+                        sent: micros(sent),
+                        received: micros(Instant::now()),
+                        first: range.first.0,
+                        count: range.count,
+                        client: caller,
+                    });
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        c.await.unwrap();
+    }
+    let ops = ops.lock().unwrap().clone();
+    tsohost::tools::checker::check(&ops).unwrap_or_else(|v| panic!("contract violated: {v}"));
+    let requests = metric(&server.url, BATCHES_SERVED).await;
+    assert!(
+        requests < ops.len() as u64 / 2,
+        "{} calls took {requests} requests: batches not coalesced",
+        ops.len()
+    );
+}

@@ -3,20 +3,24 @@
 //!
 //! # Coalescing
 //!
-//! Callers of [`Client::get_ts`] queue up; a dispatcher takes the first
-//! waiting caller *and every caller queued behind it* and asks for that
-//! many timestamps in one request, handing them out in arrival order. There
-//! is no flush delay: a lone caller pays one round trip, and under load
-//! batches grow by themselves while earlier requests are in flight (at most
-//! [`Config::max_in_flight`] at once).
+//! Callers of [`Client::get_ts`] and [`Client::get_range`] queue up; a
+//! dispatcher takes the first waiting caller *and every caller queued
+//! behind it*, up to [`LOGICAL_PER_MS`] timestamps in all (what one request
+//! may ask), asks for the sum in one request and splits the range it gets
+//! back among them in arrival order: each caller's part is consecutive, and
+//! no two parts overlap. A caller whose count does not fit waits at the
+//! head of the queue for the next request. There is no flush delay: a lone
+//! caller pays one round trip, and under load batches grow by themselves
+//! while earlier requests are in flight (at most [`Config::max_in_flight`]
+//! at once).
 //!
 //! # Why real-time order survives coalescing
 //!
-//! If caller A's `get_ts` returned before caller B's began, B joins a
-//! request that is sent after the answer that served A arrived; the server
-//! answers such a request above everything it answered before, so B's
-//! timestamp is greater than A's. Callers in the same batch overlap in time
-//! and may be ordered either way.
+//! If caller A's call returned before caller B's began, B joins a request
+//! that is sent after the answer that served A arrived; the server answers
+//! such a request above everything it answered before, so all of B's
+//! timestamps are greater than all of A's. Callers in the same batch
+//! overlap in time and may be ordered either way.
 //!
 //! # Discovery and retries
 //!
@@ -158,8 +162,14 @@ impl TimestampRange {
 /// Needs a Tokio runtime (its dispatcher is a task).
 #[derive(Clone)]
 pub struct Client {
-    waiting: mpsc::UnboundedSender<oneshot::Sender<Result<Timestamp, Error>>>,
+    waiting: mpsc::UnboundedSender<Waiter>,
     shared: Arc<Shared>,
+}
+
+/// A caller waiting for `count` timestamps.
+struct Waiter {
+    count: u64,
+    reply: oneshot::Sender<Result<TimestampRange, Error>>,
 }
 
 struct Shared {
@@ -213,18 +223,25 @@ impl Client {
     /// One timestamp, greater than every timestamp any caller received
     /// before this call began. Concurrent calls share requests.
     pub async fn get_ts(&self) -> Result<Timestamp, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.waiting.send(reply).map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
+        Ok(self.queue(1).await?.first)
     }
 
-    /// `count` consecutive timestamps (1 to 262144) in one request of its
-    /// own, all greater than everything received before this call began.
+    /// `count` consecutive timestamps (1 to 262144), all greater than
+    /// everything any caller received before this call began. Concurrent
+    /// calls (of either kind) share requests while their counts fit in one.
     pub async fn get_range(&self, count: u64) -> Result<TimestampRange, Error> {
         if !(1..=LOGICAL_PER_MS).contains(&count) {
             return Err(Error::BadCount(count));
         }
-        self.shared.request(count).await
+        self.queue(count).await
+    }
+
+    async fn queue(&self, count: u64) -> Result<TimestampRange, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.waiting
+            .send(Waiter { count, reply })
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
     }
 
     /// One node's status (`GET /v1/status`): that of the first node given
@@ -269,37 +286,66 @@ impl Client {
 }
 
 /// Batch queued callers into requests (see the module docs).
-async fn dispatch(
-    mut queue: mpsc::UnboundedReceiver<oneshot::Sender<Result<Timestamp, Error>>>,
-    shared: Arc<Shared>,
-) {
+async fn dispatch(mut queue: mpsc::UnboundedReceiver<Waiter>, shared: Arc<Shared>) {
     let slots = Arc::new(Semaphore::new(shared.config.max_in_flight.max(1)));
-    while let Some(first) = queue.recv().await {
+    // A caller that did not fit in the last batch: the next one's first.
+    let mut held: Option<Waiter> = None;
+    loop {
+        let first = match held.take() {
+            Some(waiter) => waiter,
+            None => match queue.recv().await {
+                Some(waiter) => waiter,
+                None => return,
+            },
+        };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        // Everyone who queued while we waited for a slot joins this batch.
+        // Everyone who queued while we waited for a slot joins this batch,
+        // as long as the counts fit in one request.
+        let mut total = first.count;
         let mut batch = vec![first];
-        while (batch.len() as u64) < LOGICAL_PER_MS {
-            match queue.try_recv() {
-                Ok(waiter) => batch.push(waiter),
-                Err(_) => break,
+        while let Ok(waiter) = queue.try_recv() {
+            if total + waiter.count > LOGICAL_PER_MS {
+                held = Some(waiter);
+                break;
             }
+            total += waiter.count;
+            batch.push(waiter);
         }
         let shared = shared.clone();
         tokio::spawn(async move {
-            let outcome = shared.request(batch.len() as u64).await;
-            for (i, waiter) in batch.into_iter().enumerate() {
-                let _ = waiter.send(
-                    outcome
-                        .as_ref()
-                        .map(|r| Timestamp(r.first.0 + i as u64))
-                        .map_err(Clone::clone),
-                );
+            let outcome = shared.request(total).await;
+            let counts: Vec<u64> = batch.iter().map(|w| w.count).collect();
+            for (waiter, part) in batch.into_iter().zip(split(&outcome, &counts)) {
+                let _ = waiter.reply.send(part);
             }
             drop(slot);
         });
     }
+}
+
+/// The parts of a batch's `outcome` for callers asking `counts`, in
+/// arrival order: consecutive ranges from the first timestamp up, each of
+/// its caller's count (or the error, to every caller). The request asked
+/// for the sum of `counts`, so the parts tile the range exactly.
+fn split(
+    outcome: &Result<TimestampRange, Error>,
+    counts: &[u64],
+) -> Vec<Result<TimestampRange, Error>> {
+    let mut next = outcome.as_ref().map(|r| r.first.0);
+    counts
+        .iter()
+        .map(|&count| {
+            let first = next.as_mut().map_err(|e| (*e).clone())?;
+            let part = TimestampRange {
+                first: Timestamp(*first),
+                count,
+            };
+            *first += count;
+            Ok(part)
+        })
+        .collect()
 }
 
 /// What one attempt against one node came to.
@@ -477,6 +523,21 @@ mod tests {
             Client::new(["https://x:1"]).err(),
             Some(Error::NoCa("https://x:1".into()))
         );
+    }
+
+    #[test]
+    fn a_batch_is_split_in_arrival_order_into_consecutive_parts() {
+        let outcome = Ok(TimestampRange {
+            first: Timestamp(100),
+            count: 1 + 1000 + 5,
+        });
+        let parts: Vec<_> = split(&outcome, &[1, 1000, 5])
+            .into_iter()
+            .map(|p| p.map(|r| (r.first.0, r.count)))
+            .collect();
+        assert_eq!(parts, vec![Ok((100, 1)), Ok((101, 1000)), Ok((1101, 5))]);
+        let failed = split(&Err(Error::Closed), &[1, 2]);
+        assert_eq!(failed, vec![Err(Error::Closed), Err(Error::Closed)]);
     }
 
     #[test]
