@@ -189,6 +189,102 @@ async fn cli_ts_prints_timestamps_from_a_running_node() {
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect"));
 }
 
+/// `tsohost status` shows one node's row of the dashboard in the terminal:
+/// the driver's digest and WIT version, its own statistics, rates and
+/// latencies measured while requests come in, headroom and events.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_status_shows_what_the_dashboard_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--driver", "raft"]);
+    server.wait_ready().await;
+    for _ in 0..10 {
+        support::timestamp(&server.url).await;
+    }
+    let status_cli = |args: &[&str]| {
+        let out = std::process::Command::new(support::BIN)
+            .arg("status")
+            .args(["--url", &server.url])
+            .args(args)
+            .env_remove("TSOHOST_URL")
+            .output()
+            .unwrap();
+        support::succeeded(&out)
+    };
+    // Requests keep coming while the command measures.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (url, stop) = (server.url.clone(), stop.clone());
+        async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                support::timestamp(&url).await;
+            }
+        }
+    });
+    let text = tokio::task::block_in_place(|| status_cli(&[]));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+
+    let v = status(&server.url).await;
+    let driver = format!("\ndriver:     raft {} (", v.driver.version);
+    let digest = format!("), digest {}, WIT 0.2.0\n", &v.driver.digest[..12]);
+    assert!(
+        text.contains(&driver) && text.contains(&digest),
+        "no {driver:?}...{digest:?} in\n{text}"
+    );
+    let line = |label: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in\n{text}"))
+            .trim()
+            .to_string()
+    };
+    let rate = line("rate:");
+    let per_second: f64 = rate.split(' ').next().unwrap().parse().unwrap();
+    assert!(per_second > 0.0, "{rate}");
+    assert!(rate.ends_with("requests/s over the last 1 s"), "{rate}");
+    let latency = line("latency:");
+    assert!(
+        latency.starts_with("p50 ") && latency.contains(" ms, p99 "),
+        "{latency}"
+    );
+    assert!(
+        latency.ends_with("requests over the last 1 s)"),
+        "{latency}"
+    );
+    assert!(line("high water:").contains(" ms, headroom "), "{text}");
+    // (A loaded machine may see the driver crash and be elected again.)
+    let events = line("events:");
+    assert!(
+        events.starts_with("elections ")
+            && events.contains(", swaps 0, migrations 0, crashes ")
+            && events.contains(" since start"),
+        "{events}"
+    );
+    // The driver's statistics (WIT 0.2 `stats`), wrapped over lines.
+    let stats = &text[text.find("\nstats:").expect("a stats line")..text.find("\nrate:").unwrap()];
+    for stat in [
+        "epoch ",
+        "commit_index ",
+        "log_entries ",
+        "messages_sent_total 0",
+    ] {
+        assert!(stats.contains(stat), "no {stat:?} in {stats}");
+    }
+
+    // One read of /metrics: no rates, latencies since start.
+    let text = tokio::task::block_in_place(|| status_cli(&["--interval", "0s"]));
+    assert!(
+        text.contains("\nrate:       not measured (--interval 0)\n"),
+        "{text}"
+    );
+    assert!(text.contains(" requests since start)\n"), "{text}");
+    // --json is the status document, nothing more.
+    let json: serde_json::Value =
+        serde_json::from_str(&tokio::task::block_in_place(|| status_cli(&["--json"]))).unwrap();
+    assert_eq!(json["driver"]["digest"], v.driver.digest.as_str());
+    assert!(json.get("latency").is_none() && json.get("metrics").is_none());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn compiled_drivers_are_cached_across_restarts() {
     let dir = tempfile::tempdir().unwrap();

@@ -183,3 +183,116 @@ fn a_check_is_deterministic() {
     let (_, second) = check(&["raft", "--json"]);
     assert_eq!(first, second);
 }
+
+/// A guest that prints and then traps: the report shows the trap, the
+/// panic's message and what it printed, in the rule whose step trapped
+/// (never as an answer of the contract), and in the "no call traps" rule.
+#[test]
+fn a_trap_is_reported_with_what_the_guest_printed() {
+    let option = "fault=print-then-trap-on-persist=1";
+    let (ok, out) = check(&[&misbehave(), "--driver-option", option]);
+    assert!(!ok, "{out}");
+    let failed = |rule: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("FAIL  {rule}:")))
+            .unwrap_or_else(|| panic!("{rule} not failed:\n{out}"))
+            .to_string()
+    };
+    for rule in [
+        "persist completes after a synced write",
+        "no call traps or runs past the time limit",
+    ] {
+        let line = failed(rule);
+        for said in [
+            "`persist-high-water` trapped",
+            "the guest's exception: misbehave: trapping on purpose after printing",
+            "misbehave: a line on stdout before the trap",
+            "misbehave: a line on stderr before the trap",
+        ] {
+            assert!(line.contains(said), "{said:?} missing from {line}");
+        }
+        assert!(!line.contains(" answered "), "{line}");
+    }
+    assert_eq!(out.lines().count(), RULES + 1, "{out}");
+}
+
+/// A trap in `init` under the unknown-option probe is a trap, not an
+/// acceptance of the option.
+#[test]
+fn a_trap_in_the_unknown_option_probe_is_a_trap() {
+    let (ok, out) = check(&[&misbehave(), "--driver-option", "fault=print-then-trap"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  unknown options are refused: given the unknown option"),
+        "{out}"
+    );
+    assert!(out.contains("init trapped"), "{out}");
+    assert!(!out.contains("accepted"), "{out}");
+    assert!(out.contains("a line on stdout before the trap"), "{out}");
+    assert_eq!(out.lines().count(), RULES + 1, "{out}");
+}
+
+/// A driver refusing the user's own `--driver-option` is the options'
+/// fault: said so, every other rule skipped, no "breaks the contract".
+#[test]
+fn refused_options_are_the_users_to_fix() {
+    let out = std::process::Command::new(BIN)
+        .args(["check-driver", "file", "--driver-option", "no-such=1"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains(
+            "FAIL  init: the driver refused the options given (--driver-option no-such=1)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("skip  unknown options are refused: not checked: the driver refused"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), RULES + 1, "{stdout}");
+    assert!(
+        stderr.contains("error: the driver refused the options given"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("breaks the contract"), "{stderr}");
+}
+
+/// Compiled components are cached as `serve` caches them: the first check
+/// compiles and says where it keeps the result, the second loads it and
+/// says so, and the report is the same.
+#[test]
+fn a_second_check_loads_the_compiled_component_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = guest("tsohost_driver_file.wasm");
+    let run = || {
+        let out = std::process::Command::new(BIN)
+            .args(["check-driver", file.to_str().unwrap()])
+            .env("XDG_CACHE_HOME", cache.path())
+            .env_remove("TSOHOST_CACHE_DIR")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (first, log) = run();
+    assert!(log.contains("compiling"), "{log}");
+    assert!(!log.contains("from the cache"), "{log}");
+    let entries = std::fs::read_dir(cache.path().join("tsohost"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, 1);
+    let (second, log) = run();
+    assert!(log.contains("compiled earlier, from the cache"), "{log}");
+    assert!(!log.contains("compiling"), "{log}");
+    assert_eq!(first, second);
+}

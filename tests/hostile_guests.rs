@@ -240,3 +240,88 @@ async fn an_injected_allocation_past_the_cap_of_a_cluster_node() {
     let leader = support::serving_node(&spec.urls, Duration::from_secs(30)).await;
     support::timestamp(&spec.urls[leader]).await;
 }
+
+/// What a guest prints goes to the node's log, attributed to the driver,
+/// and the report of its trap (the log and `/v1/status`) quotes its last
+/// lines and its panic's message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_prints_then_traps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = misbehave("print-then-trap-on-persist=1");
+    args.extend(["--log-format".into(), "json".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &args);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(&server.url, "tsohost_driver_crashes_total").await < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no crash reported:\n{}",
+            server.stderr()
+        );
+        // Each term start persists: the first persist of an instance traps.
+        let _ = support::post(&server.url, "/v1/timestamps", "").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = server.stderr();
+    let printed: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "misbehave: a line on stdout before the trap")
+        .collect();
+    let line = printed
+        .first()
+        .unwrap_or_else(|| panic!("not logged:\n{log}"));
+    assert_eq!(line["driver"], "misbehave", "{line}");
+    assert_eq!(line["stream"], "stdout", "{line}");
+    let crash = last_crash(&server.url).await;
+    for said in [
+        "`persist-high-water` trapped",
+        "the guest's exception: misbehave: trapping on purpose after printing",
+        "misbehave: a line on stderr before the trap",
+    ] {
+        assert!(crash.contains(said), "{said:?} missing from {crash}");
+        assert!(log.contains(said), "{said:?} missing from the log:\n{log}");
+    }
+}
+
+/// A guest that writes without end: the log takes a bounded number of its
+/// lines (per call, per second, each at most 4 KiB), says how many it
+/// dropped, and the node keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_floods_its_output_is_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = misbehave("flood");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let server = Server::start(dir.path(), &args);
+    server.wait_ready().await;
+    // Two seconds of ticks every 10 ms, 1001 lines each, while serving.
+    for _ in 0..20 {
+        let r = support::post(&server.url, "/v1/timestamps", "")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = server.stderr();
+    let seconds = started.elapsed().as_secs() + 1;
+    let flood = log
+        .lines()
+        .filter(|l| l.contains("misbehave: flood line"))
+        .count() as u64;
+    // The bucket starts full (200) and refills at 200 a second.
+    let bound = 200 * (seconds + 1);
+    assert!(flood > 0, "no driver output logged:\n{log}");
+    assert!(
+        flood <= bound,
+        "{flood} flood lines in {seconds} s (bound {bound})"
+    );
+    assert!(log.contains("dropped"), "no note of dropped lines");
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096 + 512, "a log line of {longest} bytes");
+    assert!(
+        log.contains("misbehave: a long line xxx"),
+        "the long line is cut, not lost"
+    );
+    assert_eq!(metric(&server.url, "tsohost_driver_crashes_total").await, 0);
+}

@@ -11,6 +11,9 @@
 //! assembles them into `tsohost serve`, [`cli`] is the command line, and
 //! [`client`] its HTTP client.
 //!
+//! [`datadir`] reads a stopped node's data directory (`tsohost inspect`),
+//! and [`recovery`] seeds a new cluster above it after quorum loss.
+//!
 //! [`tools`] drive nodes from outside, never from inside one: the load
 //! generator, the chaos harness and its checker, the driver conformance
 //! check, and `tsohost cluster migrate`.
@@ -20,12 +23,14 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod datadir;
 pub mod driver;
 pub mod http;
 pub mod metrics;
 pub mod migration;
 pub mod node;
 pub mod peer;
+pub mod recovery;
 pub mod server;
 pub mod sim;
 pub mod storage;

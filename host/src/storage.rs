@@ -23,6 +23,14 @@ pub enum StorageError {
         path: PathBuf,
         source: rocksdb::Error,
     },
+    #[error(
+        "cannot open the RocksDB store in {path} read-only: {source}. Is it the db/ folder of a \
+         tsohost data directory, and readable by this user?"
+    )]
+    OpenReadOnly {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
     #[error("RocksDB {op} failed: {source}")]
     Rocks {
         op: &'static str,
@@ -125,6 +133,43 @@ impl Db {
             db: Arc::new(db),
             failpoint: Arc::default(),
         })
+    }
+
+    /// Open an existing store without writing to it, for `tsohost inspect`
+    /// and `tsohost recover`. RocksDB replays its write-ahead log in memory
+    /// (so writes a killed node made are seen) but takes no lock: the caller
+    /// holds [`crate::datadir::lock`] so that no node runs meanwhile.
+    pub fn open_read_only(dir: &Path) -> Result<Db, StorageError> {
+        let opts = rocksdb::Options::default();
+        let db = rocksdb::DB::open_for_read_only(&opts, dir, false).map_err(|source| {
+            StorageError::OpenReadOnly {
+                path: dir.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(Db {
+            db: Arc::new(db),
+            failpoint: Arc::default(),
+        })
+    }
+
+    /// Every key starting with `prefix` (whole keys, prefix included) and
+    /// its value, in key order: what an offline reader of the data
+    /// directory sees across namespaces.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StorageError> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator(rocksdb::IteratorMode::From(
+            prefix,
+            rocksdb::Direction::Forward,
+        ));
+        for item in iter {
+            let (k, v) = item.map_err(rocks("scan"))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// The storage of driver `name` in migration generation `generation`.

@@ -4,13 +4,19 @@
 //! - this module: the commands and their dispatch;
 //! - [`parse`]: flag values (durations, members, options, driver names);
 //! - [`serve`]: `serve`'s flags, checked into a [`ServeConfig`];
+//! - [`config`]: `serve --config FILE`, the same settings in a TOML file;
 //! - [`remote`]: commands that talk to running nodes (`status`, `cluster`);
+//! - [`inspect`], [`recover`]: `tsohost inspect` and `tsohost recover`
+//!   (a stopped node's data directory; recovery after quorum loss);
 //! - [`chaos`]: `tsohost chaos`;
 //! - [`sim`]: `tsohost sim`.
 
 mod certs;
 mod chaos;
+mod config;
+mod inspect;
 mod parse;
+mod recover;
 mod remote;
 mod serve;
 mod sim;
@@ -25,7 +31,7 @@ use anyhow::{Context, bail};
 use chaos::ChaosArgs;
 use clap::{Parser, Subcommand};
 use parse::{driver_source, parse_option, read_secret_file};
-use remote::{cluster, node_status, summary};
+use remote::{cluster, node_status, status_report};
 use serve::{ServeArgs, serve_config};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +113,10 @@ enum Cmd {
         /// Give up after this long.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
+        /// The summary's rates and latencies are measured over this long
+        /// (two reads of `/metrics`); `0s` reads them once, without rates.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
     },
     /// Operate on the driver of a running node (admin token required).
     Driver {
@@ -143,6 +153,15 @@ enum Cmd {
         /// Print the verdicts as JSON.
         #[arg(long)]
         json: bool,
+        /// Keep compiled components here and reuse them, as `serve` does in
+        /// its data directory, so that a second check of an unchanged
+        /// component starts at once. Default: $XDG_CACHE_HOME/tsohost, else
+        /// ~/.cache/tsohost.
+        #[arg(long, env = "TSOHOST_CACHE_DIR", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Compile the component afresh, without the cache.
+        #[arg(long, conflicts_with = "cache_dir")]
+        no_cache: bool,
     },
     /// Simulate a cluster of a driver deterministically (simulated time,
     /// network, disks with power loss, faults) and check every promise.
@@ -154,6 +173,15 @@ enum Cmd {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Show what a stopped node's data directory holds: the driver record,
+    /// each driver's durable high water, the storage formats. Read only;
+    /// refused while a node runs on it.
+    Inspect(inspect::InspectArgs),
+    /// After a cluster lost its majority for good: create the data
+    /// directories of a new cluster whose timestamps all lie above the
+    /// highest high water of the old one's surviving directories
+    /// (docs/operations.md, "Recovery after quorum loss").
+    Recover(recover::RecoverArgs),
     /// Make certificates for HTTPS: a CA, a node and a client certificate.
     Certs {
         #[command(subcommand)]
@@ -254,14 +282,30 @@ enum ClusterCmd {
     },
 }
 
+/// Where `check-driver` keeps compiled components by default:
+/// `$XDG_CACHE_HOME/tsohost`, else `~/.cache/tsohost` (the XDG base
+/// directory convention); none if neither variable is set.
+fn user_cache_dir() -> Option<PathBuf> {
+    let nonempty = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty());
+    nonempty("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| nonempty("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .map(|dir| dir.join("tsohost"))
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     // A server logs what it does; a client command only what went wrong.
     // A simulation's drivers fail on purpose all the time; what matters is
     // in its report.
     let default_level = match cli.command {
         Cmd::Serve(_) => "info",
-        Cmd::Sim(_) | Cmd::CheckDriver { .. } => "off",
+        Cmd::Sim(_) => "off",
+        // What the check found is in its report; the log says only whether
+        // the component was compiled or came from the cache (the first
+        // check of a large component takes a while). `RUST_LOG=info` adds
+        // the driver's own output.
+        Cmd::CheckDriver { .. } => "off,tsohost::driver::component=info",
         _ => "warn",
     };
     let logs = tracing_subscriber::fmt()
@@ -292,10 +336,48 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The command line, with `serve --config FILE`'s settings added as flags
+/// ([`config`]); exits with clap's status 2 on an error of either.
+fn parse_command_line() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let cmd = Cli::command();
+    let (argv, file) = match config::with_config_file(&cmd, std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let Some(file) = file else {
+        return Cli::parse_from(argv);
+    };
+    match cmd
+        .try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            if e.use_stderr() {
+                eprintln!(
+                    "note: the settings of {} are passed as the flags they name (flags and \
+                     TSOHOST_* variables override them)",
+                    file.display()
+                );
+            }
+            std::process::exit(e.exit_code());
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if !matches!(
         cli.command,
-        Cmd::Serve(_) | Cmd::Certs { .. } | Cmd::Completions { .. }
+        Cmd::Serve(_)
+            | Cmd::Certs { .. }
+            | Cmd::Completions { .. }
+            | Cmd::Inspect(_)
+            | Cmd::Recover(_)
     ) {
         cli.client_tls.install()?;
     }
@@ -311,6 +393,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Certs { action } => certs::certs(action),
+        Cmd::Inspect(args) => inspect::inspect(args),
+        Cmd::Recover(args) => recover::recover(args),
         Cmd::Serve(args) => server::serve(serve_config(*args)?).await,
         Cmd::Ts {
             count,
@@ -339,12 +423,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Status { url, json, timeout } => {
-            let status = node_status(&url, timeout).await?;
+        Cmd::Status {
+            url,
+            json,
+            timeout,
+            interval,
+        } => {
             if json {
+                let status = node_status(&url, timeout).await?;
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", summary(&status));
+                print!("{}", status_report(&url, timeout, interval).await?);
             }
             Ok(())
         }
@@ -390,19 +479,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             driver,
             driver_options,
             json,
+            cache_dir,
+            no_cache,
         } => {
             let source = driver_source(&driver)?;
+            let cache_dir = match (no_cache, cache_dir) {
+                (true, _) => None,
+                (false, Some(dir)) => Some(dir),
+                (false, None) => user_cache_dir(),
+            };
             let report = tokio::task::spawn_blocking(move || {
                 let cluster = |loaded: &_, options: &[(String, String)]| {
                     crate::sim::gate(loaded, options, &driver)
                 };
-                crate::tools::conformance::check(&source, &driver_options, Some(&cluster))
+                crate::tools::conformance::check(
+                    &source,
+                    &driver_options,
+                    Some(&cluster),
+                    cache_dir,
+                )
             })
             .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", report.render());
+            }
+            if let Some(why) = report.refused_options() {
+                bail!("{why}");
             }
             if !report.passed() {
                 bail!("the driver breaks the contract");

@@ -1,5 +1,6 @@
-//! `tsohost serve`: its flags (each also `TSOHOST_<FLAG>`), checked into a
-//! [`ServeConfig`] before anything starts.
+//! `tsohost serve`: its flags (each also `TSOHOST_<FLAG>`, and a key of
+//! `--config FILE`, see [`super::config`]), checked into a [`ServeConfig`]
+//! before anything starts.
 
 use super::DEFAULT_LISTEN;
 use super::parse::{
@@ -16,6 +17,12 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub(super) struct ServeArgs {
+    /// Read settings from this TOML file: the flags' names without the
+    /// dashes as keys (`listen = "127.0.0.1:7373"`, `driver-option =
+    /// ["k=v"]`, `bootstrap = true`). Flags and TSOHOST_* variables
+    /// override it.
+    #[arg(long, env = "TSOHOST_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// A built-in driver (file, raft, paxos) or the path of a driver component (.wasm).
     #[arg(long, env = "TSOHOST_DRIVER", default_value = "file")]
     driver: String,
@@ -110,6 +117,10 @@ pub(super) struct ServeArgs {
 }
 
 pub(super) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+    if let Some(file) = &args.config {
+        // Its settings came in as flags (cli/config.rs); say where from.
+        tracing::info!(config = %file.display(), "settings read from the configuration file");
+    }
     let driver = driver_source(&args.driver)?;
     if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&args.window) {
         bail!("--window must be from 10ms to 60s, got {:?}", args.window);

@@ -327,7 +327,13 @@ impl Actor {
 
     /// Drop the instance, fail what it held, and tell the node.
     fn crashed(&mut self, reason: String) {
-        tracing::error!("{reason}; rebuilding the driver instance from storage");
+        // The first line says what failed and what the guest said last; the
+        // wasm backtrace after it is mostly addresses.
+        tracing::error!(
+            "{}; rebuilding the driver instance from storage",
+            super::instance::summary(&reason)
+        );
+        tracing::debug!("the lost instance's wasm backtrace: {reason}");
         self.release();
         let _ = self.events.send(Event::Crashed { reason });
     }

@@ -9,6 +9,7 @@
 
 use super::bindings::on_driver;
 use super::bindings::{BindingsPre, DRIVER_INTERFACE, DriverInfo, WIT_VERSIONS, version_index};
+use super::instance::{describe, summary};
 use super::sandbox::{self, EPOCH_TICK, GuestState};
 use crate::clock::SystemClock;
 use sha2::{Digest, Sha256};
@@ -220,13 +221,16 @@ impl Runtime {
         let digest = hex(&Sha256::digest(bytes));
         let component = self.compile_cached(label, &digest, bytes)?;
         let wit_version = check_exports(&self.engine, label, &component)?;
-        let instance_pre =
-            self.linker
-                .instantiate_pre(&component)
-                .map_err(|e| LoadError::Link {
-                    source_label: label.to_string(),
-                    reason: format!("{e:#}"),
-                })?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            let reason = format!("{e:#}");
+            LoadError::Link {
+                source_label: label.to_string(),
+                reason: match super::toolchain::link_hint(&reason) {
+                    Some(hint) => format!("{reason}. To fix: {hint}"),
+                    None => reason,
+                },
+            }
+        })?;
         let pre = BindingsPre::new(&wit_version, instance_pre).map_err(|e| LoadError::Link {
             source_label: label.to_string(),
             reason: format!("{e:#}"),
@@ -263,8 +267,10 @@ impl Runtime {
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| failed(format!("it cannot be instantiated: {e:#}")))?;
-        let info = on_driver!(&bindings, driver => driver.call_info(&mut store))
-            .map_err(|e| failed(format!("`info` failed: {e:#}")))?;
+        let info = on_driver!(&bindings, driver => driver.call_info(&mut store)).map_err(|e| {
+            let reason = describe(&store, self.limits, "info", e);
+            failed(summary(&reason).to_string())
+        })?;
         if !valid_name(&info.name) {
             return Err(LoadError::BadName {
                 source_label: label.to_string(),

@@ -15,7 +15,7 @@
 //!   re-entered.
 
 use super::bindings::{Bindings, Config, DriverError, on_driver};
-use super::component::LoadedDriver;
+use super::component::{GuestLimits, LoadedDriver};
 use super::fault::{GuestFault, GuestFaults};
 use super::protocol::{Command, Event};
 use super::sandbox::{self, GuestState};
@@ -83,11 +83,15 @@ impl Instance {
         state.observe_writes = setup.observe_writes;
         // The component's `info` was asked, and its name checked, when it
         // was loaded (see `Runtime::load`).
-        state.name = driver.info.name.clone();
+        state.set_name(&driver.info.name, setup.config.node_id);
         state.storage = Some(setup.storage);
         let mut store = sandbox::store(driver.pre.engine(), state, setup.call_timeout);
+        let limits = GuestLimits {
+            memory: setup.memory_limit,
+            call_timeout: setup.call_timeout,
+        };
         let describe = |store: &Store<GuestState>, call: &str, e: wasmtime::Error| {
-            describe(store, setup.call_timeout, setup.memory_limit, call, e)
+            describe(store, limits, call, e)
         };
         let bindings = driver
             .pre
@@ -117,7 +121,11 @@ impl Instance {
     }
 
     fn failed(&self, call: &str, e: wasmtime::Error) -> String {
-        describe(&self.store, self.call_timeout, self.memory_limit, call, e)
+        let limits = GuestLimits {
+            memory: self.memory_limit,
+            call_timeout: self.call_timeout,
+        };
+        describe(&self.store, limits, call, e)
     }
 
     /// Hand the guest a request (or a shutdown, which is not the guest's).
@@ -224,29 +232,96 @@ impl Instance {
 }
 
 /// Why a call failed, in words an operator can act on.
-fn describe(
+///
+/// The first line is the whole story on one line: what failed, why, and
+/// what the guest said last (its exception message, where its language
+/// runtime wrote one, and its last lines of output; see
+/// [`super::guest_output`]). The wasm backtrace, if any, follows on the
+/// next lines; [`summary`] keeps the first line only.
+pub(super) fn describe(
     store: &Store<GuestState>,
-    call_timeout: Duration,
-    memory_limit: usize,
+    limits: GuestLimits,
     call: &str,
     e: wasmtime::Error,
 ) -> String {
-    let name = &store.data().name;
-    if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
-        return format!(
+    let GuestLimits {
+        memory: memory_limit,
+        call_timeout,
+    } = limits;
+    let state = store.data();
+    let name = &state.name;
+    let (cause, backtrace) = cause_and_backtrace(&e);
+    let what = if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
+        format!(
             "driver {name}: `{call}` ran longer than the per-call limit ({call_timeout:?}); the \
              guest was stopped"
-        );
-    }
-    let text = format!("{e:#}");
-    // StoreLimits with trap_on_grow_failure: the guest asked for more
-    // memory than its cap.
-    if text.contains("forcing trap when growing memory") {
-        return format!(
+        )
+    } else if cause.contains("forcing trap when growing memory") {
+        // StoreLimits with trap_on_grow_failure: the guest asked for more
+        // memory than its cap.
+        format!(
             "driver {name}: `{call}` exceeded the guest memory limit ({} MiB); the guest was \
              stopped",
             memory_limit >> 20
-        );
+        )
+    } else {
+        format!("driver {name}: `{call}` trapped: {cause}")
+    };
+    let mut text = what + &said(&state.output.tail());
+    if let Some(backtrace) = backtrace {
+        text.push('\n');
+        text.push_str(&backtrace);
     }
-    format!("driver {name}: `{call}` trapped: {text}")
+    text
+}
+
+/// Lines of the guest's output a trap's report quotes, and how long each
+/// may be there.
+const QUOTED_LINES: usize = 4;
+const QUOTED_CHARS: usize = 200;
+
+/// What the guest said before it failed, for the end of a report's first
+/// line: "; the guest's exception: …; its last output: "…" | "…"", or
+/// nothing if it wrote nothing.
+fn said(tail: &[String]) -> String {
+    let mut out = String::new();
+    if let Some(exception) = super::guest_output::exception(tail) {
+        out.push_str(&format!("; the guest's exception: {}", quote(&exception)));
+    }
+    let last = &tail[tail.len().saturating_sub(QUOTED_LINES)..];
+    if !last.is_empty() {
+        let lines: Vec<String> = last.iter().map(|l| format!("\"{}\"", quote(l))).collect();
+        out.push_str(&format!("; its last output: {}", lines.join(" | ")));
+    }
+    out
+}
+
+/// At most [`QUOTED_CHARS`] characters of `line`.
+fn quote(line: &str) -> String {
+    match line.char_indices().nth(QUOTED_CHARS) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
+}
+
+/// The error's causes on one line, and wasmtime's wasm backtrace (frame
+/// addresses, rarely names), which it attaches as one of the causes.
+fn cause_and_backtrace(e: &wasmtime::Error) -> (String, Option<String>) {
+    let mut causes = Vec::new();
+    let mut backtrace = None;
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.starts_with("error while executing at wasm backtrace") {
+            backtrace = Some(text);
+        } else {
+            causes.push(text.lines().map(str::trim).collect::<Vec<_>>().join(" "));
+        }
+    }
+    (causes.join(": "), backtrace)
+}
+
+/// The first line of a failure's description: what failed, why, and what
+/// the guest said last, without the backtrace.
+pub fn summary(reason: &str) -> &str {
+    reason.lines().next().unwrap_or_default()
 }

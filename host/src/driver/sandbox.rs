@@ -1,7 +1,8 @@
 //! What a guest can touch: the `host` interface and a WASI with every
 //! capability denied or virtualized.
 //!
-//! A guest gets no files, sockets, environment or arguments; its WASI clocks
+//! A guest gets no files, sockets, environment or arguments (its stdout and
+//! stderr go to the node's log, through [`GuestOutput`]); its WASI clocks
 //! stand still and its WASI randomness is a stream derived from the seed in
 //! its config, so a driver's behaviour is a function of its inputs
 //! (docs/architecture.md §4). Memory is capped by [`StoreLimits`] (which
@@ -11,6 +12,7 @@
 use super::bindings::v0_2::tsohost;
 use super::bindings::{DriverError, Leadership, LogLevel, Peer, v0_1, v0_2};
 use super::fault::{GuestFault, GuestFaults};
+use super::guest_output::{GuestOutput, Source};
 use super::protocol::Event;
 use crate::clock::Clock;
 use crate::storage::{Storage, WriteBatch};
@@ -120,10 +122,6 @@ impl ResourceLimiter for MeteredLimits {
 
 /// The most entries one `storage-scan` returns, whatever the guest asks.
 pub const MAX_SCAN: usize = 10_000;
-/// Longest log line kept from a guest.
-const MAX_LOG_LINE: usize = 4096;
-/// Per call into the guest: log lines kept, then dropped (with one note).
-const MAX_LOG_LINES_PER_CALL: u32 = 64;
 /// Per call into the guest: payload bytes `send` may queue, then dropped.
 /// Guest memory is capped, but a guest could send the same buffer in a loop
 /// until its time runs out; this bounds what that costs the host.
@@ -143,8 +141,10 @@ pub struct GuestState {
     pub(super) pending: BTreeSet<u64>,
     /// The driver's name, for logs.
     pub(super) name: String,
-    /// What the current call has used of its budgets; reset per call.
-    log_lines: u32,
+    /// What the guest writes (stdout, stderr, `log`): rate-limited into the
+    /// node's log, its last lines kept for a trap's report.
+    pub(super) output: GuestOutput,
+    /// What the current call has used of its send budget; reset per call.
     sent_bytes: usize,
     pub(super) faults: Arc<GuestFaults>,
     /// How long an injected hang blocks: past the per-call limit.
@@ -170,7 +170,10 @@ impl GuestState {
         let seed_bytes: Vec<u8> = (0..32u64)
             .flat_map(|i| (seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes())
             .collect();
+        let output = GuestOutput::new(clock.clone());
         let wasi = WasiCtxBuilder::new()
+            .stdout(output.stream(Source::Stdout))
+            .stderr(output.stream(Source::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -194,7 +197,7 @@ impl GuestState {
             clock,
             pending: BTreeSet::new(),
             name: String::from("(unnamed)"),
-            log_lines: 0,
+            output,
             sent_bytes: 0,
             faults,
             hang_for: call_timeout + 4 * EPOCH_TICK,
@@ -223,8 +226,15 @@ impl GuestState {
 
     /// Reset the per-call budgets; the actor calls it before every call.
     pub(super) fn begin_call(&mut self) {
-        self.log_lines = 0;
+        self.output.begin_call();
         self.sent_bytes = 0;
+    }
+
+    /// Name the driver (and the node it runs on) in what the host logs of
+    /// it.
+    pub(super) fn set_name(&mut self, name: &str, node: u64) {
+        self.name = name.to_string();
+        self.output.attribute(name, node);
     }
 
     /// The storage for a read, or a trap: before `init` (the probe of `info`)
@@ -390,35 +400,11 @@ impl tsohost::driver::host::Host for GuestState {
         Ok(())
     }
 
-    fn log(&mut self, level: LogLevel, mut message: String) -> wasmtime::Result<()> {
+    /// Into the node's log, under the same limits as stdout and stderr
+    /// (see [`super::guest_output`]).
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
         self.fault()?;
-        self.log_lines += 1;
-        if self.log_lines > MAX_LOG_LINES_PER_CALL {
-            if self.log_lines == MAX_LOG_LINES_PER_CALL + 1 {
-                tracing::warn!(
-                    driver = %self.name,
-                    "driver logged more than {MAX_LOG_LINES_PER_CALL} lines in one call; \
-                     dropping the rest of this call's lines"
-                );
-            }
-            return Ok(());
-        }
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        let name = &self.name;
-        match level {
-            LogLevel::Error => tracing::error!(driver = %name, "{message}"),
-            LogLevel::Warn => tracing::warn!(driver = %name, "{message}"),
-            LogLevel::Info => tracing::info!(driver = %name, "{message}"),
-            LogLevel::Debug => tracing::debug!(driver = %name, "{message}"),
-            LogLevel::Trace => tracing::trace!(driver = %name, "{message}"),
-        }
+        self.output.log(level, &message);
         Ok(())
     }
 }

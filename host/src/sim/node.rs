@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::driver::actor::{MAX_BACKOFF, MAX_TICK_INTERVAL, MIN_BACKOFF};
 use crate::driver::bindings::{Config, Peer, describe};
 use crate::driver::fault::{GuestFault, GuestFaults};
-use crate::driver::instance::{BuildError, Instance, Setup};
+use crate::driver::instance::{BuildError, Instance, Setup, summary};
 use crate::driver::{Command, DriverError, Epoch, Event, Leadership, Role};
 use crate::node::term::{Effect, Request, TermMachine};
 use std::collections::BTreeMap;
@@ -280,7 +280,7 @@ impl SimNode {
                 format!(
                     "the driver loops: {} (no hang was injected; a call that does not return \
                      stops the node until the host rebuilds the instance)",
-                    one_line(&reason)
+                    summary(&reason)
                 ),
             );
             return;
@@ -288,7 +288,7 @@ impl SimNode {
         if let Some(instance) = self.instance.take() {
             instance.release();
         }
-        w.note(self.id, format!("instance lost: {}", one_line(&reason)));
+        w.note(self.id, format!("instance lost: {}", summary(&reason)));
         self.last_report = None;
         w.instance_losses += 1;
         let effects = self.term.lose(&mut self.alloc);
@@ -623,19 +623,5 @@ fn shown_report(report: &Leadership, now_ms: u64) -> String {
     match report.leader {
         Some(leader) => format!("{role} of n{leader} in epoch {}", report.epoch),
         None => format!("{role}, no leader known, epoch {}", report.epoch),
-    }
-}
-
-/// A trap's description without its wasm backtrace: the first line and the
-/// trap itself.
-fn one_line(reason: &str) -> String {
-    let mut lines = reason.lines();
-    let first = lines.next().unwrap_or_default();
-    match lines.last() {
-        Some(last) => {
-            let cause = last.rsplit(": ").next().unwrap_or(last).trim();
-            format!("{} … {cause}", first.trim_end_matches(':').trim_end())
-        }
-        None => first.to_string(),
     }
 }

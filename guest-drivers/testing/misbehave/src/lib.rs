@@ -5,6 +5,12 @@
 //! - `trap-in-init`, `loop-in-init`, `hog-in-init`: misbehave in `init`;
 //! - `trap-on-persist=N`, `loop-on-persist=N`, `hog-on-persist=N`: behave for
 //!   the first N-1 persists of each instance, misbehave on the Nth;
+//! - `print-then-trap` (in `init`), `print-then-trap-on-persist=N`: write a
+//!   line to stdout and one to stderr, then panic (the host must show both
+//!   and the panic's message in the trap's report);
+//! - `flood`: write one line of 10 KiB and 1000 lines in `init` and on every
+//!   tick, ticking every 10 ms (the host must rate-limit them, and keep
+//!   serving);
 //! - `break=RULE`: break one rule of the contract, so that the conformance
 //!   checker can be shown to catch it: `no-sync` (persist without a synced
 //!   write), `decrease` (a lower persist lowers the high water), `no-fence`,
@@ -33,6 +39,8 @@ enum Fault {
     Trap,
     Loop,
     Hog,
+    PrintThenTrap,
+    Flood,
 }
 
 const BREAKABLE: &[&str] = &[
@@ -235,6 +243,8 @@ fn parse(value: &str) -> Result<(Fault, u64), DriverError> {
         "trap" => Fault::Trap,
         "loop" => Fault::Loop,
         "hog" => Fault::Hog,
+        "print-then-trap" => Fault::PrintThenTrap,
+        "flood" => Fault::Flood,
         _ => None.ok_or_else(|| DriverError::InvalidConfig(format!("fault `{value}`")))?,
     };
     let at = at.ok_or_else(|| DriverError::InvalidConfig(format!("fault `{value}`: count")))?;
@@ -244,6 +254,12 @@ fn parse(value: &str) -> Result<(Fault, u64), DriverError> {
 fn misbehave(fault: Fault) {
     match fault {
         Fault::Trap => panic!("misbehave: trapping on purpose"),
+        Fault::PrintThenTrap => {
+            println!("misbehave: a line on stdout before the trap");
+            eprintln!("misbehave: a line on stderr before the trap");
+            panic!("misbehave: trapping on purpose after printing");
+        }
+        Fault::Flood => flood(),
         Fault::Loop => {
             let mut n: u64 = 0;
             loop {
@@ -257,6 +273,14 @@ fn misbehave(fault: Fault) {
                 std::hint::black_box(&hoard);
             }
         }
+    }
+}
+
+/// More output than a host should log: a line of 10 KiB, then a thousand.
+fn flood() {
+    eprintln!("misbehave: a long line {}", "x".repeat(10 << 10));
+    for i in 0..1000 {
+        println!("misbehave: flood line {i}");
     }
 }
 
@@ -292,8 +316,16 @@ impl Driver for Misbehave {
     const NAME: &'static str = "misbehave";
 
     fn init(host: Rc<dyn Host>, cfg: &Config) -> Result<Self, DriverError> {
-        rules::check_options(cfg, &["fault", "probe", "break"])?;
         let option = |key: &str| cfg.options.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        // A fault in `init` fires before the options are checked, as in a
+        // driver that dies whatever it is given: check-driver's probe with
+        // an unknown option must report the trap, not an answer.
+        if let Some(Ok((fault, 0))) = option("fault").map(|v| parse(v))
+            && fault != Fault::Flood
+        {
+            misbehave(fault);
+        }
+        rules::check_options(cfg, &["fault", "probe", "break"])?;
         if let Some(rule) = option("break") {
             return Self::init_broken(host, cfg, rule);
         }
@@ -328,7 +360,11 @@ impl Driver for Misbehave {
 
     fn on_message(&mut self, _from: NodeId, _payload: &[u8]) {}
 
-    fn on_tick(&mut self, _now_ms: u64) -> u64 {
+    fn on_tick(&mut self, now_ms: u64) -> u64 {
+        if let Some((Fault::Flood, _)) = self.plan {
+            flood();
+            return now_ms + 10;
+        }
         u64::MAX
     }
 

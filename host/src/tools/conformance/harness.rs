@@ -21,7 +21,7 @@
 use crate::allocator::Now;
 use crate::clock::Clock;
 use crate::driver::bindings::{Config, DriverError, Epoch, Peer, Role, describe};
-use crate::driver::instance::{BuildError, Instance, Setup};
+use crate::driver::instance::{BuildError, Instance, Setup, summary};
 use crate::driver::{Command, Event, LoadedDriver};
 use crate::sim::disk::Disk;
 use crate::storage::Storage;
@@ -125,26 +125,6 @@ pub enum StartFailure {
     Refused(DriverError),
     /// Instantiation or `init` trapped or overran (already recorded).
     Trapped(String),
-}
-
-/// A trap's description on one line: wasmtime appends the guest's
-/// backtrace (frame addresses, rarely names) before the trap itself.
-fn one_line(reason: &str) -> String {
-    let mut lines = reason.lines();
-    let first = lines.next().unwrap_or_default();
-    match lines.last() {
-        None => first.to_string(),
-        Some(last) => {
-            let first = first
-                .trim_end()
-                .trim_end_matches("error while executing at wasm backtrace:")
-                .trim_end();
-            let cause = last
-                .rsplit_once(">: ")
-                .map_or(last.trim(), |(_, cause)| cause);
-            format!("{first} {cause}")
-        }
-    }
 }
 
 impl fmt::Display for StartFailure {
@@ -323,7 +303,7 @@ impl<'l, 'a> Subject<'l, 'a> {
                 Err(StartFailure::Refused(error))
             }
             Err(BuildError::Crashed(reason)) => {
-                let reason = one_line(&reason);
+                let reason = summary(&reason).to_string();
                 self.discard_events();
                 self.lab.crashed(&reason);
                 Err(StartFailure::Trapped(reason))
@@ -346,7 +326,7 @@ impl<'l, 'a> Subject<'l, 'a> {
     /// the reason, on one line. What the release fails is not the driver's
     /// answer, so it is not journaled.
     fn lose(&mut self, reason: &str) -> String {
-        let reason = one_line(reason);
+        let reason = summary(reason).to_string();
         self.lab.crashed(&reason);
         if let Some(instance) = self.instance.take() {
             instance.release();
@@ -496,23 +476,5 @@ impl<'l, 'a> Subject<'l, 'a> {
 impl Drop for Subject<'_, '_> {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::one_line;
-
-    #[test]
-    fn a_trap_is_told_on_one_line_without_its_backtrace() {
-        let trap = "driver d: `init` trapped: error while executing at wasm backtrace:\n    \
-                    0:  0x142b2 - <unknown>!<wasm function 320>\n    \
-                    1:  0x7841 - <unknown>!<wasm function 144>: wasm trap: wasm `unreachable` \
-                    instruction executed";
-        assert_eq!(
-            one_line(trap),
-            "driver d: `init` trapped: wasm trap: wasm `unreachable` instruction executed"
-        );
-        assert_eq!(one_line("ran too long"), "ran too long");
     }
 }

@@ -22,6 +22,7 @@ use crate::driver::{DriverSource, GuestLimits, LoadError, LoadedDriver, Runtime}
 use harness::Lab;
 use rules::Ledger;
 use serde::Serialize;
+use std::path::PathBuf;
 
 /// The name of the rule a simulated cluster judges, when the caller checks
 /// one (see [`ClusterCheck`]).
@@ -40,23 +41,35 @@ pub type ClusterCheck<'a> =
 /// array of `{"rule", "outcome", "detail"}`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
-pub struct Report(Vec<Verdict>);
+pub struct Report {
+    verdicts: Vec<Verdict>,
+    /// Why nothing could be checked if the driver refused the options the
+    /// user gave: theirs to fix, not a break of the contract.
+    #[serde(skip)]
+    refused_options: Option<String>,
+}
 
 impl Report {
     pub fn verdicts(&self) -> &[Verdict] {
-        &self.0
+        &self.verdicts
     }
 
     /// Whether every rule was checked and held.
     pub fn passed(&self) -> bool {
-        self.0.iter().all(|v| v.outcome == Outcome::Pass)
+        self.verdicts.iter().all(|v| v.outcome == Outcome::Pass)
+    }
+
+    /// Set if the driver refused the `--driver-option`s given (then every
+    /// rule but `init` is skipped): why, and what to do.
+    pub fn refused_options(&self) -> Option<&str> {
+        self.refused_options.as_deref()
     }
 
     /// Lines for a terminal, ending with the count of rules that hold or
     /// not.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        for v in &self.0 {
+        for v in &self.verdicts {
             let mark = match v.outcome {
                 Outcome::Pass => "ok  ",
                 Outcome::Fail => "FAIL",
@@ -64,13 +77,21 @@ impl Report {
             };
             out.push_str(&format!("{mark}  {}: {}\n", v.rule, v.detail));
         }
-        let total = self.0.len();
+        let total = self.verdicts.len();
         if self.passed() {
             out.push_str(&format!("all {total} rules hold\n"));
+        } else if self.refused_options.is_some() {
+            out.push_str(&format!(
+                "none of {total} rules checked: the driver refused the options given\n"
+            ));
         } else {
-            let failed = self.0.iter().filter(|v| v.outcome == Outcome::Fail).count();
+            let failed = self
+                .verdicts
+                .iter()
+                .filter(|v| v.outcome == Outcome::Fail)
+                .count();
             let skipped = self
-                .0
+                .verdicts
                 .iter()
                 .filter(|v| v.outcome == Outcome::Skipped)
                 .count();
@@ -83,9 +104,12 @@ impl Report {
 }
 
 /// Compile and validate the component once, under the limits every
-/// instance of the check runs under.
-pub fn load(source: &DriverSource) -> Result<LoadedDriver, LoadError> {
-    Runtime::new(None)?
+/// instance of the check runs under. With `cache_dir`, compiled code is
+/// kept there and reused as `serve` does (keyed by the component's digest
+/// and the engine), so a second check of an unchanged component skips the
+/// compilation (seconds to tens of seconds for a large component).
+pub fn load(source: &DriverSource, cache_dir: Option<PathBuf>) -> Result<LoadedDriver, LoadError> {
+    Runtime::new(cache_dir)?
         .with_limits(GuestLimits {
             memory: harness::MEMORY_LIMIT,
             call_timeout: harness::CALL_TIMEOUT,
@@ -94,20 +118,23 @@ pub fn load(source: &DriverSource) -> Result<LoadedDriver, LoadError> {
 }
 
 /// Check `source` against the contract, as a single node with `options`
-/// given to every `init`, then with `cluster` if given.
+/// given to every `init`, then with `cluster` if given; compiled code is
+/// cached in `cache_dir` (see [`load`]).
 pub fn check(
     source: &DriverSource,
     options: &[(String, String)],
     cluster: Option<ClusterCheck<'_>>,
+    cache_dir: Option<PathBuf>,
 ) -> Report {
     let mut ledger = Ledger::default();
-    let driver = match load(source) {
+    let mut refused_options = None;
+    let driver = match load(source, cache_dir) {
         Ok(driver) => {
             ledger.pass(
                 Rule::Component,
                 format!("exports tsohost:driver/driver@{}", driver.wit_version),
             );
-            single_node::run(&Lab::new(&driver, options), &mut ledger);
+            refused_options = single_node::run(&Lab::new(&driver, options), &mut ledger).err();
             Some(driver)
         }
         Err(e) => {
@@ -122,6 +149,9 @@ pub fn check(
     if let Some(cluster) = cluster {
         verdicts.push(match &driver {
             None => Verdict::skipped(CLUSTER_RULE, "the component did not load"),
+            Some(_) if refused_options.is_some() => {
+                Verdict::skipped(CLUSTER_RULE, "the driver refused the options given")
+            }
             Some(_) if !started_alone => Verdict::skipped(CLUSTER_RULE, "init failed alone"),
             // The simulation assumes a driver that keeps the rules alone;
             // one that breaks them would only fail it again, slowly.
@@ -135,5 +165,8 @@ pub fn check(
             },
         });
     }
-    Report(verdicts)
+    Report {
+        verdicts,
+        refused_options,
+    }
 }

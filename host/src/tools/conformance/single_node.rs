@@ -1,9 +1,12 @@
 //! The single-node scenario: what `check-driver` does to a driver, step by
 //! step, and how each step is judged.
 //!
-//! 1. `init` with an unknown option, on its own disk: refused with
-//!    `invalid-config`.
-//! 2. `init` alone (node 1, bootstrap, floor 0); it reports leadership
+//! 1. `init` alone (node 1, bootstrap, floor 0, the user's options): if it
+//!    refuses the user's options (`invalid-config`), nothing else runs and
+//!    the report says so: the options are the user's to fix.
+//!    Then `init` with one more, unknown option, on its own disk: refused
+//!    with `invalid-config`.
+//! 2. The instance of step 1 reports leadership
 //!    (epoch `e1`), loads 0, persists `P1` (completed after a synced write
 //!    made after the hand-over, answering at least `P1`), a lower persist and
 //!    a load answer at least `P1`, and `2^46` is out of range.
@@ -19,7 +22,9 @@
 //! 6. No call trapped or overran, in any of the instances above.
 //!
 //! Every step that cannot run (its instance is gone, an earlier step it
-//! builds on failed) leaves its rule to be reported skipped.
+//! builds on failed) leaves its rule to be reported skipped. A trap in any
+//! step fails that step's rule with the trap, in the guest's words (what
+//! it printed last, its exception), never as an answer of the contract.
 
 use super::harness::{CALL_TIMEOUT, Lab, Persisted, Reply, StartFailure, Subject};
 use super::rules::{Ledger, Rule};
@@ -51,11 +56,38 @@ const NEED_LEADER: &[Rule] = &[
 ];
 
 /// Run the scenario with `lab`'s driver; the component rule is the
-/// caller's.
-pub fn run(lab: &Lab, ledger: &mut Ledger) {
-    unknown_options(lab, ledger);
+/// caller's. `Err(why)`: the driver refused the options the user gave
+/// (`invalid-config` with options given): nothing could be checked, and
+/// that is the user's to fix, not a break of the contract.
+pub fn run(lab: &Lab, ledger: &mut Ledger) -> Result<(), String> {
     let mut node = Subject::new(lab, 0);
-    match node.start() {
+    let started = node.start();
+    if let Err(StartFailure::Refused(DriverError::InvalidConfig(message))) = &started
+        && !lab.options.is_empty()
+    {
+        let given = lab
+            .options
+            .iter()
+            .map(|(k, v)| format!("--driver-option {k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let why = format!(
+            "the driver refused the options given ({given}): invalid-config: {message}; fix or \
+             drop them (the driver's documentation lists the options it takes)"
+        );
+        ledger.fail(Rule::Init, &why);
+        let skipped = "the driver refused the options given";
+        ledger.skip(
+            &[Rule::UnknownOptions, Rule::Leadership, Rule::NoTraps],
+            skipped,
+        );
+        ledger.skip(NEED_LEADER, skipped);
+        return Err(why);
+    }
+    // A driver that refuses the options given would refuse one more for
+    // that reason alone: this probe runs only once they are accepted.
+    unknown_options(lab, ledger);
+    match started {
         Err(failure) => {
             let detail = match failure {
                 StartFailure::Refused(e) => format!(
@@ -82,6 +114,7 @@ pub fn run(lab: &Lab, ledger: &mut Ledger) {
         }
     }
     no_traps(lab, ledger);
+    Ok(())
 }
 
 fn unknown_options(lab: &Lab, ledger: &mut Ledger) {
@@ -129,6 +162,9 @@ fn not_leading(reply: &Reply) -> String {
              and leader 1",
             super::harness::BUDGET_MS / 1000
         ),
+        Reply::Trapped(reason) => {
+            format!("while node 1 was to report leadership, the instance trapped: {reason}")
+        }
         other => format!("node 1 never reported itself leader: {other}"),
     }
 }
@@ -167,6 +203,12 @@ impl Persists {
                 return None;
             }
             Reply::Done(Ok(value)) => value,
+            Reply::Trapped(reason) => {
+                let detail = format!("{what} ({at_least}, epoch {epoch}) trapped: {reason}");
+                ledger.fail(Rule::SyncedBeforeCompletion, &detail);
+                ledger.fail(Rule::AtLeast, detail);
+                return None;
+            }
             other => {
                 let detail = format!("{what} ({at_least}, epoch {epoch}) answered {other}");
                 ledger.fail(Rule::SyncedBeforeCompletion, &detail);
@@ -221,15 +263,22 @@ fn lifecycle(node: &mut Subject, ledger: &mut Ledger) {
         }
     };
     let loaded = node.load();
-    ledger.judge(
+    if !trapped(
+        ledger,
         Rule::Load,
-        loaded == Reply::Done(Ok(0)),
-        "0 on empty storage".into(),
-        format!(
-            "on empty storage with floor 0, load answered {loaded}; answer 0: nothing was \
-             persisted"
-        ),
-    );
+        "load-high-water on empty storage",
+        &[&loaded],
+    ) {
+        ledger.judge(
+            Rule::Load,
+            loaded == Reply::Done(Ok(0)),
+            "0 on empty storage".into(),
+            format!(
+                "on empty storage with floor 0, load answered {loaded}; answer 0: nothing was \
+                 persisted"
+            ),
+        );
+    }
 
     let mut persists = Persists::default();
     let first = persists.raise(node, ledger, 2 * STEP, epoch, "the first persist");
@@ -256,6 +305,18 @@ fn lifecycle(node: &mut Subject, ledger: &mut Ledger) {
             }
         };
         let reloaded = node.load();
+        if trapped(
+            ledger,
+            Rule::Survives,
+            &format!("{what}: a load"),
+            &[&reloaded],
+        ) {
+            ledger.skip(
+                &[Rule::NewerEpoch, Rule::Fenced],
+                "a restarted instance trapped",
+            );
+            return;
+        }
         ledger.judge(
             Rule::Survives,
             reloaded.ok().is_some_and(|v| v >= persists.acked),
@@ -271,6 +332,8 @@ fn lifecycle(node: &mut Subject, ledger: &mut Ledger) {
             ),
         );
         let above = persists.acked.max(reloaded.ok().unwrap_or(0));
+        // A driver may answer anything: no arithmetic on its answers may
+        // overflow (the report must come out whole).
         match round {
             // Nothing synced after this instance took its epoch: a power
             // loss now shows whether the epoch was synced.
@@ -278,7 +341,7 @@ fn lifecycle(node: &mut Subject, ledger: &mut Ledger) {
             RESTARTS => {
                 stale_epochs(node, ledger, &earlier, epoch, reloaded.ok());
                 // Above whatever a stale persist that was not fenced wrote.
-                let at = above + STEP * (earlier.len() as u64 + 2);
+                let at = above.saturating_add(STEP * (earlier.len() as u64 + 2));
                 persists.raise(
                     node,
                     ledger,
@@ -289,7 +352,7 @@ fn lifecycle(node: &mut Subject, ledger: &mut Ledger) {
             }
             _ => {
                 let what = format!("{what}: a persist");
-                persists.raise(node, ledger, above + STEP, epoch, &what);
+                persists.raise(node, ledger, above.saturating_add(STEP), epoch, &what);
             }
         }
         // Every epoch this instance reported, through all it was asked.
@@ -319,23 +382,25 @@ fn never_decreases(node: &mut Subject, ledger: &mut Ledger, first: Option<u64>, 
         );
         return;
     };
-    let lower = high - STEP / 2;
+    let lower = high.saturating_sub(STEP / 2);
     let persisted = node.persist(lower, epoch).reply;
-    match persisted {
-        Reply::NoInstance => {
-            ledger.skip(&[Rule::NeverDecreases], "the instance was lost earlier");
-            return;
-        }
-        Reply::Trapped(_) => {
-            ledger.fail(
-                Rule::NeverDecreases,
-                format!("after persisting {high}, a persist of {lower}: {persisted}"),
-            );
-            return;
-        }
-        _ => {}
+    if persisted == Reply::NoInstance {
+        ledger.skip(&[Rule::NeverDecreases], "the instance was lost earlier");
+        return;
+    }
+    let what = format!("after persisting {high}, a persist of {lower}");
+    if trapped(ledger, Rule::NeverDecreases, &what, &[&persisted]) {
+        return;
     }
     let reread = node.load();
+    if trapped(
+        ledger,
+        Rule::NeverDecreases,
+        &format!("{what}, then a load"),
+        &[&reread],
+    ) {
+        return;
+    }
     ledger.judge(
         Rule::NeverDecreases,
         persisted.ok().is_some_and(|v| v >= high) && reread.ok().is_some_and(|v| v >= high),
@@ -355,6 +420,10 @@ fn out_of_range(node: &mut Subject, ledger: &mut Ledger, epoch: Epoch) {
         Reply::Done(Err(DriverError::OutOfRange(_))) => {
             ledger.pass(Rule::OutOfRange, "2^46 failed with out-of-range");
         }
+        Reply::Trapped(reason) => ledger.fail(
+            Rule::OutOfRange,
+            format!("a persist of 2^46 trapped: {reason}"),
+        ),
         other => ledger.fail(
             Rule::OutOfRange,
             format!("a persist of 2^46 answered {other}; answer out-of-range"),
@@ -404,11 +473,18 @@ fn stale_epochs(
     }
     let base = loaded.unwrap_or(0);
     for (k, &epoch) in stale.iter().enumerate() {
-        let at_least = base + STEP * (k as u64 + 1);
+        let at_least = base.saturating_add(STEP * (k as u64 + 1));
         match node.persist(at_least, epoch).reply {
             Reply::Done(Err(DriverError::Fenced(newer))) if newer > epoch => {}
             Reply::NoInstance => {
                 ledger.skip(&[Rule::Fenced], "the instance was lost earlier");
+                return;
+            }
+            Reply::Trapped(reason) => {
+                ledger.fail(
+                    Rule::Fenced,
+                    format!("a persist under the older epoch {epoch} trapped: {reason}"),
+                );
                 return;
             }
             other => {
@@ -425,6 +501,14 @@ fn stale_epochs(
         }
     }
     let reread = node.load();
+    if trapped(
+        ledger,
+        Rule::Fenced,
+        "a load after the stale persists",
+        &[&reread],
+    ) {
+        return;
+    }
     let tried = stale
         .iter()
         .map(ToString::to_string)
@@ -462,6 +546,10 @@ fn floor(lab: &Lab, ledger: &mut Ledger) {
     let loaded = node.load();
     let low = 100;
     let persisted = node.persist(low, epoch).reply;
+    let what = format!("floor {FLOOR} on empty storage: a load and a persist of {low}");
+    if trapped(ledger, Rule::Floor, &what, &[&loaded, &persisted]) {
+        return;
+    }
     let at_floor = |reply: &Reply| reply.ok().is_some_and(|v| v >= FLOOR);
     ledger.judge(
         Rule::Floor,
@@ -474,9 +562,38 @@ fn floor(lab: &Lab, ledger: &mut Ledger) {
     );
 }
 
+/// If a reply is a trap, `rule` fails with the trap in the guest's words
+/// (`what` names the step), and true: a trap is never judged as an answer
+/// of the contract.
+fn trapped(ledger: &mut Ledger, rule: Rule, what: &str, replies: &[&Reply]) -> bool {
+    let Some(reason) = replies.iter().find_map(|reply| match reply {
+        Reply::Trapped(reason) => Some(reason),
+        _ => None,
+    }) else {
+        return false;
+    };
+    ledger.fail(rule, format!("{what}: the instance trapped: {reason}"));
+    true
+}
+
 /// Step 6, over every instance of the check.
 fn no_traps(lab: &Lab, ledger: &mut Ledger) {
     let crashes = lab.crashes();
+    // The same trap in every instance is told once, with its count.
+    let mut distinct: Vec<(&String, usize)> = Vec::new();
+    for crash in &crashes {
+        match distinct.iter_mut().find(|(c, _)| *c == crash) {
+            Some((_, n)) => *n += 1,
+            None => distinct.push((crash, 1)),
+        }
+    }
+    let told: Vec<String> = distinct
+        .iter()
+        .map(|(crash, n)| match n {
+            1 => crash.to_string(),
+            n => format!("{crash} ({n} times)"),
+        })
+        .collect();
     ledger.judge(
         Rule::NoTraps,
         crashes.is_empty(),
@@ -489,7 +606,7 @@ fn no_traps(lab: &Lab, ledger: &mut Ledger) {
              every call within {CALL_TIMEOUT:?}",
             crashes.len(),
             lab.instances(),
-            crashes.join("; ")
+            told.join("; ")
         ),
     );
 }
