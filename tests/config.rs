@@ -6,11 +6,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{BIN, get, json, timestamp};
+use support::{BIN, get, json, ready_within, timestamp};
+use tsohost::tools::cluster::listening_url;
 
 /// `tsohost serve ARGS` with `env` added to an environment free of other
 /// `TSOHOST_*` variables; killed when dropped.
@@ -26,28 +27,18 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("tsohost did not start: stdout {line:?}"))
-            .to_string();
+        let url = listening_url(&mut BufReader::new(child.stdout.take().unwrap()))
+            .unwrap_or_else(|e| panic!("{e}"));
         Node { child, url }
     }
 
     /// Its `/v1/status` once it serves (a node listens before it leads).
     async fn status(&self) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !get(&self.url, "/readyz")
-            .await
-            .is_ok_and(|a| a.status == 200)
-        {
-            assert!(Instant::now() < deadline, "{} never became ready", self.url);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(
+            ready_within(&self.url, Duration::from_secs(30)).await,
+            "{} never became ready",
+            self.url
+        );
         json(&get(&self.url, "/v1/status").await.unwrap())
     }
 }

@@ -6,10 +6,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use support::{BIN, succeeded, timestamp};
+use support::{BIN, ready_within, succeeded, timestamp};
+use tsohost::tools::cluster::listening_url;
 
 /// `host/dist/dist.sh` packaging [`BIN`] into `out`: the tarball.
 fn package(out: &Path) -> PathBuf {
@@ -123,32 +124,22 @@ async fn the_package_unpacks_and_serves_from_an_empty_directory() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://"));
-    let Some(url) = url else {
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        panic!(
-            "the unpacked binary did not serve: {line:?}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let url = match listening_url(&mut BufReader::new(child.stdout.take().unwrap())) {
+        Ok(url) => url,
+        Err(e) => {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the unpacked binary did not serve: {e}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     };
-    let url = url.to_string();
     let mut last = 0;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !support::get(&url, "/readyz")
-        .await
-        .is_ok_and(|a| a.status == 200)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{url} never became ready"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    assert!(
+        ready_within(&url, std::time::Duration::from_secs(30)).await,
+        "{url} never became ready"
+    );
     for _ in 0..3 {
         let ts = timestamp(&url).await;
         assert!(ts > last);

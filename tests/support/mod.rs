@@ -136,21 +136,27 @@ impl Server {
 
     /// Poll `/readyz` until the node serves.
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(a) = get(&self.url, "/readyz").await
-                && a.status == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if !ready_within(&self.url, Duration::from_secs(30)).await {
+            panic!(
+                "{} never became ready; stderr:\n{}",
+                self.url,
+                self.stderr()
+            );
         }
-        panic!(
-            "{} never became ready; stderr:\n{}",
-            self.url,
-            self.stderr()
-        );
     }
+}
+
+/// Poll `url`'s `/readyz` every 20 ms until it answers 200 (true) or
+/// `within` has passed (false).
+pub async fn ready_within(url: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if get(url, "/readyz").await.is_ok_and(|a| a.status == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 impl Drop for Server {

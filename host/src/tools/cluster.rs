@@ -175,6 +175,18 @@ enum Stderr {
     Captured(Arc<Mutex<String>>),
 }
 
+/// The URL `tsohost serve` prints as its first line on stdout once it
+/// listens; an error (with the line) if it printed something else or
+/// exited first.
+pub fn listening_url(stdout: &mut impl BufRead) -> io::Result<String> {
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    line.split_whitespace()
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+        .map(str::to_string)
+        .ok_or_else(|| io::Error::other(format!("tsohost did not start: stdout {line:?}")))
+}
+
 /// A running `tsohost serve`, killed (SIGKILL) when dropped.
 pub struct Process {
     child: Child,
@@ -243,13 +255,7 @@ impl Process {
         let mut out = self.stdout.take().ok_or_else(|| {
             io::Error::other("the node's stdout is not captured, or was read already")
         })?;
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
-            .ok_or_else(|| io::Error::other(format!("tsohost did not start: stdout {line:?}")))?
-            .to_string();
+        let url = listening_url(&mut out)?;
         std::thread::spawn(move || for _ in out.lines() {});
         Ok(url)
     }
