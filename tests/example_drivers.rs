@@ -1,15 +1,16 @@
-//! Drivers in other languages (examples/drivers/: Python, JavaScript, C,
-//! Zig, and the replicated JavaScript one, alone here; its cluster runs in
-//! tests/cluster.rs): each is built with its own script (which installs its toolchain
-//! from the package registries), checked against the contract, served by
-//! the real binary, and survives a kill -9 and restart without going
-//! backwards.
+//! Drivers outside the host: the templates `tsohost new-driver` writes
+//! (Rust, Python, JavaScript, C, Zig; examples/drivers/<lang>) and the
+//! replicated JavaScript driver (alone here; its cluster runs in
+//! tests/cluster.rs). Each is built with its own script (which installs
+//! its toolchain from the package registries), checked against the
+//! contract, served by the real binary, and survives a kill -9 and restart
+//! without going backwards.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{BIN, Server, build_example, metrics_text, status, timestamp};
+use support::{BIN, Server, metrics_text, status, timestamp};
 
 /// The last line of the report on a driver that keeps every rule: the one
 /// the built-in file driver gets (`all N rules hold`, N being however many
@@ -24,7 +25,53 @@ fn all_rules_hold() -> String {
     report.lines().last().unwrap().to_string()
 }
 
-async fn keeps_the_contract(lang: &str, wasm: &Path) {
+/// What a driver's WIT version shows on a node serving it.
+enum Wit {
+    /// The current contract: the driver's `stats` reach `/metrics`. The
+    /// templates report `high_water_writes`.
+    Current { name: &'static str },
+    /// Built against the frozen WIT 0.1.0: loaded as such, with no
+    /// statistics of its own (0.2's `stats` does not exist for it).
+    Frozen,
+}
+
+/// `tsohost new-driver --lang LANG NAME` in a fresh directory, then the
+/// project's `build.sh`, untouched: the component it built. The project's
+/// `target/` (where build.sh installs the toolchain) is a link to one kept
+/// across runs, so that a warm run does not download it again.
+fn new_driver(lang: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["new-driver", "--lang", lang, name, "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "new-driver --lang {lang}: {out:?}");
+    let project = dir.path().join(name);
+    let tools = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("templates")
+        .join(lang);
+    std::fs::create_dir_all(&tools).unwrap();
+    std::os::unix::fs::symlink(&tools, project.join("target")).unwrap();
+    let out = Command::new(project.join("build.sh")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{lang}: build.sh of a new project failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wasm = project.join("out").join(format!("{name}.wasm"));
+    assert!(wasm.exists(), "{} was not built", wasm.display());
+    (dir, wasm)
+}
+
+async fn template_keeps_the_contract(lang: &str) {
+    let name: &'static str = Box::leak(format!("my-{lang}_driver").into_boxed_str());
+    let (_project, wasm) = new_driver(lang, name);
+    keeps_the_contract(lang, &wasm, Wit::Current { name }).await;
+}
+
+async fn keeps_the_contract(lang: &str, wasm: &Path, wit: Wit) {
     let wasm = wasm.to_str().unwrap();
     let out = Command::new(BIN)
         .args(["check-driver", wasm])
@@ -40,22 +87,35 @@ async fn keeps_the_contract(lang: &str, wasm: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--driver", wasm]);
     server.wait_ready().await;
-    // Built against the frozen WIT 0.1.0: loaded as such, with no
-    // statistics of its own (0.2's `stats` does not exist for it).
-    assert_eq!(status(&server.url).await.driver.wit_version, "0.1.0");
-    let metrics = metrics_text(&server.url).await;
-    let driver_stats = metrics
-        .lines()
-        .filter(|l| l.starts_with("tsohost_driver_") && l.contains("{driver="));
-    assert!(
-        metrics.contains("wit_version=\"0.1.0\"") && driver_stats.count() == 0,
-        "{lang}: {metrics}"
-    );
     let mut last = 0;
     for _ in 0..5 {
         let ts = timestamp(&server.url).await;
         assert!(ts > last);
         last = ts;
+    }
+    let metrics = metrics_text(&server.url).await;
+    let version = &status(&server.url).await.driver.wit_version;
+    match wit {
+        Wit::Current { name } => {
+            assert_eq!(version, tsohost::driver::bindings::WIT_VERSION);
+            // Serving timestamps wrote the high water at least once.
+            let writes = format!("tsohost_driver_high_water_writes_total{{driver=\"{name}\"}} ");
+            let value = metrics.lines().find_map(|l| l.strip_prefix(&writes));
+            assert!(
+                value.is_some_and(|v| v.parse::<u64>().unwrap() >= 1),
+                "{lang}: no high_water_writes counter:\n{metrics}"
+            );
+        }
+        Wit::Frozen => {
+            assert_eq!(version, "0.1.0");
+            let driver_stats = metrics
+                .lines()
+                .filter(|l| l.starts_with("tsohost_driver_") && l.contains("{driver="));
+            assert!(
+                metrics.contains("wit_version=\"0.1.0\"") && driver_stats.count() == 0,
+                "{lang}: {metrics}"
+            );
+        }
     }
     let server = server.crash_and_restart();
     server.wait_ready().await;
@@ -66,33 +126,34 @@ async fn keeps_the_contract(lang: &str, wasm: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn python() {
-    keeps_the_contract("python", &build_example("python", "python-file.wasm")).await;
+async fn rust_template() {
+    template_keeps_the_contract("rust").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn javascript() {
-    keeps_the_contract(
-        "javascript",
-        &build_example("javascript", "javascript-file.wasm"),
-    )
-    .await;
+async fn python_template() {
+    template_keeps_the_contract("python").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn c() {
-    keeps_the_contract("c", &build_example("c", "c-file.wasm")).await;
+async fn javascript_template() {
+    template_keeps_the_contract("javascript").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn zig() {
-    keeps_the_contract("zig", &build_example("zig", "zig-file.wasm")).await;
+async fn c_template() {
+    template_keeps_the_contract("c").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zig_template() {
+    template_keeps_the_contract("zig").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn javascript_paxos() {
     let built = support::javascript_paxos();
-    keeps_the_contract("javascript-paxos", Path::new(built.driver)).await;
+    keeps_the_contract("javascript-paxos", Path::new(built.driver), Wit::Frozen).await;
 }
 
 /// The gate has teeth for a driver outside Rust too: javascript-paxos with
@@ -126,7 +187,7 @@ async fn javascript_paxos_mutations_are_refused() {
         std::fs::write(&mutated, source.replace(from, to)).unwrap();
         let out = Command::new("bash")
             .arg("-c")
-            .arg(r#". "$1/../lib.sh" && componentize_js "$1" "$2" "$3""#)
+            .arg(r#". "$1/../lib.sh" && componentize_js "$1" "$2" "$1/../../../wit/0.1.0" "$3""#)
             .args([
                 "build",
                 dir.to_str().unwrap(),

@@ -1,4 +1,6 @@
-# Shared by the example drivers' build.sh scripts (sourced, not run).
+# Shared by the drivers' build.sh scripts (sourced, not run). `tsohost
+# new-driver` writes a copy of it into every project it makes; in this
+# repository each template directory links to this one.
 
 # PyPI project names compare case-insensitively, with `_` as `-`.
 pypi_name() { tr '[:upper:]_' '[:lower:]-'; }
@@ -22,20 +24,17 @@ pip_tools() {
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
 }
 
-# componentize_js DIR NAME [SOURCE]: build SOURCE (default DIR/driver.js)
-# into DIR/out/NAME.wasm with componentize-js (StarlingMonkey), installed
-# from npm into DIR/target/npm if missing. Each example has its own copy of
-# the toolchain so that examples built in parallel (as the tests do) never
-# share an npm tree.
+# componentize_js DIR NAME WIT [SOURCE]: build SOURCE (default DIR/driver.js)
+# against the WIT directory WIT into DIR/out/NAME.wasm with componentize-js
+# (StarlingMonkey), installed from npm into DIR/target/npm if missing. Each
+# project has its own copy of the toolchain so that drivers built in
+# parallel (as the tests do) never share an npm tree.
 componentize_js() {
-    local here=$1 name=$2 source=${3:-$1/driver.js}
-    local wit version="0.23.0" prefix="$here/target/npm"
+    local here=$1 name=$2 wit=$3 source=${4:-$1/driver.js}
+    local version="0.23.0" prefix="$here/target/npm"
     local pkg="$prefix/node_modules/@bytecodealliance/componentize-js"
     local cjs="$prefix/node_modules/.bin/componentize-js"
     local out="$here/out/$name.wasm" installed
-    # Built against the frozen WIT 0.1.0 (wit/0.1.0/README.md): the examples
-    # are the tests' proof that a 0.1 driver still loads.
-    wit="$(cd "$here/../../../wit/0.1.0" && pwd)"
     installed="$(node -p "require('$pkg/package.json').version" 2>/dev/null || true)"
     if [ "$installed" != "$version" ] || [ ! -x "$cjs" ]; then
         echo "installing @bytecodealliance/componentize-js $version into $prefix" >&2

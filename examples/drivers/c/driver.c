@@ -1,23 +1,24 @@
 /*
  * `c-file`: a single-node tsohost driver in C.
  *
- * The same logic as the built-in Rust `file` driver
- * (guest-drivers/sdk/src/register.rs) and the Python one, against
- * `wit/driver.wit` (world `consensus-driver`) through the bindings that
- * `wit-bindgen c` generated into bindings/.
+ * The logic of tsohost's built-in `file` driver (guest-drivers/sdk/src/
+ * register.rs in the tsohost repository), against `wit/driver.wit` (world
+ * `consensus-driver`) through the bindings that `wit-bindgen c` generated
+ * into bindings/.
  *
  * All durable state lives in host storage, as 8-byte big-endian u64 values:
  * - `high-water`: the durable high water; never decreases;
  * - `generation`: bumped (synced) by every `init`, so every instance leads
  *   under an epoch `{hi: generation, lo: 0}` strictly greater than the last.
  *
- * The only state kept in guest memory is this instance's floor and epoch,
- * both re-derived by `init` on every fresh instance.
+ * Guest memory holds only what `init` re-derives on every fresh instance
+ * (the floor and the epoch) and the statistics, which count from the start
+ * of the instance.
  *
  * Ownership follows the bindings: an export owns the lists and strings it
- * is passed and frees them; the strings an export returns are freed by the
- * bindings after the host copied them, so they must come from the heap;
- * values an import returns are the caller's to free.
+ * is passed and frees them; the lists and strings an export returns are
+ * freed by the bindings after the host copied them, so they must come from
+ * the heap; values an import returns are the caller's to free.
  */
 #include <stdarg.h>
 #include <stdlib.h>
@@ -41,6 +42,9 @@ typedef tsohost_driver_types_driver_error_t driver_error;
 static bool initialized;
 static epoch current_epoch;
 static uint64_t hw_floor;
+
+/* For `stats`: the synced writes of the high water this instance made. */
+static uint64_t high_water_writes;
 
 /*
  * The bindings were generated without their component-type object file
@@ -215,6 +219,7 @@ static bool persist(uint64_t at_least, const epoch *e, uint64_t *hw, driver_erro
     if (!put_u64_synced(HIGH_WATER, at_least, err)) {
         return false;
     }
+    high_water_writes++;
     *hw = at_least;
     return true;
 }
@@ -333,4 +338,20 @@ void exports_tsohost_driver_driver_transfer_leadership(
     uint64_t request, exports_tsohost_driver_driver_node_id_t *maybe_to) {
     (void)maybe_to;
     refuse_cluster_operation(request, "transfer-leadership");
+}
+
+/* From the heap: the bindings' post-return frees the list and its strings. */
+void exports_tsohost_driver_driver_stats(exports_tsohost_driver_driver_list_metric_t *ret) {
+    exports_tsohost_driver_driver_metric_t *writes = malloc(sizeof *writes);
+    if (writes == NULL) {
+        abort();
+    }
+    *writes = (exports_tsohost_driver_driver_metric_t){
+        .value = {.tag = TSOHOST_DRIVER_TYPES_METRIC_VALUE_COUNTER,
+                  .val.counter = high_water_writes},
+        .labels = {NULL, 0},
+    };
+    consensus_driver_string_dup(&writes->name, "high_water_writes");
+    consensus_driver_string_dup(&writes->help, "synced writes of the high water by this instance");
+    *ret = (exports_tsohost_driver_driver_list_metric_t){writes, 1};
 }

@@ -5,5 +5,6 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-. "$here/../lib.sh"
-componentize_js "$here" javascript-file
+wit="$here/wit"
+. "$here/lib.sh"
+componentize_js "$here" javascript-file "$wit"

@@ -1,16 +1,19 @@
 // `javascript-file`: a single-node tsohost driver written in JavaScript.
 //
-// The same logic as the built-in Rust `file` driver
-// (guest-drivers/sdk/src/register.rs), built with componentize-js
-// (StarlingMonkey) against `wit/driver.wit` (world `consensus-driver`).
+// The same logic as tsohost's built-in `file` driver, built with
+// componentize-js (StarlingMonkey) against `wit/driver.wit` (world
+// `consensus-driver`). Replace what follows with your own driver: the
+// contract is in the comments of wit/driver.wit, and `tsohost check-driver`
+// tells you which rule a change breaks.
 //
 // All durable state lives in host storage, as 8-byte big-endian u64 values:
 // - `high-water`: the durable high water; never decreases;
 // - `generation`: bumped (synced) by every `init`, so every instance leads
 //   under an epoch `{hi: generation, lo: 0}` strictly greater than the last.
 //
-// The only state kept in guest memory is this instance's config and epoch,
-// both re-derived by `init` on every fresh instance.
+// The only state kept in guest memory is this instance's config, epoch and
+// statistics, re-derived (or restarted from 0) by `init` on every fresh
+// instance.
 //
 // Bindings (componentize-js): every u64 is a BigInt; list<u8> is a
 // Uint8Array; variants are `{tag, val}`; enums are strings; option<T> is the
@@ -24,7 +27,7 @@ import {
   reportLeadership,
   storageGet,
   storageWrite,
-} from "tsohost:driver/host@0.1.0";
+} from "tsohost:driver/host@0.2.0";
 
 const NAME = "javascript-file"; // storage namespace: 1-64 of [a-z0-9_-]
 const VERSION = "0.1.0";
@@ -40,6 +43,7 @@ const MAX_PHYSICAL_MS = (1n << 46n) - 1n; // largest physical ms a timestamp car
 let nodeId = null;
 let epoch = null;
 let floor = 0n;
+let highWaterWrites = 0n; // a counter: reset with the instance
 
 // Carries a driver-error (`{tag, val}`) out of the helpers below.
 class DriverFailure extends Error {
@@ -104,6 +108,7 @@ function persist(atLeast, requested) {
   const current = load();
   if (atLeast <= current) return current;
   putU64Synced(HIGH_WATER, atLeast);
+  highWaterWrites += 1n;
   return atLeast;
 }
 
@@ -208,5 +213,18 @@ export const driver = {
 
   transferLeadership(request, to) {
     refuseClusterOperation(request, "transfer-leadership");
+  },
+
+  // Published on the node's /metrics as tsohost_driver_<name>{driver=...}
+  // (a counter with `_total` appended). An empty list is a valid answer.
+  stats() {
+    return [
+      {
+        name: "high_water_writes",
+        help: "synced writes of the high water by this instance",
+        value: { tag: "counter", val: highWaterWrites },
+        labels: [],
+      },
+    ];
   },
 };

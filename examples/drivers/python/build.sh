@@ -5,16 +5,14 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# Built against the frozen WIT 0.1.0 (wit/0.1.0/README.md): the examples are
-# the tests' proof that a 0.1 driver still loads.
-wit="$(cd "$here/../../../wit/0.1.0" && pwd)"
+wit="$here/wit"
 world="consensus-driver"
 version="0.25.1"
 venv="$here/target/venv"
 cpy="$venv/bin/componentize-py"
 out="$here/out/python-file.wasm"
 
-. "$here/../lib.sh"
+. "$here/lib.sh"
 pip_tools "$venv" "componentize-py==$version"
 
 mkdir -p "$here/out"

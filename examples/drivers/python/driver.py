@@ -1,16 +1,19 @@
 """`python-file`: a single-node tsohost driver written in Python.
 
-The same logic as the built-in Rust `file` driver
-(guest-drivers/sdk/src/register.rs), built with componentize-py against
-`wit/driver.wit` (world `consensus-driver`).
+The same logic as tsohost's built-in `file` driver, built with
+componentize-py against `wit/driver.wit` (world `consensus-driver`). Replace
+what follows with your own driver: the contract is in the comments of
+wit/driver.wit, and `tsohost check-driver` tells you which rule a change
+breaks.
 
 All durable state lives in host storage, as 8-byte big-endian u64 values:
 - `high-water`: the durable high water; never decreases;
 - `generation`: bumped (synced) by every `init`, so every instance leads
   under an epoch `{hi: generation, lo: 0}` strictly greater than the last.
 
-The only state kept in guest memory is this instance's config and epoch,
-both re-derived by `init` on every fresh instance.
+The only state kept in guest memory is this instance's config, epoch and
+statistics, re-derived (or restarted from 0) by `init` on every fresh
+instance.
 """
 
 from typing import List, Optional
@@ -30,6 +33,8 @@ from wit_world.imports.types import (
     Epoch,
     Leadership,
     LogLevel,
+    Metric,
+    MetricValue_Counter,
     Peer,
     Role,
 )
@@ -47,6 +52,7 @@ MAX_PHYSICAL_MS = (1 << 46) - 1  # largest physical ms a timestamp carries
 _node_id: Optional[int] = None
 _epoch: Optional[Epoch] = None
 _floor: int = 0
+_high_water_writes = 0  # a counter: reset with the instance
 
 
 class DriverFailure(Exception):
@@ -100,10 +106,12 @@ def _persist(at_least: int, epoch: Epoch) -> int:
                 "for its storage"
             )
         )
+    global _high_water_writes
     current = _load()
     if at_least <= current:
         return current
     _put_u64_synced(HIGH_WATER, at_least)
+    _high_water_writes += 1
     return at_least
 
 
@@ -194,3 +202,15 @@ class Driver(exports.Driver):
 
     def transfer_leadership(self, request: int, to: Optional[int]) -> None:
         _refuse_cluster_operation(request, "transfer-leadership")
+
+    def stats(self) -> List[Metric]:
+        """Published on the node's /metrics as tsohost_driver_<name>{driver=...}
+        (a counter with `_total` appended). An empty list is a valid answer."""
+        return [
+            Metric(
+                name="high_water_writes",
+                help="synced writes of the high water by this instance",
+                value=MetricValue_Counter(_high_water_writes),
+                labels=[],
+            )
+        ]

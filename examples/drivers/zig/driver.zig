@@ -10,8 +10,9 @@
 //! - `generation`: bumped (synced) by every `init`, so every instance leads
 //!   under an epoch `{hi: generation, lo: 0}` strictly greater than the last.
 //!
-//! The only state kept in guest memory is this instance's epoch and floor,
-//! both re-derived by `init` on every fresh instance.
+//! Guest memory holds only what a fresh instance can re-derive or may start
+//! again from zero: this instance's epoch and floor (set by `init`) and its
+//! statistics.
 
 const std = @import("std");
 
@@ -26,6 +27,10 @@ const max_physical_ms: u64 = (1 << 46) - 1; // largest physical ms a timestamp c
 
 /// Per-instance state, set by `init`. A fresh instance starts with null.
 var instance: ?struct { epoch: Epoch, floor: u64 } = null;
+
+/// Synced high-water writes by this instance, reported by `stats`. A counter
+/// may start again from 0 in a fresh instance, so it needs no storage.
+var high_water_writes: u64 = 0;
 
 /// The error the failing call reports: Zig errors carry no payload, so
 /// `fail` parks it here and returns `error.Driver` for `try` to propagate.
@@ -96,7 +101,16 @@ fn persist(at_least: u64, epoch: Epoch) error{Driver}!u64 {
     const current = try load();
     if (at_least <= current) return current;
     try putU64Synced(high_water_key, at_least);
+    high_water_writes += 1;
     return at_least;
+}
+
+/// The answer to `stats`, from memory only (the host asks between events).
+/// Up to 256 entries; to report more, lengthen the array.
+fn stats() [1]Metric {
+    return .{
+        .counter("high_water_writes", "synced writes of the high water by this instance", high_water_writes),
+    };
 }
 
 fn refuseClusterOperation(request: u64, comptime operation: []const u8) void {
@@ -105,12 +119,12 @@ fn refuseClusterOperation(request: u64, comptime operation: []const u8) void {
 }
 
 // ---------------------------------------------------------------------------
-// Exports: interface `tsohost:driver/driver@0.1.0`.
+// Exports: interface `tsohost:driver/driver@0.2.0`.
 //
 // Every export that receives lists from the host, reads storage or formats a
 // message empties the heap once the host is done with the call (see `heap`).
 
-const driver_interface = "tsohost:driver/driver@0.1.0";
+const driver_interface = "tsohost:driver/driver@0.2.0";
 
 comptime {
     @export(&exportInfo, .{ .name = driver_interface ++ "#info" });
@@ -122,6 +136,7 @@ comptime {
     @export(&persistHighWater, .{ .name = driver_interface ++ "#persist-high-water" });
     @export(&changeMembership, .{ .name = driver_interface ++ "#change-membership" });
     @export(&transferLeadership, .{ .name = driver_interface ++ "#transfer-leadership" });
+    @export(&exportStats, .{ .name = driver_interface ++ "#stats" });
 }
 
 const info_area: DriverInfo = .{ .name = .of(name), .version = .of(version) };
@@ -191,18 +206,31 @@ fn transferLeadership(request: u64, _: bool, _: u64) callconv(.c) void {
     refuseClusterOperation(request, "transfer-leadership");
 }
 
+var stats_list: @TypeOf(stats()) = undefined;
+var stats_area: List(Metric) = undefined;
+
+/// `stats: func() -> list<metric>`: 2 flat results (pointer, length), so a
+/// pointer to them. The list lives in static memory and its strings are
+/// literals, all overwritten only by the next call: nothing to free, so no
+/// post-return.
+fn exportStats() callconv(.c) *const List(Metric) {
+    stats_list = stats();
+    stats_area = .of(&stats_list);
+    return &stats_area;
+}
+
 // ---------------------------------------------------------------------------
-// Imports: interface `tsohost:driver/host@0.1.0`, and thin wrappers.
+// Imports: interface `tsohost:driver/host@0.2.0`, and thin wrappers.
 //
 // Declared in full so that the binding of the world stays whole; the compiler
 // imports only the functions that are called.
 
 const host = struct {
-    extern "tsohost:driver/host@0.1.0" fn send(to: u64, payload: [*]const u8, payload_len: usize) void;
+    extern "tsohost:driver/host@0.2.0" fn send(to: u64, payload: [*]const u8, payload_len: usize) void;
     /// `-> option<list<u8>>`: 3 flat results, written to `ret`.
-    extern "tsohost:driver/host@0.1.0" fn @"storage-get"(key: [*]const u8, key_len: usize, ret: *OptionBytes) void;
+    extern "tsohost:driver/host@0.2.0" fn @"storage-get"(key: [*]const u8, key_len: usize, ret: *OptionBytes) void;
     /// `-> result<_, driver-error>`: 4 flat results, written to `ret`.
-    extern "tsohost:driver/host@0.1.0" fn @"storage-write"(
+    extern "tsohost:driver/host@0.2.0" fn @"storage-write"(
         puts: [*]const KeyValue,
         puts_len: usize,
         deletes: ?[*]const Bytes,
@@ -211,7 +239,7 @@ const host = struct {
         ret: *UnitResult,
     ) void;
     /// `-> list<tuple<list<u8>, list<u8>>>`: 2 flat results, written to `ret`.
-    extern "tsohost:driver/host@0.1.0" fn @"storage-scan"(
+    extern "tsohost:driver/host@0.2.0" fn @"storage-scan"(
         start: [*]const u8,
         start_len: usize,
         end: [*]const u8,
@@ -219,9 +247,9 @@ const host = struct {
         limit: u32,
         ret: *List(KeyValue),
     ) void;
-    extern "tsohost:driver/host@0.1.0" fn @"now-ms"() u64;
+    extern "tsohost:driver/host@0.2.0" fn @"now-ms"() u64;
     /// The `leadership` record flattens to 6 parameters.
-    extern "tsohost:driver/host@0.1.0" fn @"report-leadership"(
+    extern "tsohost:driver/host@0.2.0" fn @"report-leadership"(
         role: Role,
         leader_is_some: bool,
         leader: u64,
@@ -231,9 +259,9 @@ const host = struct {
     ) void;
     /// `outcome: result<u64, driver-error>` flattens to a discriminant and
     /// three i64 slots: the u64, or the driver-error's case and payload.
-    extern "tsohost:driver/host@0.1.0" fn completed(request: u64, is_err: bool, slot0: u64, slot1: u64, slot2: u64) void;
-    extern "tsohost:driver/host@0.1.0" fn log(level: LogLevel, message: [*]const u8, message_len: usize) void;
-    extern "tsohost:driver/host@0.1.0" fn @"report-membership"(members: [*]const Peer, members_len: usize) void;
+    extern "tsohost:driver/host@0.2.0" fn completed(request: u64, is_err: bool, slot0: u64, slot1: u64, slot2: u64) void;
+    extern "tsohost:driver/host@0.2.0" fn log(level: LogLevel, message: [*]const u8, message_len: usize) void;
+    extern "tsohost:driver/host@0.2.0" fn @"report-membership"(members: [*]const Peer, members_len: usize) void;
 };
 
 fn storageGet(key: []const u8) ?[]const u8 {
@@ -292,6 +320,10 @@ fn List(comptime T: type) type {
         fn slice(self: @This()) []const T {
             return self.ptr[0..self.len];
         }
+
+        /// The host checks that even an empty list's pointer is aligned
+        /// and inside memory; an empty Zig slice promises neither.
+        const empty: @This() = .{ .ptr = @ptrFromInt(@alignOf(T)), .len = 0 };
     };
 }
 
@@ -351,6 +383,38 @@ const DriverError = extern struct {
 /// `result<_, driver-error>`.
 const UnitResult = extern struct { is_err: bool, err: DriverError };
 
+/// `metric`, 40 bytes aligned to 8: `name` (pointer, length) at 0, `help`
+/// at 8, `value` at 16 (its u8 case at 16, 0 = counter, 1 = gauge; the
+/// u64/s64 at 24), `labels` (pointer, length) at 32.
+const Metric = extern struct {
+    name: Bytes,
+    help: Bytes,
+    value: extern struct {
+        case: enum(u8) { counter, gauge },
+        payload: extern union { counter: u64, gauge: i64 },
+    },
+    labels: List(KeyValue),
+
+    // `comptime` texts are literals, so they outlive the call that returns them.
+    fn counter(comptime metric_name: []const u8, comptime help: []const u8, value: u64) Metric {
+        return .{
+            .name = .of(metric_name),
+            .help = .of(help),
+            .value = .{ .case = .counter, .payload = .{ .counter = value } },
+            .labels = .empty,
+        };
+    }
+
+    fn gauge(comptime metric_name: []const u8, comptime help: []const u8, value: i64) Metric {
+        return .{
+            .name = .of(metric_name),
+            .help = .of(help),
+            .value = .{ .case = .gauge, .payload = .{ .gauge = value } },
+            .labels = .empty,
+        };
+    }
+};
+
 comptime {
     const assert = std.debug.assert;
     assert(@sizeOf(Bytes) == 8 and @sizeOf(KeyValue) == 16);
@@ -358,6 +422,9 @@ comptime {
     assert(@sizeOf(OptionBytes) == 12 and @offsetOf(OptionBytes, "value") == 4);
     assert(@sizeOf(DriverError) == 24 and @offsetOf(DriverError, "payload") == 8);
     assert(@sizeOf(UnitResult) == 32 and @offsetOf(UnitResult, "err") == 8);
+    assert(@sizeOf(Metric) == 40 and @alignOf(Metric) == 8);
+    assert(@offsetOf(Metric, "help") == 8 and @offsetOf(Metric, "value") == 16 and @offsetOf(Metric, "labels") == 32);
+    assert(@offsetOf(@FieldType(Metric, "value"), "payload") == 8);
 }
 
 /// Guest memory for what the host passes in (arguments, storage values) and

@@ -8,6 +8,7 @@
 //! - [`remote`]: commands that talk to running nodes (`status`, `cluster`);
 //! - [`inspect`], [`recover`]: `tsohost inspect` and `tsohost recover`
 //!   (a stopped node's data directory; recovery after quorum loss);
+//! - [`new_driver`]: `tsohost new-driver`, a driver project from a template;
 //! - [`chaos`]: `tsohost chaos`;
 //! - [`sim`]: `tsohost sim`.
 
@@ -15,6 +16,7 @@ mod certs;
 mod chaos;
 mod config;
 mod inspect;
+mod new_driver;
 mod parse;
 mod recover;
 mod remote;
@@ -163,6 +165,10 @@ enum Cmd {
         #[arg(long, conflicts_with = "cache_dir")]
         no_cache: bool,
     },
+    /// Start a driver in Rust, Python, JavaScript, C or Zig: write a small,
+    /// working single-node driver project (source, build script, README)
+    /// that passes check-driver as it is.
+    NewDriver(new_driver::NewDriverArgs),
     /// Simulate a cluster of a driver deterministically (simulated time,
     /// network, disks with power loss, faults) and check every promise.
     /// Exit 0 only if no seed broke one.
@@ -378,6 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             | Cmd::Completions { .. }
             | Cmd::Inspect(_)
             | Cmd::Recover(_)
+            | Cmd::NewDriver(_)
     ) {
         cli.client_tls.install()?;
     }
@@ -395,6 +402,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Certs { action } => certs::certs(action),
         Cmd::Inspect(args) => inspect::inspect(args),
         Cmd::Recover(args) => recover::recover(args),
+        Cmd::NewDriver(args) => new_driver::new_driver(args),
         Cmd::Serve(args) => server::serve(serve_config(*args)?).await,
         Cmd::Ts {
             count,

@@ -3,38 +3,38 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `tsohost:driver/host@0.1.0`
+// Imported Functions from `tsohost:driver/host@0.2.0`
 
-__attribute__((__import_module__("tsohost:driver/host@0.1.0"), __import_name__("send")))
+__attribute__((__import_module__("tsohost:driver/host@0.2.0"), __import_name__("send")))
 extern void __wasm_import_tsohost_driver_host_send(int64_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("tsohost:driver/host@0.1.0"), __import_name__("storage-get")))
+__attribute__((__import_module__("tsohost:driver/host@0.2.0"), __import_name__("storage-get")))
 extern void __wasm_import_tsohost_driver_host_storage_get(uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("tsohost:driver/host@0.1.0"), __import_name__("storage-write")))
+__attribute__((__import_module__("tsohost:driver/host@0.2.0"), __import_name__("storage-write")))
 extern void __wasm_import_tsohost_driver_host_storage_write(uint8_t *, size_t, uint8_t *, size_t, int32_t, uint8_t *);
 
-__attribute__((__import_module__("tsohost:driver/host@0.1.0"), __import_name__("storage-scan")))
+__attribute__((__import_module__("tsohost:driver/host@0.2.0"), __import_name__("storage-scan")))
 extern void __wasm_import_tsohost_driver_host_storage_scan(uint8_t *, size_t, uint8_t *, size_t, int32_t, uint8_t *);
 
-__attribute__((__import_module__("tsohost:driver/host@0.1.0"), __import_name__("now-ms")))
+__attribute__((__import_module__("tsohost:driver/host@0.2.0"), __import_name__("now-ms")))
 extern int64_t __wasm_import_tsohost_driver_host_now_ms(void);
 
-__attribute__((__import_module__("tsohost:driver/host@0.1.0"), __import_name__("report-leadership")))
+__attribute__((__import_module__("tsohost:driver/host@0.2.0"), __import_name__("report-leadership")))
 extern void __wasm_import_tsohost_driver_host_report_leadership(int32_t, int32_t, int64_t, int64_t, int64_t, int64_t);
 
-__attribute__((__import_module__("tsohost:driver/host@0.1.0"), __import_name__("completed")))
+__attribute__((__import_module__("tsohost:driver/host@0.2.0"), __import_name__("completed")))
 extern void __wasm_import_tsohost_driver_host_completed(int64_t, int32_t, int64_t, int64_t, int64_t);
 
-__attribute__((__import_module__("tsohost:driver/host@0.1.0"), __import_name__("log")))
+__attribute__((__import_module__("tsohost:driver/host@0.2.0"), __import_name__("log")))
 extern void __wasm_import_tsohost_driver_host_log(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("tsohost:driver/host@0.1.0"), __import_name__("report-membership")))
+__attribute__((__import_module__("tsohost:driver/host@0.2.0"), __import_name__("report-membership")))
 extern void __wasm_import_tsohost_driver_host_report_membership(uint8_t *, size_t);
 
-// Exported Functions from `tsohost:driver/driver@0.1.0`
+// Exported Functions from `tsohost:driver/driver@0.2.0`
 
-__attribute__((__weak__, __export_name__("cabi_post_tsohost:driver/driver@0.1.0#info")))
+__attribute__((__weak__, __export_name__("cabi_post_tsohost:driver/driver@0.2.0#info")))
 void __wasm_export_exports_tsohost_driver_driver_info_post_return(uint8_t * arg0) {
   if ((*((size_t*) (arg0 + sizeof(void*)))) > 0) {
     free(*((uint8_t **) (arg0 + 0)));
@@ -44,7 +44,7 @@ void __wasm_export_exports_tsohost_driver_driver_info_post_return(uint8_t * arg0
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_tsohost:driver/driver@0.1.0#init")))
+__attribute__((__weak__, __export_name__("cabi_post_tsohost:driver/driver@0.2.0#init")))
 void __wasm_export_exports_tsohost_driver_driver_init_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -90,6 +90,40 @@ void __wasm_export_exports_tsohost_driver_driver_init_post_return(uint8_t * arg0
 
 
 
+
+__attribute__((__weak__, __export_name__("cabi_post_tsohost:driver/driver@0.2.0#stats")))
+void __wasm_export_exports_tsohost_driver_driver_stats_post_return(uint8_t * arg0) {
+  size_t len0 = *((size_t*) (arg0 + sizeof(void*)));
+  if (len0 > 0) {
+    uint8_t *ptr1 = *((uint8_t **) (arg0 + 0));
+    for (size_t i2 = 0; i2 < len0; i2++) {
+      uint8_t *base = ptr1 + i2 * (16+6*sizeof(void*));
+      (void) base;
+      if ((*((size_t*) (base + sizeof(void*)))) > 0) {
+        free(*((uint8_t **) (base + 0)));
+      }
+      if ((*((size_t*) (base + (3*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (base + (2*sizeof(void*)))));
+      }
+      size_t len = *((size_t*) (base + (16+5*sizeof(void*))));
+      if (len > 0) {
+        uint8_t *ptr = *((uint8_t **) (base + (16+4*sizeof(void*))));
+        for (size_t i = 0; i < len; i++) {
+          uint8_t *base = ptr + i * (4*sizeof(void*));
+          (void) base;
+          if ((*((size_t*) (base + sizeof(void*)))) > 0) {
+            free(*((uint8_t **) (base + 0)));
+          }
+          if ((*((size_t*) (base + (3*sizeof(void*))))) > 0) {
+            free(*((uint8_t **) (base + (2*sizeof(void*)))));
+          }
+        }
+        free(ptr);
+      }
+    }
+    free(ptr1);
+  }
+}
 
 // Canonical ABI intrinsics
 
@@ -182,6 +216,24 @@ void tsohost_driver_types_driver_info_free(tsohost_driver_types_driver_info_t *p
 
 void tsohost_driver_types_leadership_free(tsohost_driver_types_leadership_t *ptr) {
   tsohost_driver_types_option_node_id_free(&ptr->leader);
+}
+
+void tsohost_driver_types_metric_value_free(tsohost_driver_types_metric_value_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 0: {
+      break;
+    }
+    case 1: {
+      break;
+    }
+  }
+}
+
+void tsohost_driver_types_metric_free(tsohost_driver_types_metric_t *ptr) {
+  consensus_driver_string_free(&ptr->name);
+  consensus_driver_string_free(&ptr->help);
+  tsohost_driver_types_metric_value_free(&ptr->value);
+  consensus_driver_list_tuple2_string_string_free(&ptr->labels);
 }
 
 void tsohost_driver_host_driver_error_free(tsohost_driver_host_driver_error_t *ptr) {
@@ -280,6 +332,10 @@ void exports_tsohost_driver_driver_peer_free(exports_tsohost_driver_driver_peer_
   tsohost_driver_types_peer_free(ptr);
 }
 
+void exports_tsohost_driver_driver_metric_free(exports_tsohost_driver_driver_metric_t *ptr) {
+  tsohost_driver_types_metric_free(ptr);
+}
+
 void exports_tsohost_driver_driver_result_void_driver_error_free(exports_tsohost_driver_driver_result_void_driver_error_t *ptr) {
   if (!ptr->is_err) {
   } else {
@@ -300,6 +356,17 @@ void exports_tsohost_driver_driver_list_peer_free(exports_tsohost_driver_driver_
 
 void exports_tsohost_driver_driver_option_node_id_free(exports_tsohost_driver_driver_option_node_id_t *ptr) {
   if (ptr->is_some) {
+  }
+}
+
+void exports_tsohost_driver_driver_list_metric_free(exports_tsohost_driver_driver_list_metric_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    exports_tsohost_driver_driver_metric_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      exports_tsohost_driver_driver_metric_free(&list_ptr[i]);
+    }
+    free(list_ptr);
   }
 }
 
@@ -535,7 +602,7 @@ void tsohost_driver_host_report_membership(tsohost_driver_host_list_peer_t *memb
   __wasm_import_tsohost_driver_host_report_membership((uint8_t *) (*members).ptr, (*members).len);
 }
 
-__attribute__((__export_name__("tsohost:driver/driver@0.1.0#info")))
+__attribute__((__export_name__("tsohost:driver/driver@0.2.0#info")))
 uint8_t * __wasm_export_exports_tsohost_driver_driver_info(void) {
   exports_tsohost_driver_driver_driver_info_t ret;
   exports_tsohost_driver_driver_info(&ret);
@@ -547,7 +614,7 @@ uint8_t * __wasm_export_exports_tsohost_driver_driver_info(void) {
   return ptr;
 }
 
-__attribute__((__export_name__("tsohost:driver/driver@0.1.0#init")))
+__attribute__((__export_name__("tsohost:driver/driver@0.2.0#init")))
 uint8_t * __wasm_export_exports_tsohost_driver_driver_init(int64_t arg, uint8_t * arg0, size_t arg1, int32_t arg2, int64_t arg3, int64_t arg4, uint8_t * arg5, size_t arg6) {
   exports_tsohost_driver_driver_config_t arg7 = (tsohost_driver_types_config_t) {
     (tsohost_driver_types_node_id_t) (uint64_t) (arg),
@@ -620,24 +687,24 @@ uint8_t * __wasm_export_exports_tsohost_driver_driver_init(int64_t arg, uint8_t 
   return ptr;
 }
 
-__attribute__((__export_name__("tsohost:driver/driver@0.1.0#on-message")))
+__attribute__((__export_name__("tsohost:driver/driver@0.2.0#on-message")))
 void __wasm_export_exports_tsohost_driver_driver_on_message(int64_t arg, uint8_t * arg0, size_t arg1) {
   consensus_driver_list_u8_t arg2 = (consensus_driver_list_u8_t) { (uint8_t*)(arg0), (arg1) };
   exports_tsohost_driver_driver_on_message((uint64_t) (arg), &arg2);
 }
 
-__attribute__((__export_name__("tsohost:driver/driver@0.1.0#on-tick")))
+__attribute__((__export_name__("tsohost:driver/driver@0.2.0#on-tick")))
 int64_t __wasm_export_exports_tsohost_driver_driver_on_tick(int64_t arg) {
   uint64_t ret = exports_tsohost_driver_driver_on_tick((uint64_t) (arg));
   return (int64_t) (ret);
 }
 
-__attribute__((__export_name__("tsohost:driver/driver@0.1.0#load-high-water")))
+__attribute__((__export_name__("tsohost:driver/driver@0.2.0#load-high-water")))
 void __wasm_export_exports_tsohost_driver_driver_load_high_water(int64_t arg) {
   exports_tsohost_driver_driver_load_high_water((uint64_t) (arg));
 }
 
-__attribute__((__export_name__("tsohost:driver/driver@0.1.0#persist-high-water")))
+__attribute__((__export_name__("tsohost:driver/driver@0.2.0#persist-high-water")))
 void __wasm_export_exports_tsohost_driver_driver_persist_high_water(int64_t arg, int64_t arg0, int64_t arg1, int64_t arg2) {
   exports_tsohost_driver_driver_epoch_t arg3 = (tsohost_driver_types_epoch_t) {
     (uint64_t) (uint64_t) (arg1),
@@ -646,13 +713,13 @@ void __wasm_export_exports_tsohost_driver_driver_persist_high_water(int64_t arg,
   exports_tsohost_driver_driver_persist_high_water((uint64_t) (arg), (uint64_t) (arg0), &arg3);
 }
 
-__attribute__((__export_name__("tsohost:driver/driver@0.1.0#change-membership")))
+__attribute__((__export_name__("tsohost:driver/driver@0.2.0#change-membership")))
 void __wasm_export_exports_tsohost_driver_driver_change_membership(int64_t arg, uint8_t * arg0, size_t arg1) {
   exports_tsohost_driver_driver_list_peer_t arg2 = (exports_tsohost_driver_driver_list_peer_t) { (exports_tsohost_driver_driver_peer_t*)(arg0), (arg1) };
   exports_tsohost_driver_driver_change_membership((uint64_t) (arg), &arg2);
 }
 
-__attribute__((__export_name__("tsohost:driver/driver@0.1.0#transfer-leadership")))
+__attribute__((__export_name__("tsohost:driver/driver@0.2.0#transfer-leadership")))
 void __wasm_export_exports_tsohost_driver_driver_transfer_leadership(int64_t arg, int32_t arg0, int64_t arg1) {
   exports_tsohost_driver_driver_option_node_id_t option;
   switch (arg0) {
@@ -667,6 +734,16 @@ void __wasm_export_exports_tsohost_driver_driver_transfer_leadership(int64_t arg
     }
   }
   exports_tsohost_driver_driver_transfer_leadership((uint64_t) (arg), option.is_some ? &(option.val) : NULL);
+}
+
+__attribute__((__export_name__("tsohost:driver/driver@0.2.0#stats")))
+uint8_t * __wasm_export_exports_tsohost_driver_driver_stats(void) {
+  exports_tsohost_driver_driver_list_metric_t ret;
+  exports_tsohost_driver_driver_stats(&ret);
+  uint8_t *ptr = (uint8_t *) &RET_AREA;
+  *((size_t*)(ptr + sizeof(void*))) = (ret).len;
+  *((uint8_t **)(ptr + 0)) = (uint8_t *) (ret).ptr;
+  return ptr;
 }
 
 // Ensure that the *_component_type.o object is linked in

@@ -99,8 +99,9 @@ typedef struct tsohost_driver_types_driver_error_t {
 
 // This node does not lead; the payload names the leader if known.
 #define TSOHOST_DRIVER_TYPES_DRIVER_ERROR_NOT_LEADER 0
-// The request carried an epoch older than the one the driver has
-// accepted; the payload is the newer epoch.
+// The request carried an epoch older than the newest one the
+// driver has accepted (see `persist-high-water`); the payload is
+// that newer epoch.
 #define TSOHOST_DRIVER_TYPES_DRIVER_ERROR_FENCED 1
 // `at-least` was above the largest physical time a timestamp can
 // carry (2^46 - 1 ms); the payload echoes it.
@@ -130,7 +131,9 @@ typedef struct tsohost_driver_types_leadership_t {
   // `leader`).
   tsohost_driver_types_option_node_id_t   leader;
   // The epoch of that leadership. Every persist the host makes while
-  // leading carries it.
+  // leading carries it. A driver stores a new epoch with `sync`
+  // before it reports leadership in it, so that no later instance
+  // leads in it again.
   tsohost_driver_types_epoch_t   epoch;
   // While `role` is `leader`: the host's monotonic time (`now-ms`)
   // until which the driver guarantees that no other node can be granted
@@ -147,6 +150,42 @@ typedef uint8_t tsohost_driver_types_log_level_t;
 #define TSOHOST_DRIVER_TYPES_LOG_LEVEL_INFO 2
 #define TSOHOST_DRIVER_TYPES_LOG_LEVEL_DEBUG 3
 #define TSOHOST_DRIVER_TYPES_LOG_LEVEL_TRACE 4
+
+// The value of one statistic, and what kind of statistic it is.
+typedef struct tsohost_driver_types_metric_value_t {
+  uint8_t tag;
+  union {
+    uint64_t     counter;
+    int64_t     gauge;
+  } val;
+} tsohost_driver_types_metric_value_t;
+
+// Counts events since the instance started (elections, messages
+// sent): it never decreases within an instance. A fresh instance
+// starts again from what it can rebuild from storage, or from 0;
+// monitoring treats a drop as a reset.
+#define TSOHOST_DRIVER_TYPES_METRIC_VALUE_COUNTER 0
+// A level that goes up and down (the current term, the commit
+// index, the entries in the log).
+#define TSOHOST_DRIVER_TYPES_METRIC_VALUE_GAUGE 1
+
+// One of a driver's own statistics, as the host publishes it on
+// `/metrics`.
+typedef struct tsohost_driver_types_metric_t {
+  // `[a-z_][a-z0-9_]*`, in base units (`_seconds`, `_bytes`), without
+  // a prefix and, for a counter, without `_total`: the host publishes
+  // `tsohost_driver_<name>` (counters with `_total` appended) with the
+  // label `driver` (the driver's name). A name the host cannot
+  // publish is dropped with a warning in its log.
+  consensus_driver_string_t   name;
+  // One line for people: what is counted or measured.
+  consensus_driver_string_t   help;
+  tsohost_driver_types_metric_value_t   value;
+  // Further labels (`[a-z_][a-z0-9_]*` = any text), e.g. `peer` =
+  // `2`. Entries with one name must all be of one kind and carry the
+  // same label names; `driver` is the host's.
+  consensus_driver_list_tuple2_string_string_t   labels;
+} tsohost_driver_types_metric_t;
 
 typedef tsohost_driver_types_node_id_t tsohost_driver_host_node_id_t;
 
@@ -215,6 +254,8 @@ typedef tsohost_driver_types_driver_info_t exports_tsohost_driver_driver_driver_
 
 typedef tsohost_driver_types_peer_t exports_tsohost_driver_driver_peer_t;
 
+typedef tsohost_driver_types_metric_t exports_tsohost_driver_driver_metric_t;
+
 typedef struct {
   bool is_err;
   union {
@@ -232,7 +273,12 @@ typedef struct {
   exports_tsohost_driver_driver_node_id_t val;
 } exports_tsohost_driver_driver_option_node_id_t;
 
-// Imported Functions from `tsohost:driver/host@0.1.0`
+typedef struct {
+  exports_tsohost_driver_driver_metric_t *ptr;
+  size_t len;
+} exports_tsohost_driver_driver_list_metric_t;
+
+// Imported Functions from `tsohost:driver/host@0.2.0`
 // Queue `payload` for peer `to`. Fire and forget: no delivery guarantee.
 extern void tsohost_driver_host_send(tsohost_driver_host_node_id_t to, consensus_driver_list_u8_t *payload);
 // The value stored under `key`, if any.
@@ -262,7 +308,7 @@ extern void tsohost_driver_host_log(tsohost_driver_host_log_level_t level, conse
 // in its status. Single-node drivers report nothing.
 extern void tsohost_driver_host_report_membership(tsohost_driver_host_list_peer_t *members);
 
-// Exported Functions from `tsohost:driver/driver@0.1.0`
+// Exported Functions from `tsohost:driver/driver@0.2.0`
 void exports_tsohost_driver_driver_info(exports_tsohost_driver_driver_driver_info_t *ret);
 bool exports_tsohost_driver_driver_init(exports_tsohost_driver_driver_config_t *cfg, exports_tsohost_driver_driver_driver_error_t *err);
 void exports_tsohost_driver_driver_on_message(exports_tsohost_driver_driver_node_id_t from, consensus_driver_list_u8_t *payload);
@@ -271,6 +317,7 @@ void exports_tsohost_driver_driver_load_high_water(uint64_t request);
 void exports_tsohost_driver_driver_persist_high_water(uint64_t request, uint64_t at_least, exports_tsohost_driver_driver_epoch_t *epoch);
 void exports_tsohost_driver_driver_change_membership(uint64_t request, exports_tsohost_driver_driver_list_peer_t *members);
 void exports_tsohost_driver_driver_transfer_leadership(uint64_t request, exports_tsohost_driver_driver_node_id_t *maybe_to);
+void exports_tsohost_driver_driver_stats(exports_tsohost_driver_driver_list_metric_t *ret);
 
 // Helper Functions
 
@@ -291,6 +338,10 @@ void tsohost_driver_types_driver_error_free(tsohost_driver_types_driver_error_t 
 void tsohost_driver_types_driver_info_free(tsohost_driver_types_driver_info_t *ptr);
 
 void tsohost_driver_types_leadership_free(tsohost_driver_types_leadership_t *ptr);
+
+void tsohost_driver_types_metric_value_free(tsohost_driver_types_metric_value_t *ptr);
+
+void tsohost_driver_types_metric_free(tsohost_driver_types_metric_t *ptr);
 
 void tsohost_driver_host_driver_error_free(tsohost_driver_host_driver_error_t *ptr);
 
@@ -322,11 +373,15 @@ void exports_tsohost_driver_driver_driver_info_free(exports_tsohost_driver_drive
 
 void exports_tsohost_driver_driver_peer_free(exports_tsohost_driver_driver_peer_t *ptr);
 
+void exports_tsohost_driver_driver_metric_free(exports_tsohost_driver_driver_metric_t *ptr);
+
 void exports_tsohost_driver_driver_result_void_driver_error_free(exports_tsohost_driver_driver_result_void_driver_error_t *ptr);
 
 void exports_tsohost_driver_driver_list_peer_free(exports_tsohost_driver_driver_list_peer_t *ptr);
 
 void exports_tsohost_driver_driver_option_node_id_free(exports_tsohost_driver_driver_option_node_id_t *ptr);
+
+void exports_tsohost_driver_driver_list_metric_free(exports_tsohost_driver_driver_list_metric_t *ptr);
 
 // Sets the string `ret` to reference the input string `s` without copying it
 void consensus_driver_string_set(consensus_driver_string_t *ret, const char*s);

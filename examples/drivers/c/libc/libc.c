@@ -14,8 +14,9 @@
  * heap, which starts at wasm-ld's __heap_base and grows linear memory as
  * needed; freed blocks go to the free list of their class and are reused,
  * never coalesced. That suits the driver: each call allocates a few small
- * blocks and frees them before it returns, the same sizes every time, so
- * memory stays flat however long an instance lives.
+ * blocks and frees them before it returns (or the bindings free them right
+ * after, for what it returns), the same sizes every time, so memory stays
+ * flat however long an instance lives.
  */
 
 #define PAGE_SIZE 65536u
@@ -79,6 +80,10 @@ static void *allocate(size_t size) {
     }
     header *block = cut(class);
     return block == NULL ? NULL : block + 1;
+}
+
+void *malloc(size_t size) {
+    return allocate(size);
 }
 
 void free(void *ptr) {

@@ -1,6 +1,6 @@
 /* The part of <string.h> the driver and its generated bindings use; see libc.c. */
-#ifndef C_FILE_STRING_H
-#define C_FILE_STRING_H
+#ifndef LIBC_STRING_H
+#define LIBC_STRING_H
 
 #include <stddef.h>
 
