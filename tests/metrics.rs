@@ -2,8 +2,9 @@
 //! (`promtool check metrics`, fetched by `./x`) accepts a live node's
 //! exposition, lint included (names, units, `_total`, help texts), and
 //! refuses the same text once broken. The built-in drivers (WIT 0.2) publish
-//! their own statistics there; 0.1 drivers (the examples) publish none,
-//! which tests/example_drivers.rs checks.
+//! their own statistics there; tests/example_drivers.rs checks that the
+//! new-driver templates publish theirs and a 0.1 driver (javascript-paxos)
+//! none.
 
 mod support;
 
