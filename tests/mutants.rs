@@ -150,7 +150,7 @@ const MUTANTS: &[Mutant] = &[
         component: RAFT,
         option: "mutant=long-lease",
         breaks: "no other node can be granted leadership and serve before lease-until-ms",
-        does: "reports a lease of 3 election timeouts, longer than the voters' refusal (2)",
+        does: "reports a lease of 2 election timeouts, longer than the voters' refusal (1)",
         shows: Shows::InCluster,
         rule: CLUSTER_RULE,
     },

@@ -45,7 +45,7 @@ async fn main() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let (mut cluster, _dir) = common::start(3, &flags);
     // The restarted node catches up within a few election timeouts.
-    let settle = Duration::from_millis(3 * election_ms.unwrap_or(1000));
+    let settle = Duration::from_millis(3 * election_ms.unwrap_or(500));
     let mut failovers_ms = Vec::new();
     for kill in 0..kills {
         let leader = first_serving(&cluster, Duration::from_secs(30))

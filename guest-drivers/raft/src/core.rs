@@ -15,8 +15,8 @@
 //! (on this host's clock) of the newest heartbeat/append round a quorum of
 //! voters acknowledged (openraft's `last_quorum_acked`: it records each
 //! follower's acknowledgement with the *send* time of the request
-//! acknowledged), and `L` = [`Settings::lease`] = ¾ of the minimum election
-//! timeout `E`, so `L < E < E_max = 2E`.
+//! acknowledged), and `L` = [`Settings::lease`] = `E / 2`, half the follower
+//! lease `F` = [`Settings::follower_lease_ms`] = `E`, the election timeout.
 //!
 //! Why no other node can be elected and serve before `A + L`:
 //! 1. Every voter `f` of the acknowledging quorum received that round at a
@@ -26,21 +26,23 @@
 //!    leader) and that vote's lease has not expired, a node rejects every
 //!    vote and pre-vote request that is not a leadership-transfer election;
 //!    receiving an append-entries from the leader renews the lease to
-//!    `R_f + E_max` (`VoteHandler::update_vote`, `leader_lease =
-//!    election_timeout_max`). The leader itself refuses votes while its own
-//!    quorum-ack lease is valid. Transfer elections bypass both rules; only
-//!    a hand-over by this driver starts one, and it is covered below.
+//!    `R_f + F` (`VoteHandler::update_vote`, `leader_lease`: upstream
+//!    hardcodes `election_timeout_max`, our vendored copy takes
+//!    `Config::leader_lease`, set to `F`; `vendor/openraft/PATCHED.md`). The
+//!    leader itself refuses votes while its own quorum-ack lease (`F` after
+//!    `A`) is valid. Transfer elections bypass both rules; only a hand-over
+//!    by this driver starts one, and it is covered below.
 //! 2. A new leader needs the votes of a quorum, which shares a voter with
 //!    the acknowledging quorum; that voter grants nothing before
-//!    `R_f + E_max >= A + 2E` on its clock.
+//!    `R_f + F >= A + E` on its clock.
 //! 3. The follower's lease lives in openraft's memory only. A restarted
 //!    instance would forget it, so this driver drops vote and pre-vote
-//!    requests for `E_max` after an instance starts when its stored vote is
+//!    requests for `F` after an instance starts when its stored vote is
 //!    committed (it may have acknowledged a leader just before the restart).
 //!    It lets transfer-election votes through: the live rule does not apply
 //!    the lease to them either, so there is nothing to stand in for.
-//! 4. The new leader serves only after being elected, so after `A + 2E`,
-//!    while the old lease ended at `A + ¾E`. The gap `1¼E` absorbs clock
+//! 4. The new leader serves only after being elected, so after `A + E`,
+//!    while the old lease ended at `A + E/2`. The gap `E/2` absorbs clock
 //!    rate differences between hosts over one lease, the rounding of the
 //!    virtual clock to host milliseconds (`A` is rounded down), and the
 //!    sub-millisecond [`MICRO_SLEEP`](tsohost_guest_sdk::runtime::MICRO_SLEEP)
@@ -58,6 +60,15 @@
 //! It assumes every node runs with the same `election-timeout-ms` and that
 //! host clocks advance at nearly the same rate (not that they agree).
 //!
+//! Failover: openraft's election timer runs from the end of the follower
+//! lease, so a follower that stops hearing its leader campaigns (a
+//! pre-vote, then the election) after `F + T`, with `T` drawn from
+//! [`Settings::campaign_delay_ms`] (just over one heartbeat to `E/2`): `E`
+//! to `1.5 E` after the leader's last heartbeat, when the other voters'
+//! leases, which that heartbeat renewed at about the same time, have run
+//! out too. The new leader then commits its first entry and the host loads
+//! and persists its window.
+//!
 //! # Handing leadership over
 //!
 //! openraft's transfer (`trigger().transfer_leader(to)`, verified in
@@ -66,7 +77,8 @@
 //! heartbeating, drops its own vote lease and sends every other voter a
 //! `TransferLeader` with its vote and last log id. A receiver whose vote is
 //! still that leader's drops its follower lease; the target also waits (at
-//! most `E`) until its log reaches the leader's, then campaigns with
+//! most openraft's minimum election timeout, the shortest campaign delay)
+//! until its log reaches the leader's, then campaigns with
 //! `leadership_transfer` set, and voters grant that despite any lease. The
 //! old leader steps down when it sees the new vote; until it hears of a
 //! newer leader it stays an openraft leader that proposes nothing.
@@ -248,7 +260,7 @@ impl Driver for RaftDriver {
         let vote: Option<Vote> = storage.vote().map_err(storage_err)?;
         let now = host.now_ms();
         let refuse_votes_until_ms = if vote.is_some_and(|v| v.is_committed()) {
-            now + settings.election_timeout_max_ms()
+            now + settings.follower_lease_ms()
         } else {
             0
         };
@@ -651,7 +663,7 @@ impl RaftDriver {
     fn retry_policy(&self) -> Retry {
         Retry {
             pause: Duration::from_millis(self.settings.heartbeat_ms.div_ceil(2)),
-            budget: Duration::from_millis(self.settings.election_timeout_max_ms()),
+            budget: self.settings.retry_budget(),
         }
     }
 

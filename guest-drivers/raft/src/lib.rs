@@ -24,8 +24,8 @@ mod component;
 /// simulation tests, the contract suite and the fuzz targets).
 #[cfg(feature = "sim")]
 impl tsohost_guest_sdk::sim::SimDriver for core::RaftDriver {
-    /// ¾ of the election timeout (see "The leader lease" in [`core`]).
-    const MAX_LEASE_MS: u64 = tsohost_guest_sdk::sim::contract::ELECTION_TIMEOUT_MS * 3 / 4;
+    /// Half the election timeout (see "The leader lease" in [`core`]).
+    const MAX_LEASE_MS: u64 = tsohost_guest_sdk::sim::contract::ELECTION_TIMEOUT_MS / 2;
 
     fn applied_high_water(&self) -> u64 {
         self.state().high_water

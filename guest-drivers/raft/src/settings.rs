@@ -8,11 +8,14 @@ use tsohost_guest_sdk::rules::{Timing, TimingRules};
 use tsohost_guest_sdk::{Config, DriverError};
 
 /// Validated settings: the shared [`Timing`] options.
-/// `election-timeout-ms` is the minimum election timeout (the maximum is
-/// twice it); all nodes of a cluster must use the same value: the lease
-/// argument compares this node's lease with the other nodes' vote refusal
-/// (see [`crate::core`]). A snapshot is taken, and the log before it
-/// purged, every `snapshot-every` entries.
+/// `election-timeout-ms` (`E`) is how long a follower honours a leader it
+/// heard (refuses votes and does not campaign: [`Settings::follower_lease_ms`]);
+/// it campaigns after a further random wait ([`Settings::campaign_delay_ms`]),
+/// so between `E` and `1.5 E` after it last heard a leader. All nodes of a
+/// cluster must use the same value: the lease argument compares this node's
+/// lease with the other nodes' vote refusal (see [`crate::core`]). A
+/// snapshot is taken, and the log before it purged, every `snapshot-every`
+/// entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Settings(pub Timing);
 
@@ -41,28 +44,48 @@ impl Settings {
         .map(Settings)
     }
 
-    /// The longest election timeout; openraft's followers refuse votes for
-    /// this long after hearing from a leader.
-    pub fn election_timeout_max_ms(&self) -> u64 {
-        self.election_timeout_ms * 2
+    /// `F`: how long a node refuses votes after it heard a leader (openraft's
+    /// `leader_lease`, patched to be configurable: `vendor/openraft`), and
+    /// after it restarted with a committed vote: the election timeout `E`.
+    pub fn follower_lease_ms(&self) -> u64 {
+        self.election_timeout_ms
     }
 
-    /// How long after a quorum acknowledged the leader it may serve: three
-    /// quarters of the minimum election timeout (see [`crate::core`] for why
-    /// this is safe).
+    /// The range `[min, max)` of openraft's election timeout: the random
+    /// wait, after the follower lease ran out, before a node campaigns (a
+    /// pre-vote), and a candidate's wait before it campaigns again. From
+    /// just over one heartbeat (openraft demands more than one) to half the
+    /// election timeout: a wide range keeps split votes rare, a short one
+    /// keeps failover fast (the first campaign comes at most `1.5 E` after
+    /// the last heartbeat).
+    pub fn campaign_delay_ms(&self) -> (u64, u64) {
+        let min = self.heartbeat_ms + 1;
+        (min, (self.election_timeout_ms / 2).max(min + 1))
+    }
+
+    /// How long after a quorum acknowledged the leader it may serve: half
+    /// the follower lease (see [`crate::core`] for why this is safe).
     pub fn lease(&self) -> Duration {
-        Duration::from_millis(self.election_timeout_ms * 3 / 4)
+        Duration::from_millis(self.follower_lease_ms() / 2)
+    }
+
+    /// How long a new leader retries a write that openraft refuses for now
+    /// (before its first quorum acknowledgement, while a membership change
+    /// is in progress): two election timeouts.
+    pub fn retry_budget(&self) -> Duration {
+        Duration::from_millis(2 * self.election_timeout_ms)
     }
 
     /// How long a leader that handed leadership over waits for a successor
-    /// before `transfer-leadership` fails: five of the longest election
-    /// timeouts. The target first waits (at most the minimum timeout) for
-    /// its log, then campaigns; should it not win, the followers elect once
-    /// their timers fire, possibly after split votes. Two timeouts covered
-    /// that on an idle machine but not on a loaded two-core CI runner, and
-    /// a failure here only makes the operator retry what was happening.
+    /// before `transfer-leadership` fails: ten election timeouts. The
+    /// target first waits (at most the shortest campaign delay) for its log,
+    /// then campaigns; should it not win, the followers elect once their
+    /// leases ran out and their timers fire, possibly after split votes.
+    /// Four timeouts covered that on an idle machine but not on a loaded
+    /// two-core CI runner, and a failure here only makes the operator retry
+    /// what was happening.
     pub fn handover_budget(&self) -> Duration {
-        Duration::from_millis(5 * self.election_timeout_max_ms())
+        Duration::from_millis(10 * self.election_timeout_ms)
     }
 
     /// How long `change-membership` waits for new nodes, added as learners,
@@ -71,16 +94,19 @@ impl Settings {
     /// and is reachable; one that is not stays a learner and the request
     /// fails rather than making an unreachable voter part of every quorum.
     pub fn catch_up_budget(&self) -> Duration {
-        Duration::from_millis(5 * self.election_timeout_max_ms())
+        Duration::from_millis(10 * self.election_timeout_ms)
     }
 
     /// The openraft configuration; `alone`: this node was configured as
     /// the whole cluster (no peers but itself).
     pub fn raft_config(&self, alone: bool) -> Result<RaftConfig, DriverError> {
+        let (campaign_min, campaign_max) = self.campaign_delay_ms();
         RaftConfig {
             cluster_name: "tsohost".into(),
-            election_timeout_min: self.election_timeout_ms,
-            election_timeout_max: self.election_timeout_max_ms(),
+            election_timeout_min: campaign_min,
+            election_timeout_max: campaign_max,
+            // The follower lease F (upstream: `election_timeout_max`).
+            leader_lease: Some(self.follower_lease_ms()),
             heartbeat_interval: self.heartbeat_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             // Entries a slightly lagging follower can still fetch after a

@@ -5,6 +5,7 @@
 use std::rc::Rc;
 
 use tsohost_driver_raft::core::RaftDriver;
+use tsohost_guest_sdk::rules::Timing;
 use tsohost_guest_sdk::sim::cluster::{SimCluster, config, peers, request_frames};
 use tsohost_guest_sdk::sim::contract::ELECTION_TIMEOUT_MS;
 use tsohost_guest_sdk::sim::{MemStorage, SimClock, SimHost};
@@ -79,6 +80,40 @@ fn a_restarted_sole_voter_leads_in_the_next_term() {
         "the next term, same leader"
     );
     assert_eq!(c.last_report(1), Some(r2));
+}
+
+/// Failover timing ("The leader lease" and "Failover" in `core`), over 20
+/// kills at different points of the heartbeat cycle, each replacing the
+/// last new leader: no new leader serves sooner than `E - heartbeat` after
+/// the kill (the voters heard the old leader at most a heartbeat before it,
+/// and refuse votes for `F = E` after that), the usual failover is at most
+/// `1.5 E` (`F` plus a campaign delay of at most `E / 2`, then a few
+/// milliseconds of election and first commit), and none takes longer than
+/// `2 E` (one split vote costs one more campaign delay).
+#[test]
+fn a_killed_leader_is_replaced_within_one_and_a_half_election_timeouts() {
+    let e = ELECTION_TIMEOUT_MS;
+    let hb = Timing::DEFAULT.heartbeat_ms;
+    let mut c = new_cluster(&[]);
+    let (mut leader, _) = c.wait_leader();
+    let mut took = Vec::new();
+    for round in 0..20 {
+        c.run_for(1_000 + round * 7);
+        let killed_at = c.clock.now();
+        c.kill(leader);
+        let (new, _) = c.wait_leader();
+        took.push(c.clock.now() - killed_at);
+        c.start(leader, false);
+        leader = new;
+    }
+    took.sort_unstable();
+    let (fastest, median, slowest) = (took[0], took[took.len() / 2], took[took.len() - 1]);
+    assert!(
+        fastest >= e - hb,
+        "a new leader served {fastest} ms after the kill, within the voters' refusal: {took:?}"
+    );
+    assert!(median <= e * 3 / 2 + 30, "median {median} ms: {took:?}");
+    assert!(slowest <= 2 * e + 30, "slowest {slowest} ms: {took:?}");
 }
 
 #[test]

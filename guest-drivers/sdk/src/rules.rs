@@ -102,11 +102,15 @@ impl Default for Timing {
 }
 
 impl Timing {
-    /// The timing without options: a 1 s election timeout, heartbeats every
-    /// 100 ms, a snapshot every 1000 entries.
+    /// The timing without options: a 500 ms election timeout, heartbeats
+    /// every 50 ms, a snapshot every 1000 entries. After a kill of the
+    /// leader a new one serves within about 1.5 election timeouts, under a
+    /// second (raft and paxos, 3 nodes on a 2-core machine:
+    /// `docs/benchmarks.md`); the timeout spans 10 heartbeats, and a healthy
+    /// cluster under full load sees no election.
     pub const DEFAULT: Timing = Timing {
-        election_timeout_ms: 1000,
-        heartbeat_ms: 100,
+        election_timeout_ms: 500,
+        heartbeat_ms: 50,
         snapshot_every: 1000,
     };
 

@@ -34,7 +34,7 @@ pub enum Mutant {
     /// extending its lease while the others elect a new one. Breaks: a
     /// lease is backed by a quorum that refuses other ballots until it ends.
     UnackedLease,
-    /// The lease is `W + W/2` (1.5 s by default) instead of `W/2`: longer
+    /// The lease is `W + W/2` (750 ms by default) instead of `W/2`: longer
     /// than the promise gate `W` that keeps other ballots out. Breaks: no
     /// other node leads and serves before `lease-until-ms`.
     LongLease,

@@ -25,10 +25,10 @@ use crate::types::{Command, pair};
 /// One way to break the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mutant {
-    /// The leader reports a lease of `E_max + E` (3 s by default) instead of
-    /// `¾ E`: longer than the window in which the voters that acknowledged it
-    /// refuse to vote (`E_max`), so a new leader can be elected and serve
-    /// while the old lease runs. Breaks: no other node leads and serves
+    /// The leader reports a lease of `F + E = 2E` (1 s by default) instead
+    /// of `E / 2`: longer than the window in which the voters that
+    /// acknowledged it refuse to vote (`F = E`), so a new leader can be
+    /// elected and serve while the old lease runs. Breaks: no other node leads and serves
     /// before `lease-until-ms`.
     LongLease,
     /// `persist-high-water` completes once the entry is appended (and
@@ -93,7 +93,7 @@ pub fn host(mutant: Option<Mutant>, host: Rc<dyn Host>) -> Rc<dyn Host> {
 pub fn lease(mutant: Option<Mutant>, settings: &Settings, lease: Duration) -> Duration {
     match mutant {
         Some(Mutant::LongLease) => {
-            Duration::from_millis(settings.election_timeout_max_ms() + settings.election_timeout_ms)
+            Duration::from_millis(settings.follower_lease_ms() + settings.election_timeout_ms)
         }
         _ => lease,
     }
