@@ -339,8 +339,16 @@ pub fn run_storage<D: Driver>(traps: &'static [&'static str], data: &[u8]) {
 /// correct store holds, they panic by design. The host survives that (a
 /// guest panic is a trap; the instance is re-created), so by default such
 /// panics pass, each place reported once on stderr; with
-/// `TSOHOST_FUZZ_STRICT=1` in the environment they are crashes.
-pub const LIBRARY_SOURCES: &[&str] = &["/openraft-", "/validit-", "/omnipaxos/src/", "/omnipaxos-"];
+/// `TSOHOST_FUZZ_STRICT=1` in the environment they are crashes. Both are
+/// vendored (`vendor/openraft/src/`, `vendor/omnipaxos/src/`); the
+/// registry paths cover their own dependencies' crates.
+pub const LIBRARY_SOURCES: &[&str] = &[
+    "/openraft/src/",
+    "/openraft-",
+    "/validit-",
+    "/omnipaxos/src/",
+    "/omnipaxos-",
+];
 
 thread_local! {
     static TRAPS: Cell<Option<&'static [&'static str]>> = const { Cell::new(None) };
