@@ -11,9 +11,18 @@ use tsohost::tools::cluster::ClusterSpec;
 pub use tsohost::tools::cluster::LocalCluster;
 
 /// `nodes` nodes (one without peers) with `serve` flags `flags`, started;
-/// keep the directory for as long as the cluster runs.
+/// keep the directory for as long as the cluster runs. With `KEEP_LOGS`
+/// set, the directory (data and `node<id>.log`) outlives the run, and its
+/// path goes to stderr: how one reads why an election happened.
 pub fn start(nodes: u64, flags: &[&str]) -> (LocalCluster, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("tsohost-bench")
+        .disable_cleanup(std::env::var_os("KEEP_LOGS").is_some())
+        .tempdir()
+        .unwrap();
+    if std::env::var_os("KEEP_LOGS").is_some() {
+        eprintln!("node logs: {}/cluster/node<id>.log", dir.path().display());
+    }
     let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tsohost");
     let flags = flags.iter().map(|f| f.to_string()).collect();
     let cluster = ClusterSpec::create(exe, dir.path().join("cluster"), nodes)

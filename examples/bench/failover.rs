@@ -13,7 +13,7 @@
 //! throughput against the leader with `tsohost bench`'s load generator
 //! (LOAD_S seconds per row, 5 by default) and counts the elections the
 //! nodes saw meanwhile: under full load on a healthy cluster there should
-//! be none. Prints JSON.
+//! be none (nor refused requests: a lapsed lease). Prints JSON.
 
 mod common;
 
@@ -67,7 +67,7 @@ async fn main() {
     let leader = first_serving(&cluster, Duration::from_secs(30))
         .await
         .unwrap();
-    let elections_before = elections(&cluster).await;
+    let before = Counters::read(&cluster).await;
     let mut throughput = Vec::new();
     for (connections, count) in [(16, 1), (64, 1), (16, 1000)] {
         let report = run(BenchConfig {
@@ -83,7 +83,7 @@ async fn main() {
         .unwrap();
         throughput.push(report);
     }
-    let elections_under_load = elections(&cluster).await - elections_before;
+    let under_load = Counters::read(&cluster).await.since(&before);
     drop(cluster);
     let failover = (!failovers_ms.is_empty()).then(|| {
         serde_json::json!({
@@ -99,27 +99,59 @@ async fn main() {
         "kills": kills,
         "failover_ms": failover,
         "load_s_per_row": load.as_secs(),
-        "elections_under_load": elections_under_load,
+        "elections_under_load": under_load.elections,
+        "refused_under_load": under_load.refused,
+        "held_takeovers_under_load": under_load.held_takeovers,
         "throughput": throughput,
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
 }
 
-/// New epochs the running nodes have seen, summed (`tsohost_elections_total`).
-async fn elections(cluster: &common::LocalCluster) -> u64 {
-    let mut total = 0;
-    for id in cluster.running() {
-        let url = cluster.spec().url(id);
-        let answer =
-            tsohost::client::once(url, hyper::Method::GET, "/metrics", bytes::Bytes::new())
-                .await
-                .expect("GET /metrics");
-        let text = String::from_utf8_lossy(&answer.body);
-        total += text
-            .lines()
-            .find_map(|l| l.strip_prefix("tsohost_elections_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("node {id} has no tsohost_elections_total"));
+/// What the running nodes count, summed, that tells whether leadership held
+/// under load.
+struct Counters {
+    /// New epochs seen (`tsohost_elections_total`).
+    elections: u64,
+    /// Timestamp requests refused with 503 (`tsohost_requests_total{result="unavailable"}`):
+    /// an election, or a leader whose lease lapsed.
+    refused: u64,
+    /// Paxos only: ballot-leader-election rounds that missed the leader
+    /// while its lease heartbeats arrived (`tsohost_driver_held_takeovers_total`).
+    held_takeovers: u64,
+}
+
+impl Counters {
+    async fn read(cluster: &common::LocalCluster) -> Counters {
+        let mut c = Counters {
+            elections: 0,
+            refused: 0,
+            held_takeovers: 0,
+        };
+        for id in cluster.running() {
+            let url = cluster.spec().url(id);
+            let answer =
+                tsohost::client::once(url, hyper::Method::GET, "/metrics", bytes::Bytes::new())
+                    .await
+                    .expect("GET /metrics");
+            let text = String::from_utf8_lossy(&answer.body);
+            let sum = |name: &str, having: &str| -> u64 {
+                text.lines()
+                    .filter(|l| l.starts_with(name) && l.contains(having))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum()
+            };
+            c.elections += sum("tsohost_elections_total ", "");
+            c.refused += sum("tsohost_requests_total{", "result=\"unavailable\"");
+            c.held_takeovers += sum("tsohost_driver_held_takeovers_total", "");
+        }
+        c
     }
-    total
+
+    fn since(&self, before: &Counters) -> Counters {
+        Counters {
+            elections: self.elections - before.elections,
+            refused: self.refused - before.refused,
+            held_takeovers: self.held_takeovers.saturating_sub(before.held_takeovers),
+        }
+    }
 }

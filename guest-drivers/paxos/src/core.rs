@@ -48,7 +48,14 @@
 //!   to send as a candidate. In omnipaxos a node's promise only changes by
 //!   handling a Prepare or by electing itself (which is useless without
 //!   sending Prepares), so no other ballot can gather promises through a
-//!   gated node.
+//!   gated node. A closed gate also holds back BLE's takeovers (a patch of
+//!   the vendored omnipaxos, `hold_elections`): electing itself would not
+//!   break the claim below, but it moves the node's promise, so it stops
+//!   acknowledging the leader it was gated for. Rounds that missed the
+//!   leader's reply at both followers (a stall of the leader's process
+//!   longer than a round, under load) then cost the leader its lease and,
+//!   `W` later, its leadership; held back, a takeover waits for the gate to
+//!   open (no lease heartbeat for `W`) and then happens at once.
 //! - **Lease.** The leader's lease base `A` is the newest heartbeat send
 //!   time acknowledged by a quorum of the configuration (the leader counts
 //!   itself); it reports `lease-until-ms = A + L`, and closes its own gate
@@ -75,8 +82,9 @@
 //!
 //! Liveness: a healthy leader keeps its followers gated, so a node that
 //! elected itself in BLE without reason (e.g. a partition that healed)
-//! cannot disturb it; once the leader is gone, the gate opens at most `W`
-//! after its last heartbeat and omnipaxos's resent Prepares go through.
+//! cannot disturb it, and a gated node does not elect itself; once the
+//! leader is gone, the gate opens at most `W` after its last heartbeat, a
+//! takeover held back meanwhile happens at once, and Prepares go through.
 //! A leader gated by its own lease needs acknowledgements to stay gated, so
 //! a leader cut off from its quorum opens its gate and can follow the new
 //! leader after the partition heals.
@@ -209,6 +217,10 @@ pub struct PaxosDriver {
     /// Log entries `< applied` are applied.
     applied: usize,
     lease: Lease,
+    /// The newest Prepare the gate refused, handed to omnipaxos as soon as
+    /// the gate opens rather than at its sender's resend (up to
+    /// [`Settings::resend_ticks`] heartbeats later).
+    held_prepare: Option<Message<Command>>,
     /// This leader's requests by log index.
     pending: BTreeMap<usize, Pending>,
     reconfig: Option<PendingReconfig>,
@@ -294,6 +306,7 @@ impl Driver for PaxosDriver {
             state: HwState::default(),
             applied: 0,
             lease: Lease::default(),
+            held_prepare: None,
             pending: BTreeMap::new(),
             reconfig: None,
             stepping_down: None,
@@ -350,6 +363,17 @@ impl Driver for PaxosDriver {
     fn on_tick(&mut self, now_ms: u64) -> u64 {
         self.now = self.now.max(now_ms);
         let hb = self.settings.heartbeat_ms;
+        // A closed gate holds back ballot leader election's takeovers too
+        // (not only the Prepares they send): see "The leader lease". Once it
+        // opens, a Prepare it held back goes first (this node then follows
+        // that candidate rather than competing), then a takeover held back.
+        let hold = self.now < self.lease.gate_until();
+        if !hold && let Some(prepare) = self.held_prepare.take() {
+            self.receive_paxos(prepare.get_sender(), prepare);
+        }
+        if let Some(op) = self.op.as_mut() {
+            op.hold_elections(hold);
+        }
         if self.now >= self.next_op_tick {
             // After a long pause, tick once rather than replaying every
             // missed tick at once.
@@ -366,6 +390,9 @@ impl Driver for PaxosDriver {
         self.expire();
         self.settle();
         let mut next = self.next_op_tick.min(self.next_join);
+        if self.now < self.lease.gate_until() {
+            next = next.min(self.lease.gate_until());
+        }
         if self.lease.leading().is_some() || self.stepping_down.is_some() {
             next = next.min(self.next_heartbeat);
         }
@@ -482,6 +509,12 @@ impl Driver for PaxosDriver {
                 compacted as u64,
             ),
             counter("snapshots", "Snapshots this instance took", self.snapshots),
+            counter(
+                "held_takeovers",
+                "Ballot-leader-election rounds that missed the leader and would have taken \
+                 over while its lease heartbeats still arrived (held back by the promise gate)",
+                self.op.as_ref().map_or(0, |op| op.held_takeovers()),
+            ),
         ]);
         stats
     }
@@ -493,6 +526,7 @@ impl PaxosDriver {
     fn start_config(&mut self, m: Membership) -> Result<(), DriverError> {
         self.op = None;
         self.single = None;
+        self.held_prepare = None;
         self.state = store::base(&*self.host)?;
         self.applied = 0;
         if m.members.len() == 1 && m.contains(self.node) {
@@ -919,11 +953,21 @@ impl PaxosDriver {
             self.log(
                 LogLevel::Debug,
                 format!(
-                    "refused Prepare {:?} from node {from}: gate closed until {} ms",
+                    "held back Prepare {:?} from node {from}: gate closed until {} ms",
                     prep.n,
                     self.lease.gate_until()
                 ),
             );
+            let newer = |held: &Message<Command>| match held {
+                Message::SequencePaxos(h) => match &h.msg {
+                    PaxosMsg::Prepare(h) => prep.n > h.n,
+                    _ => true,
+                },
+                Message::BLE(_) => true,
+            };
+            if self.held_prepare.as_ref().is_none_or(newer) {
+                self.held_prepare = Some(msg);
+            }
             return;
         }
         if let Some(op) = self.op.as_mut() {

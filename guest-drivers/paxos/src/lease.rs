@@ -2,11 +2,16 @@
 //! milliseconds (the argument is in [`crate::core`]).
 //!
 //! - The **gate**: until `gate_until`, this node refuses to promise any
-//!   ballot but `gate_ballot` and higher ballots of the same node (it drops
-//!   Prepare messages of other ballots, received or its own). The lease it
-//!   protects is that node's, so a new ballot of that node cannot overlap
-//!   another node's leadership: the node stops serving the old ballot when
-//!   it leaves omnipaxos's Accept phase to prepare the new one. A follower raises it to `receipt + W` on each
+//!   ballot but `gate_ballot` and higher ballots of the same node in the
+//!   same configuration (it drops Prepare messages of other ballots,
+//!   received or its own). The lease it protects is that node's, so a new
+//!   ballot of that node cannot overlap another node's leadership: the node
+//!   stops serving the old ballot when it leaves omnipaxos's Accept phase to
+//!   prepare the new one. The next configuration's ballots wait even when
+//!   the same node leads both: the lease of the old configuration then ends
+//!   before the new one serves (not only at the step-down the host sees),
+//!   at the cost of a pause of at most `W` per membership change. A
+//!   follower raises it to `receipt + W` on each
 //!   lease heartbeat of the leader it promised; a leader raises it to
 //!   `A + W` each time its lease base `A` advances; a fresh instance with
 //!   state starts gated for `W`.
@@ -61,7 +66,9 @@ pub struct Lease {
 impl Lease {
     /// Whether a Prepare of `ballot` must be dropped at `now`.
     pub fn gated(&self, now: u64, ballot: Ballot) -> bool {
-        let same_leader = ballot.pid == self.gate_ballot.pid && ballot >= self.gate_ballot;
+        let same_leader = ballot.pid == self.gate_ballot.pid
+            && ballot.config_id == self.gate_ballot.config_id
+            && ballot >= self.gate_ballot;
         now < self.gate_until && !same_leader
     }
 
@@ -223,6 +230,9 @@ mod tests {
         // a lower one.
         assert!(!l.gated(1099, Ballot::with(1, 2, 0, 1)));
         assert!(l.gated(1099, Ballot::with(1, 0, 0, 1)));
+        // Not under the next configuration: its leadership waits for this
+        // lease to end even when the same node leads both.
+        assert!(l.gated(1099, Ballot::with(2, 1, 0, 1)));
         assert!(!l.gated(1100, Ballot::with(1, 2, 0, 3)));
         // A late ack of an older heartbeat does not move the base back.
         assert!(l.acked(3, b, s2, v, 1000));

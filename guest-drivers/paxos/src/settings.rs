@@ -9,10 +9,10 @@ use tsohost_guest_sdk::{Config, DriverError};
 /// compares one node's lease with the other nodes' promise refusal window
 /// (see [`crate::core`]). `E` is how long a node refuses to promise a new
 /// ballot after it last heard its leader's lease heartbeat (the "gate");
-/// the leader lease is half of it, a ballot-leader-election round a half
-/// too. `heartbeat-ms` is the period of omnipaxos's logical clock (`tick`)
-/// and of the leader's lease heartbeats; `snapshot-every = 0` turns
-/// compaction off.
+/// the leader lease is half of it, a ballot-leader-election round a fifth.
+/// `heartbeat-ms` is the period of omnipaxos's logical clock (`tick`) and
+/// of the leader's lease heartbeats; `snapshot-every = 0` turns compaction
+/// off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Settings(pub Timing);
 
@@ -49,9 +49,16 @@ impl Settings {
         self.election_timeout_ms / 2
     }
 
-    /// omnipaxos ticks per ballot-leader-election round (about `E / 2`).
+    /// omnipaxos ticks per ballot-leader-election (BLE) round: about `E / 5`,
+    /// at least two heartbeats (a reply must come back within the round).
+    /// BLE needs two or three rounds to agree the leader is gone; short
+    /// rounds let that happen while the gate is still closed, so the
+    /// takeover is ready when it opens (`W` after the last heartbeat, the
+    /// lower bound of a failover). Short rounds cost no stability: a round
+    /// that misses a live leader is held back by the gate (see
+    /// [`crate::core`], "The leader lease").
     pub fn election_ticks(&self) -> u64 {
-        (self.election_timeout_ms / (2 * self.heartbeat_ms)).max(1)
+        (self.election_timeout_ms / (5 * self.heartbeat_ms)).max(2)
     }
 
     /// omnipaxos ticks before it resends a possibly lost Prepare, Promise or

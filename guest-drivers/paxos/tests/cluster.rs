@@ -319,6 +319,75 @@ fn a_single_voter_takes_a_new_ballot_on_every_start_and_on_growing() {
     assert_eq!(r3.epoch.hi >> 32, 2, "configuration 2");
 }
 
+/// A leader whose ballot-leader-election replies are lost for many rounds
+/// (as when its process stalls past a round under load) while its lease
+/// heartbeats still arrive keeps leading, and keeps its lease: its
+/// followers' closed gates hold their takeovers back. Without the hold,
+/// both followers elect themselves within two rounds, stop acknowledging
+/// the leader's heartbeats, and it loses its lease and then its ballot.
+#[test]
+fn missed_election_rounds_do_not_unseat_a_leader_whose_lease_heartbeats_arrive() {
+    let mut c = new_cluster(&[]);
+    let (leader, report) = c.wait_leader();
+    let lost_from = c.clock.now();
+    for _ in 0..5_000 {
+        drop_election_messages_from(&mut c, leader);
+        c.step();
+    }
+    let now = c.clock.now();
+    for (at, r) in c.all_reports() {
+        assert!(
+            r.epoch <= report.epoch,
+            "a new epoch {:?} at {at} ms (ballot-leader-election replies lost since {lost_from})",
+            r.epoch
+        );
+    }
+    let last = c.last_report(leader).expect("reports");
+    assert_eq!(last.role, Role::Leader);
+    assert!(
+        last.lease_until_ms > now,
+        "the lease lapsed: {last:?} at {now}"
+    );
+    let held: u64 = c
+        .ids
+        .clone()
+        .into_iter()
+        .filter(|&id| id != leader)
+        .map(|id| held_takeovers(&c, id))
+        .sum();
+    assert!(held > 0, "the followers never missed the leader");
+    assert_eq!(c.persist(leader, 10, report.epoch), Ok(10));
+}
+
+/// Drop the ballot-leader-election messages `from` has sent, keeping the
+/// rest of each payload.
+fn drop_election_messages_from(c: &mut Cluster, from: NodeId) {
+    use omnipaxos::messages::Message;
+    use tsohost_driver_paxos::wire::{self, Wire};
+    for (_, sender, _, payload) in c.in_flight.iter_mut() {
+        if *sender != from {
+            continue;
+        }
+        let frames: Vec<_> = wire::decode(payload)
+            .expect("a payload the driver sent")
+            .iter()
+            .filter(|p| !matches!(p.wire, Wire::Paxos(Message::BLE(_))))
+            .map(wire::frame)
+            .collect();
+        *payload = wire::encode(&frames);
+    }
+}
+
+/// The driver's `held_takeovers` statistic.
+fn held_takeovers(c: &Cluster, id: NodeId) -> u64 {
+    let stats = c.driver(id).stats();
+    let held = stats.iter().find(|m| m.name == "held_takeovers");
+    match held.map(|m| &m.value) {
+        Some(tsohost_guest_sdk::MetricValue::Counter(n)) => *n,
+        other => panic!("node {id}: held_takeovers is {other:?}"),
+    }
+}
+
 /// Reading a key of a simulated host's storage.
 trait StorageGet {
     fn storage_get_key(&self, key: &[u8]) -> Option<Vec<u8>>;

@@ -93,6 +93,14 @@ pub(crate) struct BallotLeaderElection {
     quorum: Quorum,
     /// Vector which holds all the outgoing messages of the BLE instance.
     outgoing: Vec<BLEMessage>,
+    /// tsohost patch: while set, a round end that would take over leadership
+    /// only records it in `takeover_due` (see `hold` and PATCHED.md).
+    hold: bool,
+    /// tsohost patch: the last round end would have taken over, but `hold`
+    /// was set.
+    takeover_due: bool,
+    /// tsohost patch: round ends whose takeover `hold` kept back.
+    held_takeovers: u64,
     /// Logger used to output the status of the component.
     #[cfg(feature = "logging")]
     logger: Logger,
@@ -127,6 +135,9 @@ impl BallotLeaderElection {
             happy: true,
             quorum,
             outgoing: Vec::with_capacity(config.buffer_size),
+            hold: false,
+            takeover_due: false,
+            held_takeovers: 0,
             #[cfg(feature = "logging")]
             logger: {
                 if let Some(logger) = config.custom_logger {
@@ -258,19 +269,48 @@ impl BallotLeaderElection {
     }
 
     fn check_takeover(&mut self) {
+        self.takeover_due = false;
         if !self.happy {
             let all_neighbors_unhappy = self.heartbeat_replies.iter().all(|r| !r.happy);
             let im_quorum_connected = self
                 .quorum
                 .is_prepare_quorum(self.heartbeat_replies.len() + 1);
             if all_neighbors_unhappy && im_quorum_connected {
-                // We increment past our leader instead of max of unhappy ballots because we
-                // assume we have already checked leader for this round so they should be equal
-                self.current_ballot.n = self.leader.n + 1;
-                self.leader = self.current_ballot;
-                self.happy = true;
+                // tsohost patch: held, the takeover waits for `release`.
+                if self.hold {
+                    self.takeover_due = true;
+                    self.held_takeovers += 1;
+                    return;
+                }
+                self.take_over();
             }
         }
+    }
+
+    fn take_over(&mut self) {
+        // We increment past our leader instead of max of unhappy ballots because we
+        // assume we have already checked leader for this round so they should be equal
+        self.current_ballot.n = self.leader.n + 1;
+        self.leader = self.current_ballot;
+        self.happy = true;
+    }
+
+    /// tsohost patch: hold back (or let go) takeovers. Letting go applies the
+    /// takeover the last round end kept back, if any, and returns the new
+    /// ballot to lead.
+    pub(crate) fn hold(&mut self, hold: bool) -> Option<Ballot> {
+        let released = self.hold && !hold;
+        self.hold = hold;
+        if released && std::mem::take(&mut self.takeover_due) {
+            self.take_over();
+            return Some(self.current_ballot);
+        }
+        None
+    }
+
+    /// tsohost patch: round ends whose takeover was held back so far.
+    pub(crate) fn held_takeovers(&self) -> u64 {
+        self.held_takeovers
     }
 
     fn handle_request(&mut self, from: NodeId, req: HeartbeatRequest) {

@@ -412,6 +412,24 @@ where
         }
     }
 
+    /// tsohost patch: while `hold` is set, ballot leader election does not
+    /// take over leadership (it keeps exchanging heartbeats, and a round end
+    /// that would take over is only recorded). Clearing it takes over at once
+    /// if the last round end would have. tsohost holds while its promise gate
+    /// is closed, so a missed heartbeat round cannot move a node's promise
+    /// away from a leader whose lease heartbeats still arrive.
+    pub fn hold_elections(&mut self, hold: bool) {
+        if let Some(ballot) = self.ble.hold(hold) {
+            self.seq_paxos.handle_leader(ballot);
+        }
+    }
+
+    /// tsohost patch: ballot-leader-election round ends whose takeover
+    /// [`hold_elections`](Self::hold_elections) kept back.
+    pub fn held_takeovers(&self) -> u64 {
+        self.ble.held_takeovers()
+    }
+
     /// Manually attempt to become the leader by incrementing this instance's Ballot. Calling this
     /// function may not result in gainig leadership if other instances are competing for
     /// leadership with higher Ballots.
