@@ -399,7 +399,7 @@ enum Attempt {
 impl Shared {
     /// Take the queued callers that fit in one request and serve them.
     async fn lead(&self) {
-        let batch = {
+        let (batch, total) = {
             let mut queue = self.queue.lock().unwrap();
             let mut total = 0;
             let mut batch = Vec::new();
@@ -409,12 +409,11 @@ impl Shared {
                 total += w.count;
                 batch.push(queue.pop_front().expect("a front"));
             }
-            batch
+            (batch, total)
         };
         if batch.is_empty() {
             return;
         }
-        let total = batch.iter().map(|w| w.count).sum();
         let mut batch = Batch {
             shared: self,
             waiters: batch,
@@ -646,59 +645,41 @@ mod tests {
     /// A node that answers request 1 after 200 ms, never answers request
     /// 2, and answers the others at once (with the count asked for).
     async fn node_hanging_on_the_second_request() -> String {
+        use http_body_util::{BodyExt, Full};
+        use hyper::service::service_fn;
         use std::sync::atomic::AtomicUsize;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let served = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
+            while let Ok((stream, _)) = listener.accept().await {
                 let served = served.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let Ok(n) = stream.read(&mut chunk).await else {
-                            return;
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let served = served.clone();
+                    async move {
+                        let body = request.into_body().collect().await?.to_bytes();
+                        let count = match body.is_empty() {
+                            true => 1,
+                            false => {
+                                serde_json::from_slice::<serde_json::Value>(&body).unwrap()["count"]
+                                    .as_u64()
+                                    .unwrap()
+                            }
                         };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .map_or(0, |v| v.trim().parse().unwrap());
-                        if buf.len() < end + 4 + length {
-                            continue;
-                        }
-                        let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]);
-                        let count: u64 = body
-                            .split(':')
-                            .nth(1)
-                            .map_or(1, |c| c.trim_end_matches('}').parse().unwrap());
-                        buf.drain(..end + 4 + length);
                         match served.fetch_add(1, Ordering::SeqCst) {
                             0 => tokio::time::sleep(Duration::from_millis(200)).await,
                             1 => std::future::pending().await,
                             _ => {}
                         }
-                        let json = format!(
-                            "{{\"timestamp\":\"1000\",\"count\":{count},\"physical_ms\":0,\"logical\":1000}}"
-                        );
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}",
-                            json.len()
-                        );
-                        if stream.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
+                        let range = RangeJson::new(Timestamp(1000), count);
+                        let json = serde_json::to_vec(&range).unwrap();
+                        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(json))))
                     }
                 });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service),
+                );
             }
         });
         url

@@ -220,7 +220,7 @@ pub struct PaxosDriver {
     /// The newest Prepare the gate refused, handed to omnipaxos as soon as
     /// the gate opens rather than at its sender's resend (up to
     /// [`Settings::resend_ticks`] heartbeats later).
-    held_prepare: Option<Message<Command>>,
+    held_prepare: Option<(Ballot, Message<Command>)>,
     /// This leader's requests by log index.
     pending: BTreeMap<usize, Pending>,
     reconfig: Option<PendingReconfig>,
@@ -368,7 +368,7 @@ impl Driver for PaxosDriver {
         // opens, a Prepare it held back goes first (this node then follows
         // that candidate rather than competing), then a takeover held back.
         let hold = self.now < self.lease.gate_until();
-        if !hold && let Some(prepare) = self.held_prepare.take() {
+        if !hold && let Some((_, prepare)) = self.held_prepare.take() {
             self.receive_paxos(prepare.get_sender(), prepare);
         }
         if let Some(op) = self.op.as_mut() {
@@ -958,15 +958,13 @@ impl PaxosDriver {
                     self.lease.gate_until()
                 ),
             );
-            let newer = |held: &Message<Command>| match held {
-                Message::SequencePaxos(h) => match &h.msg {
-                    PaxosMsg::Prepare(h) => prep.n > h.n,
-                    _ => true,
-                },
-                Message::BLE(_) => true,
-            };
-            if self.held_prepare.as_ref().is_none_or(newer) {
-                self.held_prepare = Some(msg);
+            let ballot = prep.n;
+            if self
+                .held_prepare
+                .as_ref()
+                .is_none_or(|(held, _)| ballot > *held)
+            {
+                self.held_prepare = Some((ballot, msg));
             }
             return;
         }

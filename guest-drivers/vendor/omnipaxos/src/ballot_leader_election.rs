@@ -276,7 +276,7 @@ impl BallotLeaderElection {
                 .quorum
                 .is_prepare_quorum(self.heartbeat_replies.len() + 1);
             if all_neighbors_unhappy && im_quorum_connected {
-                // tsohost patch: held, the takeover waits for `release`.
+                // tsohost patch: held, the takeover waits for `hold(false)`.
                 if self.hold {
                     self.takeover_due = true;
                     self.held_takeovers += 1;
