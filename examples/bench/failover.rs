@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example failover -- [KILLS] [DRIVER] [ELECTION_TIMEOUT_MS]
-//! LOAD_S=600 cargo run --release --example failover -- 0 raft   # 10 min per row
+//! LOAD_S=200 cargo run --release --example failover -- 0 raft   # 3 rows of 200 s: 10 minutes
 //! ```
 //!
 //! Starts three `tsohost serve` processes (target/release/tsohost) with the

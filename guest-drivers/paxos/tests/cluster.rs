@@ -6,8 +6,12 @@
 
 use std::rc::Rc;
 
+use omnipaxos::messages::Message;
 use tsohost_driver_paxos::core::PaxosDriver;
+use tsohost_driver_paxos::wire::{self, Wire};
+use tsohost_guest_sdk::rules::Timing;
 use tsohost_guest_sdk::sim::cluster::{SimCluster, config, peers};
+use tsohost_guest_sdk::sim::contract::ELECTION_TIMEOUT_MS;
 use tsohost_guest_sdk::sim::{MemStorage, SimClock, SimHost};
 use tsohost_guest_sdk::{Driver, DriverError, NodeId, Role};
 
@@ -319,6 +323,70 @@ fn a_single_voter_takes_a_new_ballot_on_every_start_and_on_growing() {
     assert_eq!(r3.epoch.hi >> 32, 2, "configuration 2");
 }
 
+/// After the leader is killed, a new one serves once the followers' gates
+/// open, `E` after the last lease heartbeat they acknowledged, and hardly
+/// later: ballot leader election has agreed the leader is gone by then
+/// (its rounds are `E / 5`), so the takeover held by the gate happens as it
+/// opens. No election timer of its own adds to `E`, and ballots are totally
+/// ordered, so no split vote either.
+#[test]
+fn a_killed_leader_is_replaced_as_soon_as_its_lease_lets_the_gates_open() {
+    let took = failovers(|_, _, _| {});
+    assert_failover_at_the_gate(&took);
+}
+
+/// The same when one follower missed the leader's last heartbeats, so its
+/// gate opens first: it takes over and prepares while the other's gate is
+/// still closed. The refused Prepare is kept and taken up as that gate
+/// opens; dropped, it would wait for the candidate's resend (`2 hb`).
+#[test]
+fn a_prepare_refused_by_a_closed_gate_is_taken_up_as_the_gate_opens() {
+    let hb = Timing::DEFAULT.heartbeat_ms;
+    let took = failovers(|c, leader, round| {
+        let followers: Vec<NodeId> = c.ids.iter().copied().filter(|&i| i != leader).collect();
+        let early = followers[round % followers.len()];
+        for _ in 0..2 * hb {
+            drop_messages(c, leader, Some(early), |w| matches!(w, Wire::Lease { .. }));
+            c.step();
+        }
+    });
+    assert_failover_at_the_gate(&took);
+}
+
+/// Kill the leader 20 times, `before_kill(cluster, leader, round)` just
+/// before each; the time from each kill until a new leader serves, sorted.
+fn failovers(mut before_kill: impl FnMut(&mut Cluster, NodeId, usize)) -> Vec<u64> {
+    let mut c = new_cluster(&[]);
+    let (mut leader, _) = c.wait_leader();
+    let mut took = Vec::new();
+    for round in 0..20 {
+        c.run_for(1_000 + round as u64 * 7);
+        before_kill(&mut c, leader, round);
+        let killed_at = c.clock.now();
+        c.kill(leader);
+        let (new, _) = c.wait_leader();
+        took.push(c.clock.now() - killed_at);
+        c.start(leader, false);
+        leader = new;
+    }
+    took.sort_unstable();
+    took
+}
+
+/// No failover inside the gates (`E` after the last heartbeat, at most one
+/// heartbeat before the kill), and none more than a few milliseconds after
+/// them.
+fn assert_failover_at_the_gate(took: &[u64]) {
+    let e = ELECTION_TIMEOUT_MS;
+    let hb = Timing::DEFAULT.heartbeat_ms;
+    let (fastest, slowest) = (took[0], took[took.len() - 1]);
+    assert!(
+        fastest >= e - hb,
+        "a new leader served {fastest} ms after the kill, inside the gates: {took:?}"
+    );
+    assert!(slowest <= e + 10, "slowest {slowest} ms: {took:?}");
+}
+
 /// A leader whose ballot-leader-election replies are lost for many rounds
 /// (as when its process stalls past a round under load) while its lease
 /// heartbeats still arrive keeps leading, and keeps its lease: its
@@ -362,16 +430,25 @@ fn missed_election_rounds_do_not_unseat_a_leader_whose_lease_heartbeats_arrive()
 /// Drop the ballot-leader-election messages `from` has sent, keeping the
 /// rest of each payload.
 fn drop_election_messages_from(c: &mut Cluster, from: NodeId) {
-    use omnipaxos::messages::Message;
-    use tsohost_driver_paxos::wire::{self, Wire};
-    for (_, sender, _, payload) in c.in_flight.iter_mut() {
-        if *sender != from {
+    drop_messages(c, from, None, |w| matches!(w, Wire::Paxos(Message::BLE(_))));
+}
+
+/// Drop the messages in flight from `from` (to `to`, or to anyone) that
+/// `dropped` picks, keeping the rest of each payload.
+fn drop_messages(
+    c: &mut Cluster,
+    from: NodeId,
+    to: Option<NodeId>,
+    dropped: impl Fn(&Wire) -> bool,
+) {
+    for (_, sender, receiver, payload) in c.in_flight.iter_mut() {
+        if *sender != from || to.is_some_and(|to| to != *receiver) {
             continue;
         }
         let frames: Vec<_> = wire::decode(payload)
             .expect("a payload the driver sent")
             .iter()
-            .filter(|p| !matches!(p.wire, Wire::Paxos(Message::BLE(_))))
+            .filter(|p| !dropped(&p.wire))
             .map(wire::frame)
             .collect();
         *payload = wire::encode(&frames);
