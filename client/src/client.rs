@@ -3,25 +3,30 @@
 //!
 //! # Coalescing
 //!
-//! Callers of [`Client::get_ts`] and [`Client::get_range`] queue up. A
-//! caller that finds a request slot free (at most [`Config::max_in_flight`]
-//! requests at once) *leads*: it takes every caller queued, itself
-//! included, up to [`LOGICAL_PER_MS`] timestamps in all (what one request
-//! may ask), asks for the sum in one request and splits the range it gets
-//! back among them in arrival order: each caller's part is consecutive, and
-//! no two parts overlap. A caller whose count does not fit stays at the
-//! head of the queue for the next request. The other callers wait for
-//! their part or for a slot to free up, whichever comes first. There is no
-//! flush delay: a lone caller pays one round trip, and under load batches
-//! grow by themselves while earlier requests are in flight.
+//! At most [`Config::max_in_flight`] requests are in flight at once, one
+//! per request *slot*. A caller of [`Client::get_ts`] or
+//! [`Client::get_range`] that finds a slot free *leads*: it takes every
+//! caller queued, up to [`LOGICAL_PER_MS`] timestamps in all (what one
+//! request may ask), asks for the sum in one request and splits the range
+//! it gets back among them in arrival order, itself first: each caller's
+//! part is consecutive, and no two parts overlap. A caller that finds no
+//! slot free queues and waits to be woken, either with its part of a batch
+//! or with a slot: a slot freed while callers are queued goes straight to
+//! the first of them, who leads everyone queued by the time it runs.
+//! Callers whose counts do not fit stay queued for the next slot. So a
+//! slot is free only while nobody is queued, and no request leaves with
+//! callers waiting behind a free slot.
 //!
-//! The leader sends the request from its own task: no dispatcher task sits
-//! between a caller and its connection, so a lone caller's call does not
-//! cross threads (each crossing costs a worker's wake-up, which made a
-//! batch call measurably slower than a single-timestamp one). A leader
-//! whose call is dropped mid-request (a timeout around it) puts its batch
-//! back at the head of the queue, so the others are served by the next
-//! leader rather than failed.
+//! There is no flush delay: a lone caller finds a slot free and pays one
+//! round trip, sending from its own task (no dispatcher task sits between
+//! a caller and its connection, so its call crosses no threads; each
+//! crossing costs a worker's wake-up, which made a batch call measurably
+//! slower than a single-timestamp one). Under load, batches grow by
+//! themselves while earlier requests are in flight, and each freed slot
+//! costs one wake-up, of the caller who leads next. A leader whose call is
+//! dropped mid-request (a timeout around it) puts its batch back at the
+//! head of the queue and hands its slot on, so the others are served by
+//! the next leader rather than failed.
 //!
 //! # Why real-time order survives coalescing
 //!
@@ -50,10 +55,9 @@ use crate::tls::TlsConfig;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// How a [`Client`] behaves.
@@ -177,12 +181,71 @@ pub struct Client {
     shared: Arc<Shared>,
 }
 
-/// A caller waiting for `count` timestamps.
+/// A queued caller waiting for `count` timestamps.
 struct Waiter {
-    /// Which call (to tell whether it is still queued).
-    call: u64,
     count: u64,
-    reply: oneshot::Sender<Result<TimestampRange, Error>>,
+    turn: oneshot::Sender<Turn>,
+}
+
+/// What a queued caller is woken with.
+enum Turn {
+    /// Its part of a batch another caller led (or that batch's error).
+    Part(Result<TimestampRange, Error>),
+    /// A request slot: lead the callers queued.
+    Lead(Slot),
+}
+
+/// Queued callers and free request slots.
+///
+/// Invariant: a caller queues only when no slot is free, and a slot is
+/// counted free again only when nobody is queued to take it
+/// ([`Shared::hand_on`]). So `free > 0` only while `waiters` is empty, but
+/// for one case that costs no progress: a leader dropped mid-request puts
+/// its callers back and hands its slot to the first, and callers past one
+/// request's worth then wait for the next slot to come back.
+struct Queue {
+    /// Callers waiting to be taken into a request, in arrival order.
+    waiters: VecDeque<Waiter>,
+    /// Request slots nobody holds.
+    free: usize,
+}
+
+impl Queue {
+    /// Hand `slot` to the first caller still waiting (one whose call was
+    /// dropped is skipped and forgotten); `slot` comes back if nobody is.
+    fn give(&mut self, mut slot: Slot) -> Option<Slot> {
+        while let Some(waiter) = self.waiters.pop_front() {
+            let Err(Turn::Lead(back)) = waiter.turn.send(Turn::Lead(slot)) else {
+                return None;
+            };
+            slot = back;
+        }
+        Some(slot)
+    }
+}
+
+/// The right to have one request in flight. Dropped (its request answered,
+/// or its leader's call dropped), it goes to the first caller queued, who
+/// leads next, or back to the free slots.
+struct Slot {
+    /// `None` once counted free again (dropping it then does nothing).
+    shared: Option<Arc<Shared>>,
+}
+
+impl Slot {
+    fn new(shared: &Arc<Shared>) -> Slot {
+        Slot {
+            shared: Some(shared.clone()),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.hand_on();
+        }
+    }
 }
 
 struct Shared {
@@ -192,14 +255,8 @@ struct Shared {
     leader: Mutex<Option<String>>,
     /// Idle keep-alive connections, by node URL.
     idle: Mutex<Vec<(String, Connection)>>,
-    /// Callers waiting to be taken into a request, in arrival order.
-    queue: Mutex<VecDeque<Waiter>>,
-    /// One permit per request that may be in flight.
-    slots: Semaphore,
-    /// A slot was freed or a batch put back: a waiting caller may lead.
-    turn: Notify,
-    /// The next call's number.
-    calls: AtomicU64,
+    /// Callers waiting and slots free.
+    queue: Mutex<Queue>,
 }
 
 impl Client {
@@ -230,16 +287,16 @@ impl Client {
         {
             return Err(Error::NoCa(url.clone()));
         }
-        let slots = Semaphore::new(config.max_in_flight.max(1));
+        let queue = Queue {
+            waiters: VecDeque::new(),
+            free: config.max_in_flight.max(1),
+        };
         let shared = Arc::new(Shared {
             urls,
             config,
             leader: Mutex::new(None),
             idle: Mutex::new(Vec::new()),
-            queue: Mutex::new(VecDeque::new()),
-            slots,
-            turn: Notify::new(),
-            calls: AtomicU64::new(0),
+            queue: Mutex::new(queue),
         });
         Ok(Client { shared })
     }
@@ -260,43 +317,31 @@ impl Client {
         self.queue(count).await
     }
 
-    /// Queue for `count` timestamps and wait for this caller's part,
-    /// leading a request whenever this caller is still queued and a slot is
-    /// free (see the module docs). A caller already taken into a request
-    /// does not lead another (it would wait for both); woken, it passes the
-    /// turn on.
+    /// Lead a request if a slot is free; else queue for `count`
+    /// timestamps and wait for this caller's part, or for a slot to lead
+    /// with (see the module docs).
     async fn queue(&self, count: u64) -> Result<TimestampRange, Error> {
         let shared = &self.shared;
-        let call = shared.calls.fetch_add(1, Ordering::Relaxed);
-        let (reply, mut answer) = oneshot::channel();
-        shared
-            .queue
-            .lock()
-            .unwrap()
-            .push_back(Waiter { call, count, reply });
-        loop {
-            if shared.queued(call)
-                && let Ok(slot) = shared.slots.try_acquire()
-            {
-                shared.lead().await;
-                drop(slot);
-                // Callers still queued need a leader.
-                shared.pass_turn();
+        let (turn, woken) = oneshot::channel();
+        let slot = {
+            let mut queue = shared.queue.lock().unwrap();
+            if queue.free > 0 {
+                queue.free -= 1;
+                Some(Slot::new(shared))
+            } else {
+                queue.waiters.push_back(Waiter { count, turn });
+                None
             }
-            tokio::select! {
-                biased;
-                part = &mut answer => {
-                    // This caller may have taken a wake-up meant for a leader.
-                    shared.pass_turn();
-                    return part.map_err(|_| Error::Closed)?;
-                }
-                () = shared.turn.notified() => {
-                    if !shared.queued(call) {
-                        shared.pass_turn();
-                    }
-                }
-            }
-        }
+        };
+        let slot = match slot {
+            Some(slot) => slot,
+            None => match woken.await {
+                Ok(Turn::Part(part)) => return part,
+                Ok(Turn::Lead(slot)) => slot,
+                Err(_) => return Err(Error::Closed),
+            },
+        };
+        shared.lead(slot, count).await
     }
 
     /// One node's status (`GET /v1/status`): that of the first node given
@@ -363,25 +408,26 @@ fn split(
         .collect()
 }
 
-/// The callers a leader took into its request. Dropped unanswered (the
-/// leader's call was dropped mid-request), they go back to the head of the
-/// queue, in order, for the next leader.
-struct Batch<'a> {
-    shared: &'a Shared,
+/// The callers a leader took into its request, and its slot. Dropped
+/// unanswered (the leader's call was dropped mid-request), the callers go
+/// back to the head of the queue, in order, and then the slot is handed on
+/// to the first of them.
+struct Batch {
     waiters: Vec<Waiter>,
+    slot: Slot,
 }
 
-impl Drop for Batch<'_> {
+impl Drop for Batch {
     fn drop(&mut self) {
         if self.waiters.is_empty() {
             return;
         }
-        let mut queue = self.shared.queue.lock().unwrap();
+        let shared = self.slot.shared.as_ref().expect("a held slot");
+        let mut queue = shared.queue.lock().unwrap();
         for w in self.waiters.drain(..).rev() {
-            queue.push_front(w);
+            queue.waiters.push_front(w);
         }
-        drop(queue);
-        self.shared.turn.notify_one();
+        // `self.slot` is dropped after this, and leads them.
     }
 }
 
@@ -397,44 +443,45 @@ enum Attempt {
 }
 
 impl Shared {
-    /// Take the queued callers that fit in one request and serve them.
-    async fn lead(&self) {
-        let (batch, total) = {
+    /// With `slot`, ask for `own` timestamps and for those of the callers
+    /// queued that fit in one request; answer them and return this
+    /// caller's part, the first.
+    async fn lead(&self, slot: Slot, own: u64) -> Result<TimestampRange, Error> {
+        let mut batch = Batch {
+            waiters: Vec::new(),
+            slot,
+        };
+        let mut counts = vec![own];
+        let mut total = own;
+        {
             let mut queue = self.queue.lock().unwrap();
-            let mut total = 0;
-            let mut batch = Vec::new();
-            while let Some(w) = queue.front()
-                && (batch.is_empty() || total + w.count <= LOGICAL_PER_MS)
+            while let Some(w) = queue.waiters.front()
+                && total + w.count <= LOGICAL_PER_MS
             {
                 total += w.count;
-                batch.push(queue.pop_front().expect("a front"));
+                counts.push(w.count);
+                batch
+                    .waiters
+                    .push(queue.waiters.pop_front().expect("a front"));
             }
-            (batch, total)
-        };
-        if batch.is_empty() {
-            return;
         }
-        let mut batch = Batch {
-            shared: self,
-            waiters: batch,
-        };
         let outcome = self.request(total).await;
-        let counts: Vec<u64> = batch.waiters.iter().map(|w| w.count).collect();
-        let parts = split(&outcome, &counts);
+        let mut parts = split(&outcome, &counts).into_iter();
+        let own = parts.next().expect("the leader's part");
         for (waiter, part) in std::mem::take(&mut batch.waiters).into_iter().zip(parts) {
-            let _ = waiter.reply.send(part);
+            let _ = waiter.turn.send(Turn::Part(part));
         }
+        own
     }
 
-    /// Whether call `call` still waits to be taken into a request.
-    fn queued(&self, call: u64) -> bool {
-        self.queue.lock().unwrap().iter().any(|w| w.call == call)
-    }
-
-    /// Wake a waiting caller to lead, if any caller is still queued.
-    fn pass_turn(&self) {
-        if !self.queue.lock().unwrap().is_empty() {
-            self.turn.notify_one();
+    /// A slot was let go: give it to the first caller queued, or count it
+    /// free if nobody is (keeping [`Queue`]'s invariant).
+    fn hand_on(self: Arc<Self>) {
+        let mut queue = self.queue.lock().unwrap();
+        if let Some(mut unused) = queue.give(Slot::new(&self)) {
+            // Counted free instead: dropping it must not hand it on again.
+            unused.shared = None;
+            queue.free += 1;
         }
     }
 
@@ -642,12 +689,13 @@ mod tests {
         );
     }
 
-    /// A node that answers request 1 after 200 ms, never answers request
-    /// 2, and answers the others at once (with the count asked for).
-    async fn node_hanging_on_the_second_request() -> String {
+    /// A node that answers its `n`th request after `delays[n]`
+    /// milliseconds (never if `None`), the requests past `delays` at once,
+    /// each with the count asked for.
+    async fn node_answering_after(delays: &'static [Option<u64>]) -> String {
         use http_body_util::{BodyExt, Full};
         use hyper::service::service_fn;
-        use std::sync::atomic::AtomicUsize;
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let served = Arc::new(AtomicUsize::new(0));
@@ -666,10 +714,10 @@ mod tests {
                                     .unwrap()
                             }
                         };
-                        match served.fetch_add(1, Ordering::SeqCst) {
-                            0 => tokio::time::sleep(Duration::from_millis(200)).await,
-                            1 => std::future::pending().await,
-                            _ => {}
+                        match delays.get(served.fetch_add(1, Ordering::SeqCst)) {
+                            Some(Some(ms)) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+                            Some(None) => std::future::pending().await,
+                            None => {}
                         }
                         let range = RangeJson::new(Timestamp(1000), count);
                         let json = serde_json::to_vec(&range).unwrap();
@@ -694,7 +742,8 @@ mod tests {
             max_in_flight: 1,
             ..Config::default()
         };
-        let c = Client::with_config([node_hanging_on_the_second_request().await], config).unwrap();
+        let node = node_answering_after(&[Some(200), None]).await;
+        let c = Client::with_config([node], config).unwrap();
         // Request 1 holds the only slot for 200 ms while `dropped` and
         // `taken` queue; `dropped` then leads both into request 2, which
         // hangs, and gives up at 500 ms.
@@ -720,6 +769,35 @@ mod tests {
             .unwrap();
         assert_eq!(part.map(|r| r.count), Ok(7));
         assert_eq!(c.get_ts().await.map(|t| t.0), Ok(1000), "the slot is free");
+    }
+
+    /// A queued caller whose call is dropped before a slot frees is
+    /// skipped: the slot goes on to the next caller queued.
+    #[tokio::test]
+    async fn a_slot_freed_for_a_dropped_caller_goes_to_the_next() {
+        let config = Config {
+            max_in_flight: 1,
+            ..Config::default()
+        };
+        let node = node_answering_after(&[Some(200)]).await;
+        let c = Client::with_config([node], config).unwrap();
+        let first = tokio::spawn({
+            let c = c.clone();
+            async move { c.get_ts().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let gone = tokio::time::timeout(Duration::from_millis(50), c.get_ts()).await;
+        assert!(gone.is_err(), "no slot was free");
+        let next = tokio::spawn({
+            let c = c.clone();
+            async move { c.get_range(3).await }
+        });
+        assert!(first.await.unwrap().is_ok());
+        let part = tokio::time::timeout(Duration::from_secs(5), next)
+            .await
+            .expect("the slot went to the dropped caller and stopped there")
+            .unwrap();
+        assert_eq!(part.map(|r| r.count), Ok(3));
     }
 
     #[tokio::test]
