@@ -331,7 +331,7 @@ fn a_single_voter_takes_a_new_ballot_on_every_start_and_on_growing() {
 /// ordered, so no split vote either.
 #[test]
 fn a_killed_leader_is_replaced_as_soon_as_its_lease_lets_the_gates_open() {
-    let took = failovers(|_, _, _| {});
+    let took = new_cluster(&[]).failover_times(20, |_, _, _| {});
     assert_failover_at_the_gate(&took);
 }
 
@@ -342,7 +342,7 @@ fn a_killed_leader_is_replaced_as_soon_as_its_lease_lets_the_gates_open() {
 #[test]
 fn a_prepare_refused_by_a_closed_gate_is_taken_up_as_the_gate_opens() {
     let hb = Timing::DEFAULT.heartbeat_ms;
-    let took = failovers(|c, leader, round| {
+    let took = new_cluster(&[]).failover_times(20, |c, leader, round| {
         let followers: Vec<NodeId> = c.ids.iter().copied().filter(|&i| i != leader).collect();
         let early = followers[round % followers.len()];
         for _ in 0..2 * hb {
@@ -351,26 +351,6 @@ fn a_prepare_refused_by_a_closed_gate_is_taken_up_as_the_gate_opens() {
         }
     });
     assert_failover_at_the_gate(&took);
-}
-
-/// Kill the leader 20 times, `before_kill(cluster, leader, round)` just
-/// before each; the time from each kill until a new leader serves, sorted.
-fn failovers(mut before_kill: impl FnMut(&mut Cluster, NodeId, usize)) -> Vec<u64> {
-    let mut c = new_cluster(&[]);
-    let (mut leader, _) = c.wait_leader();
-    let mut took = Vec::new();
-    for round in 0..20 {
-        c.run_for(1_000 + round as u64 * 7);
-        before_kill(&mut c, leader, round);
-        let killed_at = c.clock.now();
-        c.kill(leader);
-        let (new, _) = c.wait_leader();
-        took.push(c.clock.now() - killed_at);
-        c.start(leader, false);
-        leader = new;
-    }
-    took.sort_unstable();
-    took
 }
 
 /// No failover inside the gates (`E` after the last heartbeat, at most one

@@ -94,19 +94,7 @@ fn a_restarted_sole_voter_leads_in_the_next_term() {
 fn a_killed_leader_is_replaced_within_one_and_a_half_election_timeouts() {
     let e = ELECTION_TIMEOUT_MS;
     let hb = Timing::DEFAULT.heartbeat_ms;
-    let mut c = new_cluster(&[]);
-    let (mut leader, _) = c.wait_leader();
-    let mut took = Vec::new();
-    for round in 0..20 {
-        c.run_for(1_000 + round * 7);
-        let killed_at = c.clock.now();
-        c.kill(leader);
-        let (new, _) = c.wait_leader();
-        took.push(c.clock.now() - killed_at);
-        c.start(leader, false);
-        leader = new;
-    }
-    took.sort_unstable();
+    let took = new_cluster(&[]).failover_times(20, |_, _, _| {});
     let (fastest, median, slowest) = (took[0], took[took.len() / 2], took[took.len() - 1]);
     assert!(
         fastest >= e - hb,

@@ -319,6 +319,32 @@ impl<D: Driver> SimCluster<D> {
         self.serving_leader().expect("a serving leader")
     }
 
+    /// Kill the serving leader `rounds` times, each after a quiet second
+    /// (a few ms longer every round, so kills fall at different points of
+    /// the heartbeat cycle) and `before_kill(self, leader, round)`; restart
+    /// it once another node serves. The times from kill to a new serving
+    /// leader, in ms, sorted: what a failover bound is checked against.
+    pub fn failover_times(
+        &mut self,
+        rounds: usize,
+        mut before_kill: impl FnMut(&mut Self, NodeId, usize),
+    ) -> Vec<u64> {
+        let (mut leader, _) = self.wait_leader();
+        let mut took = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            self.run_for(1_000 + round as u64 * 7);
+            before_kill(self, leader, round);
+            let killed_at = self.clock.now();
+            self.kill(leader);
+            let (new, _) = self.wait_leader();
+            took.push(self.clock.now() - killed_at);
+            self.start(leader, false);
+            leader = new;
+        }
+        took.sort_unstable();
+        took
+    }
+
     /// Call `f` on `id`'s instance with a fresh request id; returns the id.
     pub fn request(&mut self, id: NodeId, f: impl FnOnce(&mut D, u64)) -> u64 {
         let req = self.next_request;
