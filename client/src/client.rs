@@ -18,10 +18,11 @@
 //! callers waiting behind a free slot.
 //!
 //! There is no flush delay: a lone caller finds a slot free and pays one
-//! round trip, sending from its own task (no dispatcher task sits between
-//! a caller and its connection, so its call crosses no threads; each
-//! crossing costs a worker's wake-up, which made a batch call measurably
-//! slower than a single-timestamp one). Under load, batches grow by
+//! round trip, sending from its own task, which also drives the
+//! connection's I/O (no dispatcher task and no connection task sit between
+//! a caller and the socket, so its call crosses no threads; each crossing
+//! costs a worker's wake-up, which made a batch call measurably slower
+//! than a single-timestamp one). Under load, batches grow by
 //! themselves while earlier requests are in flight, and each freed slot
 //! costs one wake-up, of the caller who leads next. A leader whose call is
 //! dropped mid-request (a timeout around it) puts its batch back at the
@@ -65,7 +66,13 @@ use tokio::time::Instant;
 pub struct Config {
     /// The longest one call may take, retries included.
     pub deadline: Duration,
-    /// Coalesced requests in flight at once.
+    /// Coalesced requests in flight at once. More buy throughput at a few
+    /// dozen callers and cost tail latency: each request is more work for
+    /// the client and the node, and on a busy machine more runnable threads
+    /// wait more often for a scheduler slice. Measured on two cores against
+    /// 4, 2 has 0.4-0.7x the p99 at 16-64 callers for 5-30 % fewer calls/s
+    /// there, and no less at 256 (`docs/benchmarks.md`, side by side with
+    /// tsoracle).
     pub max_in_flight: usize,
     /// The first wait between retries; it doubles up to [`Config::max_backoff`].
     pub backoff: Duration,
@@ -81,7 +88,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             deadline: Duration::from_secs(10),
-            max_in_flight: 4,
+            max_in_flight: 2,
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(500),
             tls: None,
@@ -175,7 +182,7 @@ impl TimestampRange {
 }
 
 /// A client of a tsohost cluster; cheap to clone, shared by all callers.
-/// Needs a Tokio runtime (each connection's I/O is a task).
+/// Needs a Tokio runtime.
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
@@ -269,8 +276,7 @@ impl Client {
     /// As [`Client::new`], with [`Config`] other than the default. Fails on
     /// a URL that is not `http(s)://HOST:PORT[/...]`, an `https://` URL
     /// without [`Config::tls`], or an empty list; nothing
-    /// is contacted until the first call. Calls need a Tokio runtime (a
-    /// connection's I/O runs in a task of its own).
+    /// is contacted until the first call. Calls need a Tokio runtime.
     pub fn with_config<S: Into<String>>(
         urls: impl IntoIterator<Item = S>,
         config: Config,
@@ -531,34 +537,49 @@ impl Shared {
         }
     }
 
+    /// One request for `count` timestamps to `url`, on a kept-alive
+    /// connection to it if there is one. A kept-alive connection that
+    /// fails is not held against the node: the node closes connections
+    /// left idle past its header timeout, and a client idle that long must
+    /// not pay a backoff (and a redirect) for it, so the request is sent
+    /// again at once on the next connection, a fresh one at the last. The
+    /// answer lost with a failed request is a range nobody is given; the
+    /// request sent again is answered above it, so nothing is reused.
     async fn attempt(&self, url: &str, count: u64) -> Attempt {
-        let reused = {
-            let mut idle = self.idle.lock().unwrap();
-            idle.iter()
-                .position(|(u, _)| u == url)
-                .map(|i| idle.swap_remove(i).1)
-        };
-        let mut conn = match reused {
-            Some(conn) => conn,
-            None => match Connection::open_with(url, self.config.tls.as_ref()).await {
-                Ok(conn) => conn,
-                Err(e) => return Attempt::Unavailable(e.to_string()),
-            },
-        };
         let body = if count == 1 {
             Bytes::new()
         } else {
             Bytes::from(format!("{{\"count\":{count}}}"))
         };
-        let answer = match conn.send(Method::POST, "/v1/timestamps", body).await {
-            Ok(answer) => answer,
-            Err(e) => return Attempt::Unavailable(e.to_string()),
+        let (answer, conn) = loop {
+            let (mut conn, fresh) = match self.idle_connection(url) {
+                Some(conn) => (conn, false),
+                None => match Connection::open_with(url, self.config.tls.as_ref()).await {
+                    Ok(conn) => (conn, true),
+                    Err(e) => return Attempt::Unavailable(e.to_string()),
+                },
+            };
+            match conn
+                .send(Method::POST, "/v1/timestamps", body.clone())
+                .await
+            {
+                Ok(answer) => break (answer, conn),
+                Err(e) if fresh => return Attempt::Unavailable(e.to_string()),
+                Err(_) => continue,
+            }
         };
         let attempt = judge(url, count, &answer);
         if matches!(attempt, Attempt::Served(_)) {
             self.idle.lock().unwrap().push((url.to_string(), conn));
         }
         attempt
+    }
+
+    /// A kept-alive connection to `url`, taken out of the idle ones.
+    fn idle_connection(&self, url: &str) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap();
+        let i = idle.iter().position(|(u, _)| u == url)?;
+        Some(idle.swap_remove(i).1)
     }
 }
 
@@ -693,6 +714,13 @@ mod tests {
     /// milliseconds (never if `None`), the requests past `delays` at once,
     /// each with the count asked for.
     async fn node_answering_after(delays: &'static [Option<u64>]) -> String {
+        node(delays, None).await
+    }
+
+    /// As [`node_answering_after`]; with `idle`, a connection that sends
+    /// no request for that long is closed, as tsohost's header timeout
+    /// closes it.
+    async fn node(delays: &'static [Option<u64>], idle: Option<Duration>) -> String {
         use http_body_util::{BodyExt, Full};
         use hyper::service::service_fn;
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -725,9 +753,12 @@ mod tests {
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new().serve_connection(io, service),
-                );
+                let mut http = hyper::server::conn::http1::Builder::new();
+                if let Some(idle) = idle {
+                    http.timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(idle);
+                }
+                tokio::spawn(http.serve_connection(io, service));
             }
         });
         url
@@ -798,6 +829,26 @@ mod tests {
             .expect("the slot went to the dropped caller and stopped there")
             .unwrap();
         assert_eq!(part.map(|r| r.count), Ok(3));
+    }
+
+    /// A kept-alive connection the node closed while it sat idle costs no
+    /// backoff: the call is sent again at once on a fresh connection. (The
+    /// backoff here is longer than the deadline, so a call that paid it
+    /// would fail.)
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_replaced_at_once() {
+        let config = Config {
+            deadline: Duration::from_secs(5),
+            backoff: Duration::from_secs(60),
+            ..Config::default()
+        };
+        let node = node(&[], Some(Duration::from_millis(50))).await;
+        let c = Client::with_config([node.clone()], config).unwrap();
+        for _ in 0..3 {
+            assert_eq!(c.get_range(2).await.map(|r| r.count), Ok(2));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(c.leader(), Some(node), "the node was not held to blame");
     }
 
     #[tokio::test]

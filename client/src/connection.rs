@@ -10,6 +10,9 @@ use hyper::client::conn::http1;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
 
 use crate::tls::TlsConfig;
 
@@ -57,6 +60,10 @@ pub enum ClientError {
         /// What hyper reported.
         source: hyper::Error,
     },
+    /// The server closed the connection (a keep-alive connection left idle
+    /// too long, or a node shutting down); open a new one.
+    #[error("{0} closed the connection")]
+    Closed(String),
 }
 
 /// `http://host:port[/...]` or `https://...` → `host:port`.
@@ -111,16 +118,29 @@ pub struct Answer {
 
 /// One keep-alive connection. Requests on it are sequential (`&mut self`);
 /// open several connections for concurrency.
+///
+/// The connection's I/O is driven by the task that sends on it, inside
+/// [`Connection::send_with`], not by a task of its own: a request crosses
+/// no tasks on its way out or back, so a call costs no wake-up of another
+/// task (on a busy runtime each one is a wait for a worker). Between
+/// requests nothing reads the socket; a connection the server closed
+/// meanwhile fails its next request.
 pub struct Connection {
     addr: String,
     sender: http1::SendRequest<Full<Bytes>>,
+    /// hyper's state machine of the connection, which reads and writes the
+    /// socket when polled; `None` once it ended (the connection closed).
+    io: Option<Io>,
 }
+
+/// What [`http1::handshake`] returns to be polled, for either transport.
+type Io = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 impl Connection {
     /// Connect to the node at `url` (only its scheme and `HOST:PORT` are
     /// used) with Nagle's algorithm off, so that small requests are not
-    /// delayed. Needs a Tokio runtime: the connection's I/O runs in a task
-    /// of its own. An `https://` URL needs [`Connection::open_with`].
+    /// delayed. Needs a Tokio runtime (for the socket). An `https://` URL
+    /// needs [`Connection::open_with`].
     pub async fn open(url: &str) -> Result<Connection, ClientError> {
         Connection::open_with(url, None).await
     }
@@ -145,13 +165,10 @@ impl Connection {
             addr: addr.clone(),
             source,
         };
-        let sender = match tls {
+        let (sender, io): (_, Io) = match tls {
             None => {
-                let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                sender
+                let (sender, io) = http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
+                (sender, Box::pin(io))
             }
             Some((tls, name)) => {
                 let stream = tokio_rustls::TlsConnector::from(tls.client_config())
@@ -161,14 +178,15 @@ impl Connection {
                         addr: addr.clone(),
                         source,
                     })?;
-                let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                sender
+                let (sender, io) = http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
+                (sender, Box::pin(io))
             }
         };
-        Ok(Connection { addr, sender })
+        Ok(Connection {
+            addr,
+            sender,
+            io: Some(io),
+        })
     }
 
     /// Send one request and read the whole answer. A body starting with
@@ -191,15 +209,12 @@ impl Connection {
         body: Bytes,
         bearer: Option<&str>,
     ) -> Result<Answer, ClientError> {
-        let http = |source| ClientError::Http {
-            addr: self.addr.clone(),
-            source,
-        };
-        self.sender.ready().await.map_err(http)?;
+        let Connection { addr, sender, io } = self;
+        drive(io, addr, sender.ready()).await?;
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, &self.addr);
+            .header(hyper::header::HOST, addr.as_str());
         if !body.is_empty() {
             let json = matches!(body.first(), Some(b'{' | b'['));
             let kind = if json {
@@ -213,15 +228,53 @@ impl Connection {
             request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request.body(Full::new(body)).expect("valid request");
-        let response = self.sender.send_request(request).await.map_err(http)?;
+        let response = drive(io, addr, sender.send_request(request)).await?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(http)?.to_bytes();
+        let body = drive(io, addr, body.collect()).await?.to_bytes();
         Ok(Answer {
             status: parts.status,
             headers: parts.headers,
             body,
         })
     }
+}
+
+/// Await `step` of a request on the connection to `addr` while driving
+/// its `io`, which `step` waits on. `io` ending before `step` is done (the
+/// connection closed or broke) fails the request; a connection that ended
+/// stays ended, and fails every request after (`io` is `None`).
+async fn drive<T>(
+    io: &mut Option<Io>,
+    addr: &str,
+    step: impl Future<Output = hyper::Result<T>>,
+) -> Result<T, ClientError> {
+    let mut step = pin!(step);
+    let outcome = poll_fn(|cx| {
+        // The I/O first: it moves what `step` waits for (the request out,
+        // the answer in) before `step` looks.
+        let polled = io.as_mut().map(|running| running.as_mut().poll(cx));
+        let ended = match polled {
+            Some(Poll::Pending) => None,
+            Some(Poll::Ready(end)) => {
+                *io = None;
+                Some(end.err())
+            }
+            None => Some(None),
+        };
+        match (step.as_mut().poll(cx), ended) {
+            (Poll::Ready(done), _) => Poll::Ready(done.map_err(Some)),
+            (Poll::Pending, None) => Poll::Pending,
+            (Poll::Pending, Some(why)) => Poll::Ready(Err(why)),
+        }
+    })
+    .await;
+    outcome.map_err(|why| match why {
+        Some(source) => ClientError::Http {
+            addr: addr.to_string(),
+            source,
+        },
+        None => ClientError::Closed(addr.to_string()),
+    })
 }
 
 /// One request on a fresh connection.

@@ -73,6 +73,7 @@ async fn main() {
         let report = run(BenchConfig {
             url: cluster.spec().url(leader).to_string(),
             client: false,
+            max_in_flight: None,
             connections,
             count,
             duration: load,

@@ -218,6 +218,10 @@ enum Cmd {
         /// instead of raw connections.
         #[arg(long)]
         client: bool,
+        /// With --client: coalesced requests in flight at once (the
+        /// client's `Config::max_in_flight`; its default when absent).
+        #[arg(long, requires = "client")]
+        max_in_flight: Option<usize>,
         /// Give up if the last answers have not come this long after
         /// --warmup and --duration (a stopped node never answers).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -528,8 +532,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             duration,
             warmup,
             client,
+            max_in_flight,
             timeout,
         } => {
+            if max_in_flight == Some(0) {
+                bail!("--max-in-flight must be positive");
+            }
             if connections == 0 || !(1..=LOGICAL_PER_MS).contains(&count) || duration.is_zero() {
                 bail!(
                     "--connections and --duration must be positive, --count from 1 to {LOGICAL_PER_MS}"
@@ -540,6 +548,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = bench::run(BenchConfig {
                 url,
                 client,
+                max_in_flight,
                 connections,
                 count,
                 duration,

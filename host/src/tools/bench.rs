@@ -21,6 +21,8 @@ pub struct BenchConfig {
     pub url: String,
     /// Callers of one coalescing client instead of raw connections.
     pub client: bool,
+    /// The client's `Config::max_in_flight`; its default when `None`.
+    pub max_in_flight: Option<usize>,
     pub connections: usize,
     pub count: u64,
     pub duration: Duration,
@@ -80,10 +82,13 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, ClientError> {
         Bytes::from(format!("{{\"count\":{}}}", cfg.count))
     };
     let mut sources = Vec::with_capacity(cfg.connections);
-    let config = tsohost_client::Config {
+    let mut config = tsohost_client::Config {
         tls: cfg.tls.clone(),
         ..Default::default()
     };
+    if let Some(n) = cfg.max_in_flight {
+        config.max_in_flight = n;
+    }
     let client = tsohost_client::Client::with_config([cfg.url.as_str()], config)
         .map_err(|_| ClientError::BadUrl(cfg.url.clone()))?;
     for _ in 0..cfg.connections {
