@@ -241,8 +241,9 @@ impl Connection {
 
 /// Await `step` of a request on the connection to `addr` while driving
 /// its `io`, which `step` waits on. `io` ending before `step` is done (the
-/// connection closed or broke) fails the request; a connection that ended
-/// stays ended, and fails every request after (`io` is `None`).
+/// connection closed or broke) fails the request, as
+/// [`ClientError::Closed`] or with `io`'s own error; a connection that
+/// ended stays ended, and fails every request after (`io` is `None`).
 async fn drive<T>(
     io: &mut Option<Io>,
     addr: &str,
@@ -262,7 +263,11 @@ async fn drive<T>(
             None => Some(None),
         };
         match (step.as_mut().poll(cx), ended) {
-            (Poll::Ready(done), _) => Poll::Ready(done.map_err(Some)),
+            (Poll::Ready(Ok(done)), _) => Poll::Ready(Ok(done)),
+            // `step` failed because the connection is gone ("channel
+            // closed"): name why it went instead.
+            (Poll::Ready(Err(_)), Some(why)) => Poll::Ready(Err(why)),
+            (Poll::Ready(Err(e)), None) => Poll::Ready(Err(Some(e))),
             (Poll::Pending, None) => Poll::Pending,
             (Poll::Pending, Some(why)) => Poll::Ready(Err(why)),
         }
@@ -304,6 +309,35 @@ pub async fn once_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kept-alive connection the server closed while it sat idle fails
+    /// its next request as `Closed`, naming the server, and keeps failing
+    /// so (its I/O is not polled again after it ended).
+    #[tokio::test]
+    async fn a_connection_the_server_closed_fails_as_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await.unwrap();
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            socket.write_all(answer).await.unwrap();
+            // Closed without `connection: close`, as an idle timeout does.
+        });
+        let mut conn = Connection::open(&url).await.unwrap();
+        let answer = conn.send(Method::GET, "/", Bytes::new()).await.unwrap();
+        assert_eq!(answer.body, Bytes::from_static(b"ok"));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let authority = authority(&url).unwrap();
+        for _ in 0..2 {
+            match conn.send(Method::GET, "/", Bytes::new()).await {
+                Err(ClientError::Closed(addr)) => assert_eq!(addr, authority),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn urls_keep_their_scheme_and_name_their_host() {
